@@ -1,0 +1,200 @@
+package wechat
+
+import (
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/dustin/go-humanize"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("wechat", parseCaddyfile)
+	// Order it like reverse_proxy, so no `order` option is needed.
+	httpcaddyfile.RegisterDirectiveOrder("wechat", httpcaddyfile.Before, "reverse_proxy")
+}
+
+// parseCaddyfile sets up the wechat gateway from Caddyfile tokens:
+//
+//	wechat [<matcher>] {
+//	    appid           <appid>                  # required; {env.*} / {file.*} resolved at provision
+//	    secret          <secret>                 # required; write it as {env.*} or {file.*}
+//	    upstream        <url> [<url>...]         # default https://api.weixin.qq.com; tried in order
+//	    token_api       stable|classic           # default stable
+//	    memcache        <host:port> [...]        # share the token across a cluster
+//	    memcache_prefix <prefix>                 # default wechat:
+//	    memcache_timeout <duration>              # default 100ms
+//	    fetch_timeout   <duration>               # deadline of one token fetch; default 10s
+//	    max_replay_body <size>                   # bodies replayable after a token error; default 10MiB
+//	    dial_timeout    <duration>               # upstream dial timeout; default 3s
+//	    response_header_timeout <duration>       # upstream response header timeout; default 30s
+//
+//	    # any other reverse_proxy subdirective (lb_*, fail_duration,
+//	    # header_up, flush_interval, ...) is passed to reverse_proxy
+//	}
+//
+// It expands into reverse_proxy with the wechat transport, as php_fastcgi
+// expands into reverse_proxy with the fastcgi transport.
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	d := h.Dispenser
+	d.Next() // directive name
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	t := new(Transport)
+	t.DialTimeout = caddy.Duration(3 * time.Second)
+	t.ResponseHeaderTimeout = caddy.Duration(30 * time.Second)
+	var upstreams []string
+
+	// Read our subdirectives, deleting them as we go, so that what is left
+	// can be handed to reverse_proxy's own parser.
+	rest := h.NewFromNextSegment()
+	for rest.Next() {
+		for rest.NextBlock(0) {
+			if rest.Nesting() != 1 {
+				continue
+			}
+			name := rest.Val()
+			args := rest.RemainingArgs()
+			one := func() (string, error) {
+				if len(args) != 1 {
+					return "", rest.ArgErr()
+				}
+				return args[0], nil
+			}
+			var err error
+			switch name {
+			case "appid":
+				t.AppID, err = one()
+			case "secret":
+				t.Secret, err = one()
+			case "upstream":
+				if len(args) == 0 {
+					err = rest.ArgErr()
+				}
+				upstreams = append(upstreams, args...)
+			case "token_api":
+				t.TokenAPI, err = one()
+				if err == nil && t.TokenAPI != tokenAPIStable && t.TokenAPI != tokenAPIClassic {
+					err = rest.Errf("token_api must be stable or classic, not %q", t.TokenAPI)
+				}
+			case "memcache":
+				if len(args) == 0 {
+					err = rest.ArgErr()
+				}
+				for _, a := range args {
+					if _, _, e := net.SplitHostPort(a); e != nil {
+						err = rest.Errf("memcache server %q: %v (want host:port)", a, e)
+					}
+				}
+				t.Memcache = append(t.Memcache, args...)
+			case "memcache_prefix":
+				t.MemcachePrefix, err = one()
+			case "memcache_timeout":
+				err = parseDuration(rest, args, &t.MemcacheTimeout)
+			case "fetch_timeout":
+				err = parseDuration(rest, args, &t.FetchTimeout)
+			case "dial_timeout":
+				err = parseDuration(rest, args, &t.DialTimeout)
+			case "response_header_timeout":
+				err = parseDuration(rest, args, &t.ResponseHeaderTimeout)
+			case "max_replay_body":
+				var s string
+				if s, err = one(); err == nil {
+					var n uint64
+					if n, err = humanize.ParseBytes(s); err != nil {
+						err = rest.Errf("max_replay_body %q: %v", s, err)
+					}
+					t.MaxReplayBody = int64(n)
+				}
+			case "to", "transport":
+				return nil, rest.Errf("%s is not allowed in wechat: use upstream, and the timeouts listed in the docs", name)
+			default:
+				continue // reverse_proxy's to parse
+			}
+			if err != nil {
+				return nil, err
+			}
+			rest.DeleteN(len(args) + 1)
+		}
+	}
+	if t.AppID == "" {
+		return nil, d.Err("wechat: appid is required")
+	}
+	if t.Secret == "" {
+		return nil, d.Err("wechat: secret is required")
+	}
+
+	bases, err := parseUpstreams(upstreams)
+	if err != nil {
+		return nil, d.Err(err.Error())
+	}
+	t.Upstreams = upstreams
+	if bases[0].Scheme == "https" {
+		t.TLS = new(reverseproxy.TLSConfig)
+	}
+
+	rp := new(reverseproxy.Handler)
+	rest.Reset()
+	rest.Next()
+	if err := rp.UnmarshalCaddyfile(rest); err != nil {
+		return nil, err
+	}
+	if err := rp.FinalizeUnmarshalCaddyfile(h); err != nil {
+		return nil, err
+	}
+	for _, b := range bases {
+		port := b.Port()
+		if port == "" {
+			port = "80"
+			if b.Scheme == "https" {
+				port = "443"
+			}
+		}
+		rp.Upstreams = append(rp.Upstreams, &reverseproxy.Upstream{Dial: net.JoinHostPort(b.Hostname(), port)})
+	}
+	// Several domains (api, api2, sh/sz/hk): use them in order, move on
+	// when one cannot be reached, and avoid it for a while.
+	if len(bases) > 1 {
+		if rp.LoadBalancing == nil {
+			rp.LoadBalancing = new(reverseproxy.LoadBalancing)
+		}
+		if rp.LoadBalancing.SelectionPolicyRaw == nil {
+			rp.LoadBalancing.SelectionPolicyRaw = caddyconfig.JSONModuleObject(new(reverseproxy.FirstSelection), "policy", "first", nil)
+		}
+		if rp.LoadBalancing.Retries == 0 && rp.LoadBalancing.TryDuration == 0 {
+			rp.LoadBalancing.Retries = len(bases) - 1
+		}
+		if rp.HealthChecks == nil {
+			rp.HealthChecks = &reverseproxy.HealthChecks{Passive: &reverseproxy.PassiveHealthChecks{
+				FailDuration:    caddy.Duration(30 * time.Second),
+				MaxFails:        1,
+				UnhealthyStatus: []int{5},
+			}}
+		}
+	}
+	rp.TransportRaw = caddyconfig.JSONModuleObject(t, "protocol", "wechat", nil)
+	return rp, nil
+}
+
+func parseDuration(d *caddyfile.Dispenser, args []string, into *caddy.Duration) error {
+	if len(args) != 1 {
+		return d.ArgErr()
+	}
+	v, err := caddy.ParseDuration(args[0])
+	if err != nil {
+		if n, e := strconv.Atoi(args[0]); e == nil {
+			v = time.Duration(n) * time.Second
+		} else {
+			return d.Errf("bad duration %q: %v", args[0], err)
+		}
+	}
+	*into = caddy.Duration(v)
+	return nil
+}

@@ -1,0 +1,225 @@
+package wechat
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+)
+
+// RoundTrip sends one proxied request to WeChat with the gateway's
+// credentials. reverse_proxy calls it once per attempt and keeps doing what
+// it is good at (upstream choice, failover, streaming, hop-by-hop headers);
+// this adds the token and the one replay on a token error.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	r := classify(req.URL.Path)
+	switch r {
+	case routeBlocked:
+		t.metrics.request("blocked")
+		return gatewayError(req, http.StatusForbidden, 40002,
+			"caddy-wechat: the token endpoints are the gateway's own; call the API you need without a token"), nil
+	case routeUserSNS, routeLogin, routeAppIDOnly:
+		// No access_token here: login calls get appid (and secret), and
+		// other /sns calls carry the user's own OAuth token untouched.
+		resp, err := t.send(req, req.Body, req.ContentLength, rewriteQuery(req.URL.RawQuery, r, "", t.acct.appid, t.secret))
+		t.metrics.request(resultOf(resp, err))
+		return resp, err
+	}
+
+	body, replayable, err := readBody(req, t.maxReplay())
+	if err != nil {
+		return nil, err
+	}
+	tok, err := t.acct.Token(req.Context())
+	if err != nil {
+		return t.tokenUnavailable(req, err)
+	}
+	resp, err := t.sendToken(req, body, tok)
+	if err != nil {
+		t.metrics.request("error")
+		return nil, err
+	}
+	if code := sniff(resp); !isTokenErrcode(code) {
+		t.metrics.request(resultOfCode(code))
+		return resp, nil
+	}
+
+	// WeChat rejected the token. Drop it only if it is still the cached
+	// one, get a fresh one (one fetch however many requests land here),
+	// and replay once with the same body.
+	t.acct.Invalidate(tok)
+	if !replayable {
+		t.metrics.retry("not_replayable")
+		t.metrics.request("token_error")
+		return resp, nil
+	}
+	fresh, err := t.acct.Token(req.Context())
+	if err != nil || fresh.Value == tok.Value {
+		// No better token: the client gets WeChat's own answer.
+		t.metrics.retry("no_fresh_token")
+		t.metrics.request("token_error")
+		return resp, nil
+	}
+	resp.Body.Close()
+	resp, err = t.sendToken(req, body, fresh)
+	if err != nil {
+		t.metrics.retry("error")
+		t.metrics.request("error")
+		return nil, err
+	}
+	if code := sniff(resp); isTokenErrcode(code) {
+		t.acct.Invalidate(fresh)
+		t.metrics.retry("failed")
+		t.metrics.request("token_error")
+		return resp, nil
+	}
+	t.metrics.retry("ok")
+	t.metrics.request("ok")
+	return resp, nil
+}
+
+// sendToken sends req with token tok and a fresh reader over body.
+func (t *Transport) sendToken(req *http.Request, body *replayBody, tok *tokenEntry) (*http.Response, error) {
+	q := rewriteQuery(req.URL.RawQuery, routeToken, tok.escaped, "", "")
+	if body.data != nil {
+		return t.send(req, body.reader(), int64(len(body.data)), q)
+	}
+	return t.send(req, body.stream, body.length, q)
+}
+
+// send performs one round trip of a shallow copy of req with the new query.
+// The Host header is always the upstream's own: a client's Host is never
+// passed on, so it cannot steer anything at WeChat's edge.
+func (t *Transport) send(req *http.Request, body io.ReadCloser, length int64, rawQuery string) (*http.Response, error) {
+	out := new(http.Request)
+	*out = *req
+	u := *req.URL
+	u.RawQuery = rawQuery
+	u.ForceQuery = false
+	out.URL = &u
+	out.Host = u.Host
+	out.Body = body
+	out.ContentLength = length
+	if length == 0 {
+		out.Body = http.NoBody
+	}
+	resp, err := t.HTTPTransport.RoundTrip(out)
+	if err != nil {
+		// A transport error can quote the URL, and with it the token.
+		return nil, t.redactErr(err)
+	}
+	return resp, nil
+}
+
+// replayBody is a request body, held in memory when it is small enough to
+// be sent twice, or else the live stream to be sent once.
+type replayBody struct {
+	data   []byte // nil when streaming
+	stream io.ReadCloser
+	length int64
+}
+
+func (b *replayBody) reader() io.ReadCloser {
+	return io.NopCloser(bytes.NewReader(b.data))
+}
+
+// readBody reads a request body of at most limit bytes into memory so that
+// it can be replayed. A larger body (or one of unknown length that turns
+// out larger) streams through and gives up the replay.
+func readBody(req *http.Request, limit int64) (*replayBody, bool, error) {
+	if req.Body == nil || req.Body == http.NoBody || req.ContentLength == 0 {
+		return &replayBody{data: []byte{}}, true, nil
+	}
+	if req.ContentLength > limit {
+		return &replayBody{stream: req.Body, length: req.ContentLength}, false, nil
+	}
+	if req.ContentLength > 0 {
+		data := make([]byte, req.ContentLength)
+		if _, err := io.ReadFull(req.Body, data); err != nil {
+			return nil, false, err
+		}
+		return &replayBody{data: data}, true, nil
+	}
+	var buf bytes.Buffer
+	n, err := io.Copy(&buf, io.LimitReader(req.Body, limit+1))
+	if err != nil {
+		return nil, false, err
+	}
+	if n <= limit {
+		return &replayBody{data: buf.Bytes()}, true, nil
+	}
+	stream := &prefixBody{Reader: io.MultiReader(&buf, req.Body), c: req.Body}
+	return &replayBody{stream: stream, length: -1}, false, nil
+}
+
+// tokenUnavailable answers a request for which no token could be had, with
+// a JSON body in WeChat's own shape so that any client SDK can read it.
+func (t *Transport) tokenUnavailable(req *http.Request, err error) (*http.Response, error) {
+	if errors.Is(err, context.Canceled) && req.Context().Err() != nil {
+		return nil, err // the client went away; reverse_proxy logs a 499
+	}
+	status, code := http.StatusBadGateway, -1
+	var we *wechatError
+	if errors.As(err, &we) {
+		code = we.Code
+	}
+	var be *backoffError
+	if errors.As(err, &be) || code == -1 || code == 45009 || code == 45011 || errors.Is(err, context.DeadlineExceeded) {
+		status = http.StatusServiceUnavailable
+	}
+	t.metrics.request("token_unavailable")
+	return gatewayError(req, status, code, "caddy-wechat: no access_token: "+t.acct.redact(err.Error())), nil
+}
+
+// gatewayError builds a response that the gateway itself answers.
+func gatewayError(req *http.Request, status, code int, msg string) *http.Response {
+	body, _ := json.Marshal(struct {
+		Errcode int    `json:"errcode"`
+		Errmsg  string `json:"errmsg"`
+	}{code, msg})
+	return &http.Response{
+		Status:        http.StatusText(status),
+		StatusCode:    status,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        http.Header{"Content-Type": {"application/json; charset=utf-8"}, "X-Wechat-Gateway": {"error"}},
+		Body:          io.NopCloser(bytes.NewReader(body)),
+		ContentLength: int64(len(body)),
+		Request:       req,
+	}
+}
+
+// redactErr strips the gateway's credentials from an error's text.
+func (t *Transport) redactErr(err error) error {
+	msg := err.Error()
+	clean := t.acct.redact(msg)
+	if e := t.acct.cur.Load(); e != nil {
+		clean = strings.ReplaceAll(clean, e.Value, "[token]")
+		clean = strings.ReplaceAll(clean, e.escaped, "[token]")
+	}
+	if clean == msg {
+		return err // keep the error's type for reverse_proxy (dial errors fail over)
+	}
+	return errors.New(clean)
+}
+
+func resultOf(resp *http.Response, err error) string {
+	if err != nil {
+		return "error"
+	}
+	if resp.StatusCode >= 500 {
+		return "upstream_5xx"
+	}
+	return "ok"
+}
+
+func resultOfCode(code int) string {
+	if code == 0 {
+		return "ok"
+	}
+	return "wechat_error"
+}

@@ -1,0 +1,123 @@
+package wechat
+
+import (
+	"net/url"
+	"path"
+	"strings"
+)
+
+// route says what the gateway adds to a request, by WeChat path.
+type route uint8
+
+const (
+	routeToken     route = iota // ordinary API call: add our access_token
+	routeLogin                  // /sns login: add appid and secret, no token
+	routeAppIDOnly              // /sns/oauth2/refresh_token: add appid only
+	routeUserSNS                // other /sns calls carry the user's own OAuth token: leave it
+	routeBlocked                // the token endpoints themselves are the gateway's
+)
+
+// classify picks the route from the cleaned path, so that "//sns/x" or
+// "/cgi-bin/../sns/x" are judged the way WeChat will read them.
+func classify(p string) route {
+	if p == "" {
+		p = "/"
+	}
+	p = path.Clean(p)
+	switch p {
+	case "/sns/jscode2session", "/sns/oauth2/access_token", "/sns/component/jscode2session":
+		return routeLogin
+	case "/sns/oauth2/refresh_token":
+		return routeAppIDOnly
+	case "/cgi-bin/token", "/cgi-bin/stable_token", "/cgi-bin/gettoken":
+		return routeBlocked
+	}
+	if strings.HasPrefix(p, "/sns/") {
+		return routeUserSNS
+	}
+	return routeToken
+}
+
+// credential parameter names the gateway owns. A client's copy of any of
+// them, in any letter case and however escaped, is dropped.
+const (
+	pAccessToken = "access_token"
+	pSecret      = "secret"
+	pAppID       = "appid"
+)
+
+// rewriteQuery returns raw with the client's credential parameters removed
+// and the gateway's appended. For the common case, a query with no
+// credential-looking text, it only appends: no parsing, one allocation.
+func rewriteQuery(raw string, r route, token, appid, secret string) string {
+	var add string
+	switch r {
+	case routeToken:
+		add = "access_token=" + token // token is pre-escaped
+		if !mayHoldCredential(raw) {
+			if raw == "" {
+				return add
+			}
+			return raw + "&" + add
+		}
+	case routeLogin:
+		add = "appid=" + url.QueryEscape(appid) + "&secret=" + url.QueryEscape(secret)
+	case routeAppIDOnly:
+		add = "appid=" + url.QueryEscape(appid)
+	default:
+		return raw
+	}
+	var b strings.Builder
+	b.Grow(len(raw) + len(add) + 1)
+	for part := range strings.SplitSeq(raw, "&") {
+		if part == "" || isCredential(part, r) {
+			continue
+		}
+		b.WriteString(part)
+		b.WriteByte('&')
+	}
+	b.WriteString(add)
+	return b.String()
+}
+
+// mayHoldCredential is a cheap over-approximation: any escape, '+', or a
+// case-insensitive "access_token" or "secret" anywhere sends the query down
+// the careful path.
+func mayHoldCredential(raw string) bool {
+	if strings.ContainsAny(raw, "%+") {
+		return true
+	}
+	for i := 0; i < len(raw); i++ {
+		if c := raw[i] | 0x20; c == 'a' || c == 's' {
+			if hasPrefixFold(raw[i:], pAccessToken) || hasPrefixFold(raw[i:], pSecret) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// isCredential reports whether the key of one "k=v" query part names a
+// credential the gateway owns on route r, comparing the unescaped key
+// case-insensitively and trimmed of spaces, as a lenient server might.
+func isCredential(part string, r route) bool {
+	key, _, _ := strings.Cut(part, "=")
+	if k, err := url.QueryUnescape(key); err == nil {
+		key = k
+	} else {
+		// An undecodable key could still be read by someone else's
+		// decoder: judge it with its escapes removed.
+		key = strings.ReplaceAll(key, "%", "")
+	}
+	key = strings.TrimSpace(key)
+	if strings.EqualFold(key, pAccessToken) || strings.EqualFold(key, pSecret) {
+		return true
+	}
+	// appid is a credential only where the gateway injects it; ordinary
+	// API calls may carry an appid of their own (a mini program's, say).
+	return r != routeToken && strings.EqualFold(key, pAppID)
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+}

@@ -1,0 +1,181 @@
+package wechat
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// sniffLimit is how much of a response is read to look for a token error.
+// WeChat's error bodies are about 100 bytes; anything longer than this is
+// streamed through untouched.
+const sniffLimit = 4 << 10
+
+// isTokenErrcode reports the API-call errcodes that mean "this token is no
+// good": invalid (40001), invalid (40014, WeCom's usual), expired (42001).
+func isTokenErrcode(code int) bool {
+	return code == 40001 || code == 40014 || code == 42001
+}
+
+// sniffable tells from the headers alone whether a response could be a
+// small JSON error: WeChat sends those as HTTP 200 with a JSON or text/plain
+// content type. Media downloads and anything big are left alone unread.
+func sniffable(resp *http.Response) bool {
+	if resp.StatusCode != http.StatusOK || resp.ContentLength > sniffLimit || resp.Body == nil || resp.Body == http.NoBody {
+		return false
+	}
+	if ce := resp.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "gzip") {
+		return false
+	}
+	ct := resp.Header.Get("Content-Type")
+	if ct == "" {
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return true
+	}
+	return strings.HasPrefix(mt, "text/") || strings.HasSuffix(mt, "json") || mt == "application/javascript"
+}
+
+// sniff reads up to sniffLimit bytes of resp and returns the errcode of a
+// small JSON body (0 for none). resp.Body is replaced by an equivalent body
+// that replays what was read, so the client receives exactly what WeChat
+// sent. Nothing past the limit is buffered.
+func sniff(resp *http.Response) int {
+	if !sniffable(resp) {
+		return 0
+	}
+	sb := sniffPool.Get().(*sniffBuf)
+	n, err := io.ReadFull(resp.Body, sb.buf[:])
+	switch {
+	case err == nil || (err != io.EOF && err != io.ErrUnexpectedEOF):
+		// More than the limit, or a read error: hand back what we read
+		// followed by the rest of the stream (or its error) unexamined.
+		rest := resp.Body
+		resp.Body = &prefixBody{Reader: io.MultiReader(bytes.NewReader(append([]byte(nil), sb.buf[:n]...)), readerOrErr(rest, err)), c: rest}
+		sniffPool.Put(sb)
+		return 0
+	}
+	resp.Body.Close()
+	sb.r.Reset(sb.buf[:n])
+	sb.closed = false
+	resp.Body = sb
+	data := sb.buf[:n]
+	if strings.EqualFold(resp.Header.Get("Content-Encoding"), "gzip") {
+		data = gunzip(data)
+	}
+	return errcodeOf(data)
+}
+
+// readerOrErr continues with r after a clean short read, or reports err.
+func readerOrErr(r io.Reader, err error) io.Reader {
+	if err == nil {
+		return r
+	}
+	return errReader{err}
+}
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+// prefixBody is a body whose first bytes were read for sniffing.
+type prefixBody struct {
+	io.Reader
+	c io.Closer
+}
+
+func (p *prefixBody) Close() error { return p.c.Close() }
+
+// sniffBuf is a pooled body holding a small response; it returns itself to
+// the pool on Close, so the steady state allocates nothing per response.
+type sniffBuf struct {
+	buf    [sniffLimit + 1]byte
+	r      bytes.Reader
+	closed bool
+}
+
+var sniffPool = sync.Pool{New: func() any { return new(sniffBuf) }}
+
+func (s *sniffBuf) Read(p []byte) (int, error) { return s.r.Read(p) }
+
+func (s *sniffBuf) WriteTo(w io.Writer) (int64, error) { return s.r.WriteTo(w) }
+
+func (s *sniffBuf) Close() error {
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	s.r.Reset(nil)
+	sniffPool.Put(s)
+	return nil
+}
+
+// gunzip inflates a small gzip body for inspection only; the client still
+// gets the compressed bytes it asked for.
+func gunzip(b []byte) []byte {
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		return nil
+	}
+	out, err := io.ReadAll(io.LimitReader(zr, 16*sniffLimit))
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil
+	}
+	return out
+}
+
+var errcodeKey = []byte(`"errcode"`)
+
+// errcodeOf returns the top-level errcode of a JSON object, or 0. A quick
+// scan handles the common answers; a token-error code found by the scan is
+// confirmed by a real decode, so a nested "errcode" inside some string
+// cannot trigger a replay.
+func errcodeOf(b []byte) int {
+	b = bytes.TrimLeft(b, " \t\r\n")
+	if len(b) == 0 || b[0] != '{' {
+		return 0
+	}
+	i := bytes.Index(b, errcodeKey)
+	if i < 0 {
+		return 0
+	}
+	rest := bytes.TrimLeft(b[i+len(errcodeKey):], " \t\r\n")
+	if len(rest) == 0 || rest[0] != ':' {
+		return 0
+	}
+	rest = bytes.TrimLeft(rest[1:], " \t\r\n")
+	if len(rest) > 0 && rest[0] == '-' {
+		rest = rest[1:] // -1 (busy): the sign is kept by the decode below
+	}
+	code, digits := 0, 0
+	for _, c := range rest {
+		if c < '0' || c > '9' || digits > 9 {
+			break
+		}
+		code = code*10 + int(c-'0')
+		digits++
+	}
+	if digits == 0 || code == 0 {
+		return 0
+	}
+	var top struct {
+		Errcode json.Number `json:"errcode"`
+	}
+	if json.Unmarshal(b, &top) != nil {
+		return 0
+	}
+	confirmed, err := strconv.Atoi(top.Errcode.String())
+	if err != nil {
+		return 0
+	}
+	return confirmed
+}
