@@ -9,6 +9,8 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	_ "github.com/caddy-wechat/wechat"
+	// The fake WeChat for the demo; never part of the module itself.
+	_ "github.com/caddy-wechat/wechat/fakewechat"
 )
 
 func main() {

@@ -1,0 +1,298 @@
+package wechat
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddy-wechat/wechat/fakewechat"
+)
+
+// Integration tests: a real Caddy with the module, in front of the fake
+// WeChat. Each numbered behaviour of the gateway has a test here.
+
+func TestForwardingReplacesClientToken(t *testing.T) {
+	resetAccounts(t)
+	setEnv(t)
+	f := newFake(t)
+	g := startCaddy(t, basicConfig(f.URL, ""))
+
+	body := []byte(`{"touser":"o1","msgtype":"text","text":{"content":"hi"}}`)
+	r := do(t, http.MethodPost, g.URL+"/cgi-bin/message/custom/send?foo=bar&access_token=CLIENT&ACCESS_TOKEN=x&b=2", body,
+		"Content-Type", "application/json", "X-Custom", "kept")
+	if r.Status != 200 || r.errcode() != 0 {
+		t.Fatalf("status %d body %s", r.Status, r.Body)
+	}
+	if r.JSON["method"] != "POST" || r.JSON["path"] != "/cgi-bin/message/custom/send" {
+		t.Errorf("method/path not forwarded: %s", r.Body)
+	}
+	sum := sha256.Sum256(body)
+	if r.JSON["body_sha256"] != hex.EncodeToString(sum[:]) {
+		t.Errorf("body changed on the way: %s", r.Body)
+	}
+	if r.JSON["content_type"] != "application/json" {
+		t.Errorf("content type: %v", r.JSON["content_type"])
+	}
+	q := f.LastAPIQuery()
+	if got := q["access_token"]; len(got) != 1 || got[0] != f.CurrentStable() {
+		t.Errorf("upstream saw access_token %v, want exactly the gateway's", got)
+	}
+	if q.Get("ACCESS_TOKEN") != "" || q.Get("foo") != "bar" || q.Get("b") != "2" {
+		t.Errorf("query not rewritten right: %v", q)
+	}
+	if u, _ := url.Parse(f.URL); r.JSON["host"] != u.Host {
+		t.Errorf("upstream saw Host %v, want its own %s", r.JSON["host"], u.Host)
+	}
+}
+
+func TestColdCacheOneFetch(t *testing.T) {
+	resetAccounts(t)
+	setEnv(t)
+	f := newFake(t)
+	f.SetTokenDelay(200 * time.Millisecond)
+	g := startCaddy(t, basicConfig(f.URL, ""))
+	var bad atomic.Int32
+	parallel(100, func(int) {
+		if r := get(t, g.URL+"/cgi-bin/user/info?openid=o1"); r.Status != 200 || r.errcode() != 0 {
+			bad.Add(1)
+		}
+	})
+	if bad.Load() != 0 {
+		t.Errorf("%d requests failed", bad.Load())
+	}
+	if n := f.Fetches("stable"); n != 1 {
+		t.Errorf("100 concurrent cold requests made %d fetches, want 1", n)
+	}
+}
+
+func TestFetchSurvivesClientHangup(t *testing.T) {
+	resetAccounts(t)
+	setEnv(t)
+	f := newFake(t)
+	f.SetTokenDelay(300 * time.Millisecond)
+	g := startCaddy(t, basicConfig(f.URL, ""))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, g.URL+"/cgi-bin/user/info", nil)
+	if resp, err := client.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatal("expected the short client to give up")
+	}
+	// The fetch the client started goes on; the next request uses it.
+	if r := get(t, g.URL+"/cgi-bin/user/info"); r.errcode() != 0 {
+		t.Fatalf("second request: %s", r.Body)
+	}
+	if n := f.Fetches("stable"); n != 1 {
+		t.Errorf("fetches = %d, want 1 (the first fetch must not be cancelled)", n)
+	}
+}
+
+func TestRetryOnceAfterRevocation(t *testing.T) {
+	resetAccounts(t)
+	setEnv(t)
+	f := newFake(t)
+	g := startCaddy(t, basicConfig(f.URL, ""))
+	if r := get(t, g.URL+"/cgi-bin/user/info"); r.errcode() != 0 {
+		t.Fatalf("warm-up: %s", r.Body)
+	}
+	f.RevokeAll()
+	body := bytes.Repeat([]byte("x"), 100000)
+	var bad atomic.Int32
+	parallel(100, func(i int) {
+		r := do(t, http.MethodPost, g.URL+"/cgi-bin/media/uploadimg", body)
+		sum := sha256.Sum256(body)
+		if r.errcode() != 0 || r.JSON["body_sha256"] != hex.EncodeToString(sum[:]) {
+			bad.Add(1)
+		}
+	})
+	if bad.Load() != 0 {
+		t.Errorf("%d of 100 requests failed after revocation", bad.Load())
+	}
+	if n := f.Fetches("stable"); n != 2 {
+		t.Errorf("fetches = %d, want 2 (warm-up + one after the 40001 storm)", n)
+	}
+	if f.Fetches("stable_force") != 0 {
+		t.Error("force_refresh used although a normal fetch gave a new token")
+	}
+}
+
+func TestSecondFailureReturnedAsIs(t *testing.T) {
+	resetAccounts(t)
+	setEnv(t)
+	f := newFake(t)
+	var hits atomic.Int32
+	f.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path != "/test/always-bad" {
+			return false
+		}
+		hits.Add(1)
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, `{"errcode":42001,"errmsg":"access_token expired rid: x"}`)
+		return true
+	})
+	g := startCaddy(t, basicConfig(f.URL, ""))
+	r := get(t, g.URL+"/test/always-bad")
+	if r.errcode() != 42001 || r.Status != 200 {
+		t.Errorf("want WeChat's 42001 as sent, got %d %s", r.Status, r.Body)
+	}
+	if hits.Load() != 2 {
+		t.Errorf("upstream hit %d times, want 2 (one replay only)", hits.Load())
+	}
+}
+
+func TestStableForceRefreshOnlyForSameToken(t *testing.T) {
+	resetAccounts(t)
+	setEnv(t)
+	f := newFake(t)
+	g := startCaddy(t, basicConfig(f.URL, ""))
+	get(t, g.URL+"/cgi-bin/user/info")
+	first := f.CurrentStable()
+	// WeChat rejects the token, yet a normal fetch still returns it.
+	f.rejectToken(first)
+	if r := get(t, g.URL+"/cgi-bin/user/info"); r.errcode() != 0 {
+		t.Fatalf("after force_refresh: %s", r.Body)
+	}
+	if f.Fetches("stable_force") != 1 || f.CurrentStable() == first {
+		t.Fatalf("force_refresh calls = %d, want 1", f.Fetches("stable_force"))
+	}
+	// Again within 30 s: no second force_refresh; the client gets 40001.
+	f.rejectToken(f.CurrentStable())
+	r := get(t, g.URL+"/cgi-bin/user/info")
+	if r.errcode() != 40001 {
+		t.Errorf("want WeChat's 40001 back, got %s", r.Body)
+	}
+	if n := f.Fetches("stable_force"); n != 1 {
+		t.Errorf("force_refresh calls = %d, want 1 (30 s spacing)", n)
+	}
+}
+
+func TestGzipAndTextPlainErrors(t *testing.T) {
+	resetAccounts(t)
+	setEnv(t)
+	f := newFake(t)
+	f.SetGzip(true)
+	g := startCaddy(t, basicConfig(f.URL, ""))
+	get(t, g.URL+"/cgi-bin/user/info")
+	f.ExpireAll()
+	r := do(t, http.MethodGet, g.URL+"/cgi-bin/user/info?openid=o2", nil, "Accept-Encoding", "gzip")
+	if r.Header.Get("Content-Encoding") != "gzip" {
+		t.Fatalf("response not gzip: %v", r.Header)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(r.Body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, _ := io.ReadAll(zr)
+	if !strings.Contains(string(plain), `"errcode":0`) {
+		t.Errorf("gzip 42001 was not retried: %s", plain)
+	}
+	if f.Fetches("stable") != 2 {
+		t.Errorf("fetches = %d, want 2", f.Fetches("stable"))
+	}
+}
+
+func TestLargeResponsesStream(t *testing.T) {
+	resetAccounts(t)
+	setEnv(t)
+	f := newFake(t)
+	g := startCaddy(t, basicConfig(f.URL, ""))
+	const size = 8 << 20
+	r := get(t, g.URL+"/cgi-bin/media/get?media_id=m&size="+itoa(size))
+	sum := sha256.Sum256(r.Body)
+	if len(r.Body) != size || hex.EncodeToString(sum[:]) != fakewechat.MediaSHA256(size) {
+		t.Errorf("media body: %d bytes, hash mismatch", len(r.Body))
+	}
+	// A big JSON answer that quotes "errcode":40001 deep inside is not an
+	// error: no refetch.
+	before := f.Fetches("stable")
+	r = get(t, g.URL+"/test/big-json")
+	if len(r.Body) < 64<<10 || f.Fetches("stable") != before {
+		t.Errorf("big JSON: %d bytes, fetches %d -> %d", len(r.Body), before, f.Fetches("stable"))
+	}
+}
+
+func TestOversizedBodyStreamsWithoutReplay(t *testing.T) {
+	resetAccounts(t)
+	setEnv(t)
+	f := newFake(t)
+	g := startCaddy(t, basicConfig(f.URL, "max_replay_body 1KB"))
+	get(t, g.URL+"/cgi-bin/user/info")
+	big := bytes.Repeat([]byte("y"), 64<<10)
+	r := do(t, http.MethodPost, g.URL+"/cgi-bin/media/upload?type=image", big)
+	if r.errcode() != 0 || r.JSON["body_len"] != float64(len(big)) {
+		t.Fatalf("large upload: %s", r.Body)
+	}
+	f.RevokeAll()
+	r = do(t, http.MethodPost, g.URL+"/cgi-bin/media/upload?type=image", big)
+	if r.errcode() != 40001 {
+		t.Errorf("an oversized body cannot be replayed; want 40001 passed through, got %s", r.Body)
+	}
+	if r := get(t, g.URL+"/cgi-bin/user/info"); r.errcode() != 0 {
+		t.Errorf("next request should use a fresh token: %s", r.Body)
+	}
+}
+
+func TestTokenFailureClearErrorAndBackoff(t *testing.T) {
+	resetAccounts(t)
+	setEnv(t)
+	f := newFake(t)
+	f.FailTokens(40164, "invalid ip 203.0.113.7 ipv6 ::ffff:203.0.113.7, not in whitelist rid: 1")
+	g := startCaddy(t, basicConfig(f.URL, ""))
+	for i := 0; i < 20; i++ {
+		r := get(t, g.URL+"/cgi-bin/user/info")
+		if r.Status != http.StatusBadGateway && r.Status != http.StatusServiceUnavailable {
+			t.Fatalf("status %d, want 502/503", r.Status)
+		}
+		if r.errcode() != 40164 || !strings.Contains(string(r.Body), "203.0.113.7") {
+			t.Fatalf("want errcode 40164 naming the IP, got %s", r.Body)
+		}
+		if strings.Contains(string(r.Body), testSecret) {
+			t.Fatal("secret in error body")
+		}
+	}
+	if n := f.Fetches("stable"); n != 1 {
+		t.Errorf("20 requests against a failing endpoint made %d fetches, want 1 (backoff)", n)
+	}
+}
+
+func TestReloadKeepsToken(t *testing.T) {
+	resetAccounts(t)
+	setEnv(t)
+	f := newFake(t)
+	g := startCaddy(t, basicConfig(f.URL, ""))
+	get(t, g.URL+"/cgi-bin/user/info")
+	port := strings.TrimPrefix(g.URL, "http://127.0.0.1:")
+	admin := strings.TrimPrefix(g.Admin, "127.0.0.1:")
+	cfg := strings.NewReplacer("%[1]d", port, "%[2]d", admin, "%[3]s", g.LogFile).Replace(basicConfig(f.URL, "dial_timeout 2s"))
+	loadCaddyfile(t, cfg)
+	if r := get(t, g.URL+"/cgi-bin/user/info"); r.errcode() != 0 {
+		t.Fatalf("after reload: %s", r.Body)
+	}
+	if n := f.Fetches("stable"); n != 1 {
+		t.Errorf("fetches after reload = %d, want 1", n)
+	}
+}
+
+func TestUpstreamDown(t *testing.T) {
+	resetAccounts(t)
+	setEnv(t)
+	dead := "http://127.0.0.1:" + itoa(loopbackPort(t))
+	g := startCaddy(t, basicConfig(dead, "dial_timeout 1s\nfetch_timeout 2s"))
+	r := get(t, g.URL+"/cgi-bin/user/info")
+	if r.Status != http.StatusBadGateway && r.Status != http.StatusServiceUnavailable {
+		t.Errorf("status %d, want 502/503", r.Status)
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
