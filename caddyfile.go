@@ -141,8 +141,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 	}
 
 	rp := new(reverseproxy.Handler)
-	rest.Reset()
-	rest.Next()
+	rest.Reset() // reverse_proxy's parser consumes the directive name itself
 	if err := rp.UnmarshalCaddyfile(rest); err != nil {
 		return nil, err
 	}
