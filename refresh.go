@@ -141,6 +141,12 @@ func (r *refresher) loop(stop, done chan struct{}) {
 	}
 }
 
+func (r *refresher) isRunning() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.running
+}
+
 // stop ends the loop and waits for it, so no goroutine outlives the
 // account.
 func (r *refresher) stop() {
