@@ -53,13 +53,15 @@ func rewriteQuery(raw string, r route, token, appid, secret string) string {
 	var add string
 	switch r {
 	case routeToken:
-		add = "access_token=" + token // token is pre-escaped
+		// token is pre-escaped. The common case, a query with nothing
+		// credential-like, is one concatenation.
 		if !mayHoldCredential(raw) {
 			if raw == "" {
-				return add
+				return "access_token=" + token
 			}
-			return raw + "&" + add
+			return raw + "&access_token=" + token
 		}
+		add = "access_token=" + token
 	case routeLogin:
 		add = "appid=" + url.QueryEscape(appid) + "&secret=" + url.QueryEscape(secret)
 	case routeAppIDOnly:

@@ -1,0 +1,209 @@
+package wechat
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+)
+
+// Hot-path micro-benchmarks (issue 5). Run them with
+//
+//	go test -bench . -benchmem -run '^$'
+//
+// The end-to-end load benchmark against plain reverse_proxy is ./bench;
+// BENCHMARKS.md has the figures.
+
+const benchToken = "82_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789AbCdEfGhIjKlMnOpQrStUv"
+
+// okBody is the size and shape of a typical small WeChat answer.
+var okBody = []byte(`{"errcode":0,"errmsg":"ok","openid":"o1","nickname":"bench","subscribe":1,"language":"zh_CN"}`)
+
+var tokenErrBody = []byte(`{"errcode":40001,"errmsg":"invalid credential, access_token is invalid or not latest rid: 6543-21"}`)
+
+// warmAccount is an account whose cache already holds a fresh token, as in
+// steady state; no refresher runs.
+func warmAccount(tb testing.TB) *account {
+	tb.Helper()
+	a, err := newAccount("bench", testAppID, tokenAPIStable, storeConfig{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	a.publish(newEntry(benchToken, 7200, time.Now(), "fetch"))
+	return a
+}
+
+func BenchmarkTokenWarm(b *testing.B) {
+	a, ctx := warmAccount(b), context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := a.Token(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// The parallel variant shows the lock-free read does not contend.
+func BenchmarkTokenWarmParallel(b *testing.B) {
+	a, ctx := warmAccount(b), context.Background()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := a.Token(ctx); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// TestTokenWarmNoAlloc pins the promise of the fast path: a warm lookup
+// allocates nothing, so it can run on every request for free.
+func TestTokenWarmNoAlloc(t *testing.T) {
+	a, ctx := warmAccount(t), context.Background()
+	if n := testing.AllocsPerRun(1000, func() { _, _ = a.Token(ctx) }); n != 0 {
+		t.Errorf("warm Token allocates %v times per call, want 0", n)
+	}
+}
+
+func BenchmarkRewriteQuery(b *testing.B) {
+	esc := newEntry(benchToken, 7200, time.Now(), "fetch").escaped
+	for _, q := range []struct{ name, raw string }{
+		{"plain", "openid=o1&lang=zh_CN"},
+		{"client_token", "openid=o1&access_token=CLIENT&lang=zh_CN"},
+	} {
+		b.Run(q.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				_ = rewriteQuery(q.raw, routeToken, esc, "", "")
+			}
+		})
+	}
+}
+
+func BenchmarkErrcodeOf(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		body []byte
+	}{{"ok", okBody}, {"token_error", tokenErrBody}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				_ = errcodeOf(c.body)
+			}
+		})
+	}
+}
+
+// resetBody is a reusable response body, so the benchmark measures sniff
+// and not the harness.
+type resetBody struct{ bytes.Reader }
+
+func (*resetBody) Close() error { return nil }
+
+func BenchmarkSniff(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		body []byte
+	}{{"ok", okBody}, {"token_error", tokenErrBody}} {
+		b.Run(c.name, func(b *testing.B) {
+			var body resetBody
+			resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/json; encoding=utf-8"}}, ContentLength: int64(len(c.body))}
+			b.ReportAllocs()
+			for b.Loop() {
+				body.Reset(c.body)
+				resp.Body = &body
+				_ = sniff(resp)
+				resp.Body.Close() // returns the pooled buffer
+			}
+		})
+	}
+}
+
+// stubUpstream answers every request in memory with a small JSON body, as
+// WeChat's user/info would, so RoundTrip is measured without a network.
+type stubUpstream struct{ body []byte }
+
+func (s stubUpstream) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Body != nil {
+		req.Body.Close()
+	}
+	return &http.Response{
+		StatusCode: 200, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header:        http.Header{"Content-Type": {"application/json; encoding=utf-8"}, "Content-Length": {strconv.Itoa(len(s.body))}},
+		Body:          io.NopCloser(bytes.NewReader(s.body)),
+		ContentLength: int64(len(s.body)),
+		Request:       req,
+	}, nil
+}
+
+// stubTransport is a Caddy HTTP transport whose *http.Transport hands
+// every http:// request to the in-memory stub (RegisterProtocol), so both
+// the gateway and the plain baseline run the real Caddy and net/http code
+// up to the wire.
+func stubTransport() reverseproxy.HTTPTransport {
+	ht := &http.Transport{}
+	ht.RegisterProtocol("http", stubUpstream{okBody})
+	return reverseproxy.HTTPTransport{Transport: ht}
+}
+
+// benchTransport is a Transport wired like Provision leaves it, with a
+// warm token and no metrics registry.
+func benchTransport(b *testing.B) *Transport {
+	t := &Transport{HTTPTransport: stubTransport(), secret: testSecret}
+	t.acct = warmAccount(b)
+	return t
+}
+
+// drain consumes a response the way reverse_proxy would.
+func drain(b *testing.B, resp *http.Response, err error) {
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		b.Fatal(err)
+	}
+	resp.Body.Close()
+}
+
+// BenchmarkRoundTrip compares the gateway's RoundTrip with the plain HTTP
+// transport reverse_proxy would use, against the same in-memory upstream;
+// the difference is the gateway's cost per request.
+func BenchmarkRoundTrip(b *testing.B) {
+	b.Run("gateway", func(b *testing.B) {
+		t := benchTransport(b)
+		req, _ := http.NewRequest(http.MethodGet, "http://api.weixin.qq.com/cgi-bin/user/info?openid=o1&lang=zh_CN", nil)
+		b.ReportAllocs()
+		for b.Loop() {
+			resp, err := t.RoundTrip(req)
+			drain(b, resp, err)
+		}
+	})
+	b.Run("plain", func(b *testing.B) {
+		ht := stubTransport()
+		req, _ := http.NewRequest(http.MethodGet, "http://api.weixin.qq.com/cgi-bin/user/info?openid=o1&lang=zh_CN&access_token="+benchToken, nil)
+		b.ReportAllocs()
+		for b.Loop() {
+			resp, err := ht.RoundTrip(req)
+			drain(b, resp, err)
+		}
+	})
+	b.Run("gateway_post", func(b *testing.B) {
+		t := benchTransport(b)
+		body := []byte(`{"touser":"o1","msgtype":"text","text":{"content":"hello"}}`)
+		var rb resetBody
+		req, _ := http.NewRequest(http.MethodPost, "http://api.weixin.qq.com/cgi-bin/message/custom/send", &rb)
+		b.ReportAllocs()
+		for b.Loop() {
+			rb.Reset(body)
+			req.Body, req.ContentLength = &rb, int64(len(body))
+			resp, err := t.RoundTrip(req)
+			drain(b, resp, err)
+		}
+	})
+}
