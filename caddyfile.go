@@ -1,6 +1,7 @@
 package wechat
 
 import (
+	"encoding/json"
 	"net"
 	"strconv"
 	"time"
@@ -26,7 +27,9 @@ func init() {
 //	    appid           <appid>                  # required; {env.*} / {file.*} resolved at provision
 //	    secret          <secret>                 # required; write it as {env.*} or {file.*}
 //	    upstream        <url> [<url>...]         # default https://api.weixin.qq.com; tried in order
-//	    token_api       stable|classic           # default stable
+//	    token_api       stable|classic|work      # default stable; work = WeCom
+//	    corpid          <corpid>                 # WeCom: appid + token_api work
+//	    corpsecret      <corpsecret>             # WeCom: secret; upstream default https://qyapi.weixin.qq.com
 //	    memcache        <host:port> [...]        # share the token across a cluster
 //	    memcache_prefix <prefix>                 # default wechat:
 //	    memcache_timeout <duration>              # default 100ms
@@ -81,9 +84,15 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 				upstreams = append(upstreams, args...)
 			case "token_api":
 				t.TokenAPI, err = one()
-				if err == nil && t.TokenAPI != tokenAPIStable && t.TokenAPI != tokenAPIClassic {
-					err = rest.Errf("token_api must be stable or classic, not %q", t.TokenAPI)
+				if err == nil && t.TokenAPI != tokenAPIStable && t.TokenAPI != tokenAPIClassic && t.TokenAPI != tokenAPIWork {
+					err = rest.Errf("token_api must be stable or classic (work for WeCom), not %q", t.TokenAPI)
 				}
+			case "corpid": // WeCom: appid + token_api work
+				t.AppID, err = one()
+				t.TokenAPI = tokenAPIWork
+			case "corpsecret":
+				t.Secret, err = one()
+				t.TokenAPI = tokenAPIWork
 			case "memcache":
 				if len(args) == 0 {
 					err = rest.ArgErr()
@@ -131,6 +140,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 		return nil, d.Err("wechat: secret is required")
 	}
 
+	if len(upstreams) == 0 && t.TokenAPI == tokenAPIWork {
+		upstreams = []string{defaultWorkUpstream}
+	}
 	bases, err := parseUpstreams(upstreams)
 	if err != nil {
 		return nil, d.Err(err.Error())
@@ -170,6 +182,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 		if rp.LoadBalancing.Retries == 0 && rp.LoadBalancing.TryDuration == 0 {
 			rp.LoadBalancing.Retries = len(bases) - 1
 		}
+		if rp.LoadBalancing.RetryMatchRaw == nil {
+			rp.LoadBalancing.RetryMatchRaw = retryOn5xx
+		}
 		if rp.HealthChecks == nil {
 			rp.HealthChecks = &reverseproxy.HealthChecks{Passive: &reverseproxy.PassiveHealthChecks{
 				FailDuration:    caddy.Duration(30 * time.Second),
@@ -180,6 +195,16 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 	}
 	rp.TransportRaw = caddyconfig.JSONModuleObject(t, "protocol", "wechat", nil)
 	return rp, nil
+}
+
+// retryOn5xx moves a request on to the next domain when one answers 5xx:
+// any 5xx for GET and HEAD, only 502/503/504 (the edge never reached
+// WeChat) for other methods, so a POST that WeChat may have acted on is
+// not sent twice. The method matcher keeps reverse_proxy's default of
+// retrying GETs after a transport error, which a retry_match replaces.
+var retryOn5xx = caddyhttp.RawMatcherSets{
+	{"method": json.RawMessage(`["GET","HEAD"]`)},
+	{"expression": json.RawMessage(`"type({http.reverse_proxy.status_code}) == int && {http.reverse_proxy.status_code} >= 500 && ({http.request.method} in [\"GET\", \"HEAD\"] || {http.reverse_proxy.status_code} in [502, 503, 504])"`)},
 }
 
 func parseDuration(d *caddyfile.Dispenser, args []string, into *caddy.Duration) error {

@@ -102,7 +102,7 @@ func (f *fetcher) fetchFrom(ctx context.Context, base *url.URL, force bool) (*to
 			base.Host, resp.Header.Get("Content-Type"), len(body))
 	}
 	if ans.ErrCode != 0 {
-		return nil, &wechatError{Code: ans.ErrCode, Msg: f.redactString(ans.ErrMsg)}
+		return nil, &wechatError{Code: ans.ErrCode, Msg: f.redactString(explainTokenErr(f.api, ans.ErrCode, ans.ErrMsg))}
 	}
 	if ans.AccessToken == "" {
 		return nil, fmt.Errorf("token endpoint %s answered no access_token", base.Host)
@@ -115,6 +115,9 @@ func (f *fetcher) fetchFrom(ctx context.Context, base *url.URL, force bool) (*to
 // classic needs it in the URL, which is why every error is redacted.
 func (f *fetcher) request(ctx context.Context, base *url.URL, force bool) (*http.Request, error) {
 	u := *base
+	if f.api == tokenAPIWork {
+		return f.workRequest(ctx, base)
+	}
 	if f.api == tokenAPIClassic {
 		u.Path = "/cgi-bin/token"
 		u.RawQuery = url.Values{

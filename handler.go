@@ -8,7 +8,15 @@ import (
 	"io"
 	"net/http"
 	"strings"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
+
+// replayVar keeps a buffered request body in the request's vars, so that
+// when reverse_proxy retries the request against the next upstream (after a
+// dial error or a retry_match), the body this transport already drained is
+// sent again instead of an empty one.
+const replayVar = "wechat.replay_body"
 
 // RoundTrip sends one proxied request to WeChat with the gateway's
 // credentials. reverse_proxy calls it once per attempt and keeps doing what
@@ -130,6 +138,9 @@ func (b *replayBody) reader() io.ReadCloser {
 // it can be replayed. A larger body (or one of unknown length that turns
 // out larger) streams through and gives up the replay.
 func readBody(req *http.Request, limit int64) (*replayBody, bool, error) {
+	if data, ok := caddyhttp.GetVar(req.Context(), replayVar).([]byte); ok {
+		return &replayBody{data: data}, true, nil // reverse_proxy's retry
+	}
 	if req.Body == nil || req.Body == http.NoBody || req.ContentLength == 0 {
 		return &replayBody{data: []byte{}}, true, nil
 	}
@@ -141,6 +152,7 @@ func readBody(req *http.Request, limit int64) (*replayBody, bool, error) {
 		if _, err := io.ReadFull(req.Body, data); err != nil {
 			return nil, false, err
 		}
+		caddyhttp.SetVar(req.Context(), replayVar, data)
 		return &replayBody{data: data}, true, nil
 	}
 	var buf bytes.Buffer
@@ -149,6 +161,7 @@ func readBody(req *http.Request, limit int64) (*replayBody, bool, error) {
 		return nil, false, err
 	}
 	if n <= limit {
+		caddyhttp.SetVar(req.Context(), replayVar, buf.Bytes())
 		return &replayBody{data: buf.Bytes()}, true, nil
 	}
 	stream := &prefixBody{Reader: io.MultiReader(&buf, req.Body), c: req.Body}

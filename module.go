@@ -110,10 +110,14 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	if api == "" {
 		api = tokenAPIStable
 	}
-	if api != tokenAPIStable && api != tokenAPIClassic {
-		return fmt.Errorf("wechat: token_api must be stable or classic, not %q", t.TokenAPI)
+	if api != tokenAPIStable && api != tokenAPIClassic && api != tokenAPIWork {
+		return fmt.Errorf("wechat: token_api must be stable, classic or work, not %q", t.TokenAPI)
 	}
-	bases, err := parseUpstreams(t.Upstreams)
+	ups := t.Upstreams
+	if len(ups) == 0 && api == tokenAPIWork {
+		ups = []string{defaultWorkUpstream}
+	}
+	bases, err := parseUpstreams(ups)
 	if err != nil {
 		return err
 	}
