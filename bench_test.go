@@ -118,7 +118,7 @@ func BenchmarkSniff(b *testing.B) {
 			for b.Loop() {
 				body.Reset(c.body)
 				resp.Body = &body
-				_ = sniff(resp)
+				_, _ = sniff(resp)
 				resp.Body.Close() // returns the pooled buffer
 			}
 		})

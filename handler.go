@@ -50,7 +50,12 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		t.metrics.request("error")
 		return nil, err
 	}
-	if code := sniff(resp); !isTokenErrcode(code) {
+	code, err := sniff(resp)
+	if err != nil {
+		t.metrics.request("error")
+		return nil, t.redactErr(err)
+	}
+	if !isTokenErrcode(code) {
 		t.metrics.request(resultOfCode(code))
 		return resp, nil
 	}
@@ -78,7 +83,13 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		t.metrics.request("error")
 		return nil, err
 	}
-	if code := sniff(resp); isTokenErrcode(code) {
+	code, err = sniff(resp)
+	if err != nil {
+		t.metrics.retry("error")
+		t.metrics.request("error")
+		return nil, t.redactErr(err)
+	}
+	if isTokenErrcode(code) {
 		t.acct.Invalidate(fresh)
 		t.metrics.retry("failed")
 		t.metrics.request("token_error")

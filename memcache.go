@@ -1,8 +1,540 @@
 package wechat
 
-import "errors"
+import (
+	"context"
+	crand "crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
-// newMemcacheStore is being written.
-func newMemcacheStore(sc storeConfig, a *account) (sharedStore, error) {
-	return nil, errors.New("memcache store not implemented yet")
+	"github.com/bradfitz/gomemcache/memcache"
+	"go.uber.org/zap"
+)
+
+// memcacheStore shares an account's token across a cluster through
+// memcache. Keys, for base = prefix + account key:
+//
+//	base                  the token: "w1 <fetchedAt ns> <expiresAt ns> <token>"
+//	base:lease            held by the one instance fetching from WeChat
+//	base:fetches:<day>    the cluster's token fetches that (Beijing) day
+//	base:forced:<day>     the cluster's stable force_refresh calls that day
+//
+// Memcache is a helper, never a dependency: when it fails, the account
+// fetches locally and a breaker skips memcache for a while, so a dead or
+// black-holed server costs one short timeout, not one per request.
+type memcacheStore struct {
+	a        *account
+	c        *memcache.Client
+	base     string
+	tokenKey string
+	leaseKey string
+
+	// attempts counts memcache operations tried (for tests and debugging).
+	attempts atomic.Int64
+
+	mu        sync.Mutex
+	tripped   bool      // breaker open (or half open, waiting for a probe)
+	openUntil time.Time // no probe before this
+	probing   bool      // one caller is probing memcache
+
+	// badLogged is set once an undecodable value has been logged, and
+	// cleared when a good value is stored again.
+	badLogged atomic.Bool
 }
+
+// Tunables of the memcache store.
+const (
+	memcacheFormat      = "w1"
+	breakerCooloff      = 5 * time.Second
+	leaseMargin         = 2 * time.Second
+	minLeaseTTL         = 2 // seconds
+	leasePollMin        = 25 * time.Millisecond
+	leasePollJitter     = 25 * time.Millisecond
+	counterTTL          = 48 * 3600 // seconds
+	saveAttempts        = 4
+	maxMemcacheKey      = 250
+	longestKeySuffix    = len(":fetches:2006-01-02")
+	defaultMemcacheIdle = 64
+)
+
+// errMemcacheDown marks a flow abandoned because memcache failed; the
+// caller fetches locally.
+var errMemcacheDown = errors.New("memcache unavailable")
+
+func newMemcacheStore(sc storeConfig, a *account) (sharedStore, error) {
+	if len(sc.servers) == 0 {
+		return nil, errors.New("memcache: no servers configured")
+	}
+	ss := new(memcache.ServerList)
+	if err := ss.SetServers(sc.servers...); err != nil {
+		return nil, fmt.Errorf("memcache servers %v: %v", sc.servers, err)
+	}
+	c := memcache.NewFromSelector(ss)
+	c.Timeout = sc.timeout
+	if c.Timeout <= 0 {
+		c.Timeout = 100 * time.Millisecond
+	}
+	c.MaxIdleConns = defaultMemcacheIdle
+	base := memcacheKeyBase(sc.prefix, a.key)
+	return &memcacheStore{a: a, c: c, base: base, tokenKey: base, leaseKey: base + ":lease"}, nil
+}
+
+// memcacheKeyBase returns prefix+key if it is a legal memcache key with
+// room for the longest suffix, else a hash of it.
+func memcacheKeyBase(prefix, key string) string {
+	base := prefix + key
+	ok := len(base)+longestKeySuffix <= maxMemcacheKey
+	for i := 0; ok && i < len(base); i++ {
+		if base[i] <= ' ' || base[i] == 0x7f {
+			ok = false
+		}
+	}
+	if ok {
+		return base
+	}
+	sum := sha256.Sum256([]byte(base))
+	return "wechat:" + hex.EncodeToString(sum[:])
+}
+
+// --- value encoding ---
+
+func encodeEntry(e *tokenEntry) []byte {
+	return []byte(memcacheFormat + " " + strconv.FormatInt(e.FetchedAt.UnixNano(), 10) + " " +
+		strconv.FormatInt(e.ExpiresAt.UnixNano(), 10) + " " + e.Value)
+}
+
+// decodeEntry parses a stored value. The error never quotes the value: it
+// may hold a token.
+func decodeEntry(b []byte) (*tokenEntry, error) {
+	parts := strings.SplitN(string(b), " ", 4)
+	if len(parts) != 4 {
+		return nil, errors.New("not a versioned token value")
+	}
+	if parts[0] != memcacheFormat {
+		return nil, errors.New("unknown value version (want " + memcacheFormat + ")")
+	}
+	fetched, err1 := strconv.ParseInt(parts[1], 10, 64)
+	expires, err2 := strconv.ParseInt(parts[2], 10, 64)
+	if err1 != nil || err2 != nil {
+		return nil, errors.New("bad timestamps")
+	}
+	if expires <= fetched {
+		return nil, errors.New("expiry before fetch time")
+	}
+	tok := parts[3]
+	if tok == "" {
+		return nil, errors.New("empty token")
+	}
+	for i := 0; i < len(tok); i++ {
+		if tok[i] <= ' ' || tok[i] == 0x7f {
+			return nil, errors.New("token holds spaces or control characters")
+		}
+	}
+	return finishEntry(&tokenEntry{
+		Value:     tok,
+		FetchedAt: time.Unix(0, fetched),
+		ExpiresAt: time.Unix(0, expires),
+		Source:    "memcache",
+	}), nil
+}
+
+// decode turns a stored item into an entry; nil for anything unusable,
+// which is logged once.
+func (s *memcacheStore) decode(it *memcache.Item) *tokenEntry {
+	if it == nil {
+		return nil
+	}
+	e, err := decodeEntry(it.Value)
+	if err == nil && !s.a.now().Before(e.ExpiresAt) {
+		e, err = nil, errors.New("expired")
+	}
+	if err != nil {
+		if s.badLogged.CompareAndSwap(false, true) {
+			s.a.log().Warn("wechat: the token value in memcache is unusable; treating it as a miss and overwriting it",
+				zap.String("appid", s.a.appid), zap.String("key", s.tokenKey), zap.String("reason", err.Error()))
+		}
+		return nil
+	}
+	return e
+}
+
+// usable reports whether a stored entry can be handed out instead of
+// fetching: not the rejected token, not near expiry, and when refreshing
+// ahead, newer than what the account holds.
+func (s *memcacheStore) usable(e *tokenEntry, bad string, ahead bool) bool {
+	if e == nil || e.Value == bad || !s.a.now().Before(e.useBy) {
+		return false
+	}
+	if ahead {
+		if cur := s.a.cur.Load(); cur != nil && !e.FetchedAt.After(cur.FetchedAt) {
+			return false
+		}
+	}
+	return true
+}
+
+// ttlSeconds is the memcache expiration for an entry: until it expires.
+func (s *memcacheStore) ttlSeconds(e *tokenEntry) int32 {
+	left := e.ExpiresAt.Sub(s.a.now())
+	if left <= 0 {
+		return 0
+	}
+	return int32((left + time.Second - 1) / time.Second)
+}
+
+// leaseTTL outlives the holder's fetch, which account.fetch bounds by the
+// fetch deadline, so a live holder never loses its lease; a dead one's
+// lease goes away in time for the waiters (see account.loadTimeout) to
+// take over.
+func (s *memcacheStore) leaseTTL() int32 {
+	d := s.a.fetchTimeout() + leaseMargin
+	secs := int32((d + time.Second - 1) / time.Second)
+	return max(secs, minLeaseTTL)
+}
+
+// --- breaker ---
+
+// allow reports whether memcache may be used. While the breaker is open it
+// says no; after the cool-off, one caller gets through as the probe.
+func (s *memcacheStore) allow() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.tripped {
+		return true
+	}
+	if s.probing || s.a.now().Before(s.openUntil) {
+		return false
+	}
+	s.probing = true
+	return true
+}
+
+func (s *memcacheStore) succeeded() {
+	s.mu.Lock()
+	was := s.tripped
+	s.tripped, s.probing = false, false
+	s.mu.Unlock()
+	if was {
+		s.a.log().Info("wechat: memcache reachable again", zap.String("appid", s.a.appid))
+	}
+}
+
+// failed records a memcache error: it opens the breaker (or keeps it
+// open), drops idle connections, which are dead after an outage, and logs
+// once per opening.
+func (s *memcacheStore) failed(op string, err error) {
+	s.a.metrics.Load().memcacheError(op)
+	s.mu.Lock()
+	first := !s.tripped
+	s.tripped, s.probing = true, false
+	s.openUntil = s.a.now().Add(breakerCooloff)
+	s.mu.Unlock()
+	_ = s.c.Close()
+	if first {
+		s.a.log().Warn("wechat: memcache failed; fetching tokens locally and skipping memcache for a while",
+			zap.String("appid", s.a.appid), zap.String("op", op),
+			zap.String("error", memcacheErrText(err)), zap.Duration("retry_in", breakerCooloff))
+	}
+}
+
+// memcacheErrText describes err without quoting server answers, which may
+// hold a stored value.
+func memcacheErrText(err error) string {
+	var oe *net.OpError
+	var cte *memcache.ConnectTimeoutError
+	switch {
+	case errors.As(err, &oe):
+		return oe.Error()
+	case errors.As(err, &cte):
+		return cte.Error()
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "connection closed by memcache"
+	case errors.Is(err, memcache.ErrNoServers), errors.Is(err, memcache.ErrServerError), errors.Is(err, memcache.ErrMalformedKey):
+		return err.Error()
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return "timeout"
+	}
+	return "unexpected answer from memcache"
+}
+
+func (s *memcacheStore) breakerOpen(time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tripped
+}
+
+// benign reports the errors that are answers, not failures.
+func benign(err error) bool {
+	return err == nil || errors.Is(err, memcache.ErrCacheMiss) || errors.Is(err, memcache.ErrNotStored) || errors.Is(err, memcache.ErrCASConflict)
+}
+
+// done closes the breaker on a benign result, opens it on a failure, and
+// reports whether err was a failure.
+func (s *memcacheStore) done(op string, err error) bool {
+	if benign(err) {
+		s.succeeded()
+		return false
+	}
+	s.failed(op, err)
+	return true
+}
+
+// --- operations ---
+
+// read returns the stored token (nil on a miss or unusable value) and the
+// raw item for a compare-and-swap.
+func (s *memcacheStore) read() (*tokenEntry, *memcache.Item, error) {
+	s.attempts.Add(1)
+	it, err := s.c.Get(s.tokenKey)
+	if s.done("get", err) {
+		return nil, nil, errMemcacheDown
+	}
+	if err != nil {
+		return nil, nil, nil // miss
+	}
+	return s.decode(it), it, nil
+}
+
+// obtain: a usable stored token, else the lease and a fetch, else wait for
+// the lease holder's token.
+func (s *memcacheStore) obtain(ctx context.Context, bad string, ahead bool) (*tokenEntry, error) {
+	if !s.allow() {
+		return s.a.fetch(ctx, bad)
+	}
+	e, _, err := s.read()
+	if err != nil {
+		return s.a.fetch(ctx, bad)
+	}
+	if s.usable(e, bad, ahead) {
+		return e, nil
+	}
+	ttl := s.leaseTTL()
+	for {
+		lease, won, err := s.acquire(ttl)
+		if err != nil {
+			return s.a.fetch(ctx, bad) // lease unknown: keep requests working
+		}
+		if won {
+			return s.lead(ctx, bad, ahead, lease)
+		}
+		e, err := s.wait(ctx, bad, ahead)
+		switch {
+		case errors.Is(err, errMemcacheDown):
+			return s.a.fetch(ctx, bad)
+		case err != nil:
+			return nil, fmt.Errorf("waiting for another instance to fetch the access_token: %w", err)
+		case e != nil:
+			return e, nil
+		}
+		// The lease is gone with no usable token: the holder failed or
+		// died. Try to take over.
+	}
+}
+
+// acquire tries to take the cluster lease.
+func (s *memcacheStore) acquire(ttl int32) (lease string, won bool, err error) {
+	var b [12]byte
+	_, _ = crand.Read(b[:])
+	lease = hex.EncodeToString(b[:])
+	s.attempts.Add(1)
+	err = s.c.Add(&memcache.Item{Key: s.leaseKey, Value: []byte(lease), Expiration: ttl})
+	if s.done("add", err) {
+		return "", false, errMemcacheDown
+	}
+	return lease, err == nil, nil
+}
+
+// release drops the lease if it is still ours: a holder that outlived its
+// lease must not delete its successor's.
+func (s *memcacheStore) release(lease string) {
+	if s.breakerOpen(time.Time{}) {
+		return // it expires by itself
+	}
+	s.attempts.Add(1)
+	it, err := s.c.Get(s.leaseKey)
+	if s.done("get", err) || err != nil || string(it.Value) != lease {
+		return
+	}
+	s.attempts.Add(1)
+	s.done("delete", s.c.Delete(s.leaseKey))
+}
+
+// lead runs under the lease: re-check the store (a peer may have stored a
+// token between our read and our lease), else fetch and store.
+func (s *memcacheStore) lead(ctx context.Context, bad string, ahead bool, lease string) (*tokenEntry, error) {
+	defer s.release(lease)
+	e, _, err := s.read()
+	if err != nil {
+		return s.a.fetch(ctx, bad) // memcache just failed: do not try to store
+	}
+	if s.usable(e, bad, ahead) {
+		return e, nil
+	}
+	fresh, err := s.a.fetch(ctx, bad)
+	if err != nil {
+		return nil, err
+	}
+	return s.save(fresh, bad), nil
+}
+
+// save stores fresh unless a newer usable token is already stored, and
+// returns the newer of the two. It never overwrites a newer token: it
+// writes with Add when the key is empty and compare-and-swap otherwise.
+func (s *memcacheStore) save(fresh *tokenEntry, bad string) *tokenEntry {
+	ttl := s.ttlSeconds(fresh)
+	if ttl <= 0 || s.breakerOpen(time.Time{}) {
+		return fresh
+	}
+	for range saveAttempts {
+		old, it, err := s.read()
+		if err != nil {
+			return fresh
+		}
+		if old != nil && old.Value != bad && !old.FetchedAt.Before(fresh.FetchedAt) && s.a.now().Before(old.useBy) {
+			if old.FetchedAt.After(fresh.FetchedAt) {
+				return old // a peer stored a newer token: use it, keep it
+			}
+			return fresh // ours already
+		}
+		item := &memcache.Item{Key: s.tokenKey, Value: encodeEntry(fresh), Expiration: ttl}
+		op := "add"
+		s.attempts.Add(1)
+		if it == nil {
+			err = s.c.Add(item)
+		} else {
+			op, item.CasID = "cas", it.CasID
+			err = s.c.CompareAndSwap(item)
+		}
+		if s.done(op, err) {
+			return fresh
+		}
+		if err == nil {
+			s.badLogged.Store(false)
+			return fresh
+		}
+		// Someone wrote in between: look again.
+	}
+	return fresh
+}
+
+// wait polls for the lease holder's token. It returns the token, or nil
+// with no error once the lease is gone without one.
+func (s *memcacheStore) wait(ctx context.Context, bad string, ahead bool) (*tokenEntry, error) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		timer.Reset(leasePollMin + rand.N(leasePollJitter))
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-timer.C:
+		}
+		s.attempts.Add(1)
+		items, err := s.c.GetMulti([]string{s.tokenKey, s.leaseKey})
+		if s.done("get", err) {
+			return nil, errMemcacheDown
+		}
+		if e := s.decode(items[s.tokenKey]); s.usable(e, bad, ahead) {
+			return e, nil
+		}
+		if items[s.leaseKey] == nil {
+			return nil, nil
+		}
+	}
+}
+
+// peek reads the stored token for the refresher. If memcache has none (it
+// restarted or was flushed) and the account holds a good token, it writes
+// that one back, so the cluster finds it again.
+func (s *memcacheStore) peek(ctx context.Context) (*tokenEntry, bool) {
+	if ctx.Err() != nil || !s.allow() {
+		return nil, false
+	}
+	e, _, err := s.read()
+	if err != nil {
+		return nil, false
+	}
+	if e == nil {
+		if cur := s.a.cur.Load(); cur != nil && s.usable(cur, s.a.badToken(), false) {
+			s.save(cur, s.a.badToken())
+		}
+		return nil, false
+	}
+	return e, true
+}
+
+// countFetch adds one fetch to the cluster's daily count.
+func (s *memcacheStore) countFetch(ctx context.Context, day string, force bool) (total, forced int64, ok bool) {
+	if ctx.Err() != nil || !s.allow() {
+		return 0, 0, false
+	}
+	total, ok = s.incr(s.base + ":fetches:" + day)
+	if !ok {
+		return 0, 0, false
+	}
+	forcedKey := s.base + ":forced:" + day
+	if force {
+		forced, ok = s.incr(forcedKey)
+		return total, forced, ok
+	}
+	s.attempts.Add(1)
+	it, err := s.c.Get(forcedKey)
+	if s.done("get", err) {
+		return 0, 0, false
+	}
+	if err == nil {
+		n, perr := strconv.ParseInt(strings.TrimSpace(string(it.Value)), 10, 64)
+		if perr != nil {
+			return 0, 0, false
+		}
+		forced = n
+	}
+	return total, forced, true
+}
+
+// incr increments a daily counter, creating it if missing.
+func (s *memcacheStore) incr(key string) (int64, bool) {
+	for range 3 {
+		s.attempts.Add(1)
+		n, err := s.c.Increment(key, 1)
+		if err == nil {
+			s.succeeded()
+			return int64(n), true
+		}
+		switch {
+		case errors.Is(err, memcache.ErrCacheMiss):
+			s.attempts.Add(1)
+			err = s.c.Add(&memcache.Item{Key: key, Value: []byte("0"), Expiration: counterTTL})
+			if s.done("add", err) {
+				return 0, false
+			}
+		case strings.HasPrefix(err.Error(), "memcache: client error"):
+			// Not a number: memcache answered, the value is junk.
+			// Start the count again.
+			s.succeeded()
+			s.attempts.Add(1)
+			if s.done("delete", s.c.Delete(key)) {
+				return 0, false
+			}
+		default:
+			s.failed("incr", err)
+			return 0, false
+		}
+	}
+	return 0, false
+}
+
+func (s *memcacheStore) close() { _ = s.c.Close() }
+
+var _ sharedStore = (*memcacheStore)(nil)

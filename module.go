@@ -66,6 +66,7 @@ type Transport struct {
 
 	secret  string
 	acct    *account
+	binding *binding
 	poolKey string
 	metrics *metrics
 	logger  *zap.Logger
@@ -137,10 +138,13 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("wechat: %v", err)
 	}
 	t.acct = val.(*account)
-	t.acct.fetchTimeout = t.fetchTimeout()
-	t.acct.logger.Store(t.logger)
-	t.acct.metrics.Store(t.metrics)
-	t.acct.fetcher.Store(&fetcher{rt: t.HTTPTransport.Transport, bases: bases, appid: appid, secret: t.secret, api: api, now: t.acct.now})
+	t.acct.setFetchTimeout(t.fetchTimeout())
+	t.binding = &binding{
+		f:      &fetcher{rt: t.HTTPTransport.Transport, bases: bases, appid: appid, secret: t.secret, api: api, now: t.acct.now},
+		logger: t.logger,
+		m:      t.metrics,
+	}
+	t.acct.attach(t.binding)
 	t.acct.refresher.start()
 	return nil
 }
@@ -148,6 +152,9 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 // Cleanup releases this config's hold on the account; the last config to
 // let go stops its refresher.
 func (t *Transport) Cleanup() error {
+	if t.binding != nil {
+		t.acct.detach(t.binding)
+	}
 	if t.poolKey != "" {
 		if _, err := accounts.Delete(t.poolKey); err != nil {
 			return err

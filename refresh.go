@@ -94,7 +94,7 @@ func (r *refresher) tick(now time.Time) {
 		if a.store == nil || cur == nil {
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), a.fetchTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), a.fetchTimeout())
 		defer cancel()
 		if e, ok := a.store.peek(ctx); ok && e.FetchedAt.After(cur.FetchedAt) && e.Value != a.badToken() && now.Before(e.useBy) {
 			a.publish(e)

@@ -51,21 +51,26 @@ func sniffable(resp *http.Response) bool {
 // sniff reads up to sniffLimit bytes of resp and returns the errcode of a
 // small JSON body (0 for none). resp.Body is replaced by an equivalent body
 // that replays what was read, so the client receives exactly what WeChat
-// sent. Nothing past the limit is buffered.
-func sniff(resp *http.Response) int {
+// sent. Nothing past the limit is buffered. A small body that breaks off
+// is an error: the gateway can still answer 502 instead of a truncated 200.
+func sniff(resp *http.Response) (int, error) {
 	if !sniffable(resp) {
-		return 0
+		return 0, nil
 	}
 	sb := sniffPool.Get().(*sniffBuf)
-	n, err := io.ReadFull(resp.Body, sb.buf[:])
-	switch {
-	case err == nil || (err != io.EOF && err != io.ErrUnexpectedEOF):
-		// More than the limit, or a read error: hand back what we read
-		// followed by the rest of the stream (or its error) unexamined.
+	n, err := readUpTo(resp.Body, sb.buf[:])
+	if err == errMore {
+		// More than the limit: hand back what we read followed by the
+		// rest of the stream, unexamined.
 		rest := resp.Body
-		resp.Body = &prefixBody{Reader: io.MultiReader(bytes.NewReader(append([]byte(nil), sb.buf[:n]...)), readerOrErr(rest, err)), c: rest}
+		resp.Body = &prefixBody{Reader: io.MultiReader(bytes.NewReader(append([]byte(nil), sb.buf[:n]...)), rest), c: rest}
 		sniffPool.Put(sb)
-		return 0
+		return 0, nil
+	}
+	if err != nil {
+		resp.Body.Close()
+		sniffPool.Put(sb)
+		return 0, err
 	}
 	resp.Body.Close()
 	sb.r.Reset(sb.buf[:n])
@@ -75,20 +80,30 @@ func sniff(resp *http.Response) int {
 	if strings.EqualFold(resp.Header.Get("Content-Encoding"), "gzip") {
 		data = gunzip(data)
 	}
-	return errcodeOf(data)
+	return errcodeOf(data), nil
 }
 
-// readerOrErr continues with r after a clean short read, or reports err.
-func readerOrErr(r io.Reader, err error) io.Reader {
-	if err == nil {
-		return r
+// errMore says the body is longer than the buffer.
+var errMore = errors.New("more")
+
+// readUpTo fills buf from r. It returns a nil error only for a body that
+// ended cleanly within buf; errMore when there is more; else the read
+// error, such as the io.ErrUnexpectedEOF of a body cut short, which
+// io.ReadFull would confuse with a short clean body.
+func readUpTo(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		n += m
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
 	}
-	return errReader{err}
+	return n, errMore
 }
-
-type errReader struct{ err error }
-
-func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 
 // prefixBody is a body whose first bytes were read for sniffing.
 type prefixBody struct {

@@ -39,11 +39,14 @@ const maxTokenTTL = 7200 * time.Second
 const fallbackTTL = 5 * time.Minute
 
 func newEntry(value string, expiresIn int64, fetchedAt time.Time, source string) *tokenEntry {
-	ttl := time.Duration(expiresIn) * time.Second
-	if expiresIn <= 0 {
+	var ttl time.Duration
+	switch {
+	case expiresIn <= 0:
 		ttl = fallbackTTL
-	} else if ttl > maxTokenTTL {
-		ttl = maxTokenTTL
+	case expiresIn >= int64(maxTokenTTL/time.Second):
+		ttl = maxTokenTTL // clamp before multiplying: a huge value would overflow
+	default:
+		ttl = time.Duration(expiresIn) * time.Second
 	}
 	return finishEntry(&tokenEntry{Value: value, FetchedAt: fetchedAt, ExpiresAt: fetchedAt.Add(ttl), Source: source})
 }
@@ -76,7 +79,7 @@ type account struct {
 	cur atomic.Pointer[tokenEntry]
 	sf  singleflight.Group
 
-	fetchTimeout time.Duration
+	timeout atomic.Int64 // fetch deadline in ns; set by every provision, read by the refresher
 
 	mu        sync.Mutex
 	lastBad   string    // last token WeChat rejected; a fetch returning it is stale
@@ -87,6 +90,48 @@ type account struct {
 	status    accountStatus
 
 	refresher *refresher
+	bindings  []*binding // one per provisioned config using the account, oldest first
+}
+
+// binding is what one provisioned config lends the account: its HTTP
+// transport and upstreams, logger and metrics. The newest live one is used,
+// so a reload switches to the new config, and a reload that fails (new
+// config provisioned, then cleaned up) falls back to the running one.
+type binding struct {
+	f      *fetcher
+	logger *zap.Logger
+	m      *metrics
+}
+
+func (a *account) attach(b *binding) {
+	a.mu.Lock()
+	a.bindings = append(a.bindings, b)
+	a.mu.Unlock()
+	a.use(b)
+}
+
+func (a *account) detach(b *binding) {
+	a.mu.Lock()
+	for i, x := range a.bindings {
+		if x == b {
+			a.bindings = append(a.bindings[:i], a.bindings[i+1:]...)
+			break
+		}
+	}
+	var last *binding
+	if n := len(a.bindings); n > 0 {
+		last = a.bindings[n-1]
+	}
+	a.mu.Unlock()
+	if last != nil {
+		a.use(last)
+	}
+}
+
+func (a *account) use(b *binding) {
+	a.fetcher.Store(b.f)
+	a.logger.Store(b.logger)
+	a.metrics.Store(b.m)
 }
 
 // errTokenRejected is returned when WeChat keeps handing back a token it
@@ -151,7 +196,7 @@ func (a *account) load(ahead bool) (any, error) {
 	if err := a.backoffErr(); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), a.fetchTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), a.loadTimeout())
 	defer cancel()
 	e, err := a.obtain(ctx, ahead)
 	if err != nil {
@@ -200,6 +245,8 @@ func (a *account) obtain(ctx context.Context, ahead bool) (*tokenEntry, error) {
 // first; force_refresh is used only when WeChat hands back the very token
 // that just failed, and at most once per 30 s.
 func (a *account) fetch(ctx context.Context, bad string) (*tokenEntry, error) {
+	ctx, cancel := context.WithTimeout(ctx, a.fetchTimeout())
+	defer cancel()
 	f := a.fetcher.Load()
 	e, err := f.fetch(ctx, false)
 	a.countFetch(f.api, false, err)
@@ -306,7 +353,8 @@ func (a *account) Destruct() error {
 
 // newAccount builds the long-lived state of one account.
 func newAccount(key, appid, api string, sc storeConfig) (*account, error) {
-	a := &account{key: key, appid: appid, api: api, now: time.Now, fetchTimeout: defaultFetchTimeout}
+	a := &account{key: key, appid: appid, api: api, now: time.Now}
+	a.setFetchTimeout(defaultFetchTimeout)
 	if len(sc.servers) > 0 {
 		s, err := newMemcacheStore(sc, a)
 		if err != nil {
@@ -324,4 +372,17 @@ func (a *account) redact(s string) string {
 		return f.redactString(s)
 	}
 	return s
+}
+
+func (a *account) fetchTimeout() time.Duration     { return time.Duration(a.timeout.Load()) }
+func (a *account) setFetchTimeout(d time.Duration) { a.timeout.Store(int64(d)) }
+
+// loadTimeout bounds one load. With a shared store it outlasts a peer's
+// lease (fetch deadline + 2 s), so that when the lease holder dies the
+// waiters take over instead of failing and backing off.
+func (a *account) loadTimeout() time.Duration {
+	if a.store == nil {
+		return a.fetchTimeout()
+	}
+	return 2*a.fetchTimeout() + 3*time.Second
 }

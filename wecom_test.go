@@ -14,9 +14,9 @@ import (
 )
 
 const (
-	testCorpID  = "wwCORP0000000001"
-	testAgentA  = "agentA-secret-0123456789abcdefghij"
-	testAgentB  = "agentB-secret-0123456789abcdefghij"
+	testCorpID = "wwCORP0000000001"
+	testAgentA = "agentA-secret-0123456789abcdefghij"
+	testAgentB = "agentB-secret-0123456789abcdefghij"
 )
 
 // newWorkFake is the fake WeCom with two agents of one corp; hook, if set,
