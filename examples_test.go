@@ -16,7 +16,7 @@ func TestExamples(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw, fake, admin := loopbackPort(t), loopbackPort(t), loopbackPort(t)
+	gw, fake, admin := freePort(t), freePort(t), freePort(t)
 	cfg := strings.NewReplacer(":8080 {", "http://127.0.0.1:"+strconv.Itoa(gw)+" {", "127.0.0.1:9081", "127.0.0.1:"+strconv.Itoa(fake),
 		":9081", ":"+strconv.Itoa(fake), "localhost:2019", "127.0.0.1:"+strconv.Itoa(admin)).Replace(string(demo))
 	loadCaddyfile(t, cfg)

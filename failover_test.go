@@ -35,7 +35,7 @@ func TestFailoverDownAnd500(t *testing.T) {
 	resetAccounts(t)
 	setEnv(t)
 	f := newFake(t)
-	dead := "http://127.0.0.1:" + itoa(loopbackPort(t))
+	dead := "http://127.0.0.1:" + itoa(freePort(t))
 	five, hits := brokenEdge(t, http.StatusInternalServerError)
 	g := startCaddy(t, basicConfig(dead+" "+five+" "+f.URL, "dial_timeout 1s"))
 
@@ -80,7 +80,7 @@ func TestFailoverPostBodySurvivesRetry(t *testing.T) {
 			f := newFake(t)
 			first, _ := brokenEdge(t, http.StatusBadGateway)
 			if tc.dead {
-				first = "http://127.0.0.1:" + itoa(loopbackPort(t))
+				first = "http://127.0.0.1:" + itoa(freePort(t))
 			}
 			g := startCaddy(t, basicConfig(first+" "+f.URL, "dial_timeout 1s"))
 			body := bytes.Repeat([]byte("z"), 50000)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -27,17 +26,6 @@ const (
 	testAppID  = "wx00000000test0001"
 	testSecret = "0123456789abcdef0123456789abcdef"
 )
-
-// freePort returns a loopback port that was free a moment ago.
-func loopbackPort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // fakeWeChat is the fake behind an httptest server, with a hook that lets a
 // test answer some requests itself (for faults the fake does not model).
@@ -98,7 +86,7 @@ type gateway struct {
 func startCaddy(t testing.TB, caddyfile string) *gateway {
 	t.Helper()
 	g := &gateway{LogFile: filepath.Join(t.TempDir(), "caddy.log")}
-	port, admin := loopbackPort(t), loopbackPort(t)
+	port, admin := freePort(t), freePort(t)
 	g.URL = fmt.Sprintf("http://127.0.0.1:%d", port)
 	g.Admin = fmt.Sprintf("127.0.0.1:%d", admin)
 	loadCaddyfile(t, fmt.Sprintf(caddyfile, port, admin, g.LogFile))

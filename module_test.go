@@ -287,7 +287,7 @@ func TestReloadKeepsToken(t *testing.T) {
 func TestUpstreamDown(t *testing.T) {
 	resetAccounts(t)
 	setEnv(t)
-	dead := "http://127.0.0.1:" + itoa(loopbackPort(t))
+	dead := "http://127.0.0.1:" + itoa(freePort(t))
 	g := startCaddy(t, basicConfig(dead, "dial_timeout 1s\nfetch_timeout 2s"))
 	r := get(t, g.URL+"/cgi-bin/user/info")
 	if r.Status != http.StatusBadGateway && r.Status != http.StatusServiceUnavailable {

@@ -199,3 +199,34 @@ func TestForceRefreshBudget(t *testing.T) {
 		t.Errorf("a new day should allow force_refresh again: %v", err)
 	}
 }
+
+// Three instances sharing memcache, 24 h of steady traffic: one instance
+// renews each token through the lease and the others pick it up, so the
+// cluster fetches no more than one instance alone would.
+func TestRefreshAheadDayCluster(t *testing.T) {
+	mc := startMemcached(t)
+	clk := newFakeClock()
+	fake := fakewechat.New(fakewechat.Options{AppID: testAppID, Secret: testSecret, Now: clk.Now})
+	srv := httptest.NewServer(fake)
+	defer srv.Close()
+	sc := storeConfig{servers: []string{mc.Addr}, prefix: "sim:", timeout: time.Second}
+	var accts []*account
+	for range 3 {
+		a := simAccount(t, clk, srv.URL, tokenAPIStable, sc)
+		t.Cleanup(func() { a.Destruct() })
+		accts = append(accts, a)
+	}
+	slow := simulateDay(t, clk, accts)
+	if slow > 3 {
+		t.Errorf("%d requests waited for a fetch; only the cold start of each instance may", slow)
+	}
+	if n := fake.Fetches("stable"); n < 12 || n > 14 {
+		t.Errorf("the cluster made %d fetches in 24 h, want 12-14 (one per renewal)", n)
+	}
+	// Every instance ends the day on the same token.
+	for _, a := range accts[1:] {
+		if a.cur.Load().Value != accts[0].cur.Load().Value {
+			t.Error("instances disagree on the current token")
+		}
+	}
+}

@@ -56,7 +56,7 @@ func startWork(t *testing.T, cfg string) *gateway {
 	t.Setenv("TEST_AGENT_A", testAgentA)
 	t.Setenv("TEST_AGENT_B", testAgentB)
 	g := &gateway{LogFile: t.TempDir() + "/caddy.log"}
-	port, admin := loopbackPort(t), loopbackPort(t)
+	port, admin := freePort(t), freePort(t)
 	g.URL = fmt.Sprintf("http://127.0.0.1:%d", port)
 	g.Admin = fmt.Sprintf("127.0.0.1:%d", admin)
 	js, err := adapt(fmt.Sprintf(cfg, port, admin, g.LogFile))
