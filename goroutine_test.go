@@ -166,10 +166,7 @@ func TestNoGoroutineLeakStartReloadStop(t *testing.T) {
 // Reloads while requests keep taking the slow path (tokens revoked under
 // them) must be race-free (run with -race) and lose no request.
 func TestReloadUnderLoad(t *testing.T) {
-	resetAccounts(t)
-	setEnv(t)
-	f := newFake(t)
-	g := startCaddy(t, basicConfig(f.URL, ""))
+	f, g := setup(t, "")
 	waitOK(t, g.URL+"/cgi-bin/user/info", 5*time.Second)
 	port := strings.TrimPrefix(g.URL, "http://127.0.0.1:")
 	admin := strings.TrimPrefix(g.Admin, "127.0.0.1:")

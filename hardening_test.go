@@ -829,11 +829,8 @@ func TestTokenEndpointFaults(t *testing.T) {
 // A client that hangs up while others wait on the same token fetch does
 // not cancel that fetch.
 func TestHangupDuringSharedFetch(t *testing.T) {
-	resetAccounts(t)
-	setEnv(t)
-	f := newFake(t)
+	f, g := setup(t, "")
 	f.SetTokenDelay(time.Second)
-	g := startCaddy(t, basicConfig(f.URL, ""))
 
 	ctx, cancel := context.WithCancel(context.Background())
 	quitter := make(chan error, 1)
@@ -873,10 +870,7 @@ func TestHangupDuringSharedFetch(t *testing.T) {
 
 // A body trickled in over seconds does not hold up other requests.
 func TestSlowUploadDoesNotBlockOthers(t *testing.T) {
-	resetAccounts(t)
-	setEnv(t)
-	f := newFake(t)
-	g := startCaddy(t, basicConfig(f.URL, ""))
+	_, g := setup(t, "")
 
 	const chunks, chunk = 30, 100
 	body := []byte(strings.Repeat("z", chunks*chunk))

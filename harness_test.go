@@ -220,3 +220,13 @@ func readFile(t testing.TB, p string) string {
 	}
 	return string(b)
 }
+
+// setup starts cold: a fresh fake WeChat, and one Caddy with one wechat
+// account in front of it (extra adds subdirectives).
+func setup(t testing.TB, extra string) (*fakeWeChat, *gateway) {
+	t.Helper()
+	resetAccounts(t)
+	setEnv(t)
+	f := newFake(t)
+	return f, startCaddy(t, basicConfig(f.URL, extra))
+}

@@ -19,10 +19,7 @@ func fakeOpenID(code string) string {
 }
 
 func TestLoginJSCode2Session(t *testing.T) {
-	resetAccounts(t)
-	setEnv(t)
-	f := newFake(t)
-	g := startCaddy(t, basicConfig(f.URL, ""))
+	f, g := setup(t, "")
 	// The client's secret, appid and access_token are all dropped: the
 	// fake answers 40125/40013 for wrong credentials and 40097 when any
 	// access_token reaches /sns.
@@ -39,10 +36,7 @@ func TestLoginJSCode2Session(t *testing.T) {
 }
 
 func TestLoginOAuthCodeAndRefresh(t *testing.T) {
-	resetAccounts(t)
-	setEnv(t)
-	f := newFake(t)
-	g := startCaddy(t, basicConfig(f.URL, ""))
+	f, g := setup(t, "")
 	r := get(t, g.URL+"/sns/oauth2/access_token?code=C2&grant_type=authorization_code&secret=WRONG")
 	if r.errcode() != 0 || r.JSON["openid"] != fakeOpenID("C2") {
 		t.Fatalf("oauth2/access_token: %s", r.Body)

@@ -22,10 +22,7 @@ import (
 // WeChat. Each numbered behaviour of the gateway has a test here.
 
 func TestForwardingReplacesClientToken(t *testing.T) {
-	resetAccounts(t)
-	setEnv(t)
-	f := newFake(t)
-	g := startCaddy(t, basicConfig(f.URL, ""))
+	f, g := setup(t, "")
 
 	body := []byte(`{"touser":"o1","msgtype":"text","text":{"content":"hi"}}`)
 	r := do(t, http.MethodPost, g.URL+"/cgi-bin/message/custom/send?foo=bar&access_token=CLIENT&ACCESS_TOKEN=x&b=2", body,
@@ -56,11 +53,8 @@ func TestForwardingReplacesClientToken(t *testing.T) {
 }
 
 func TestColdCacheOneFetch(t *testing.T) {
-	resetAccounts(t)
-	setEnv(t)
-	f := newFake(t)
+	f, g := setup(t, "")
 	f.SetTokenDelay(200 * time.Millisecond)
-	g := startCaddy(t, basicConfig(f.URL, ""))
 	var bad atomic.Int32
 	parallel(100, func(int) {
 		if r := get(t, g.URL+"/cgi-bin/user/info?openid=o1"); r.Status != 200 || r.errcode() != 0 {
@@ -76,11 +70,8 @@ func TestColdCacheOneFetch(t *testing.T) {
 }
 
 func TestFetchSurvivesClientHangup(t *testing.T) {
-	resetAccounts(t)
-	setEnv(t)
-	f := newFake(t)
+	f, g := setup(t, "")
 	f.SetTokenDelay(300 * time.Millisecond)
-	g := startCaddy(t, basicConfig(f.URL, ""))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
@@ -99,10 +90,7 @@ func TestFetchSurvivesClientHangup(t *testing.T) {
 }
 
 func TestRetryOnceAfterRevocation(t *testing.T) {
-	resetAccounts(t)
-	setEnv(t)
-	f := newFake(t)
-	g := startCaddy(t, basicConfig(f.URL, ""))
+	f, g := setup(t, "")
 	if r := get(t, g.URL+"/cgi-bin/user/info"); r.errcode() != 0 {
 		t.Fatalf("warm-up: %s", r.Body)
 	}
@@ -152,10 +140,7 @@ func TestSecondFailureReturnedAsIs(t *testing.T) {
 }
 
 func TestStableForceRefreshOnlyForSameToken(t *testing.T) {
-	resetAccounts(t)
-	setEnv(t)
-	f := newFake(t)
-	g := startCaddy(t, basicConfig(f.URL, ""))
+	f, g := setup(t, "")
 	get(t, g.URL+"/cgi-bin/user/info")
 	first := f.CurrentStable()
 	// WeChat rejects the token, yet a normal fetch still returns it.
@@ -178,11 +163,8 @@ func TestStableForceRefreshOnlyForSameToken(t *testing.T) {
 }
 
 func TestGzipAndTextPlainErrors(t *testing.T) {
-	resetAccounts(t)
-	setEnv(t)
-	f := newFake(t)
+	f, g := setup(t, "")
 	f.SetGzip(true)
-	g := startCaddy(t, basicConfig(f.URL, ""))
 	get(t, g.URL+"/cgi-bin/user/info")
 	f.ExpireAll()
 	r := do(t, http.MethodGet, g.URL+"/cgi-bin/user/info?openid=o2", nil, "Accept-Encoding", "gzip")
@@ -203,10 +185,7 @@ func TestGzipAndTextPlainErrors(t *testing.T) {
 }
 
 func TestLargeResponsesStream(t *testing.T) {
-	resetAccounts(t)
-	setEnv(t)
-	f := newFake(t)
-	g := startCaddy(t, basicConfig(f.URL, ""))
+	f, g := setup(t, "")
 	const size = 8 << 20
 	r := get(t, g.URL+"/cgi-bin/media/get?media_id=m&size="+itoa(size))
 	sum := sha256.Sum256(r.Body)
@@ -223,10 +202,7 @@ func TestLargeResponsesStream(t *testing.T) {
 }
 
 func TestOversizedBodyStreamsWithoutReplay(t *testing.T) {
-	resetAccounts(t)
-	setEnv(t)
-	f := newFake(t)
-	g := startCaddy(t, basicConfig(f.URL, "max_replay_body 1KB"))
+	f, g := setup(t, "max_replay_body 1KB")
 	get(t, g.URL+"/cgi-bin/user/info")
 	big := bytes.Repeat([]byte("y"), 64<<10)
 	r := do(t, http.MethodPost, g.URL+"/cgi-bin/media/upload?type=image", big)
@@ -244,11 +220,8 @@ func TestOversizedBodyStreamsWithoutReplay(t *testing.T) {
 }
 
 func TestTokenFailureClearErrorAndBackoff(t *testing.T) {
-	resetAccounts(t)
-	setEnv(t)
-	f := newFake(t)
+	f, g := setup(t, "")
 	f.FailTokens(40164, "invalid ip 203.0.113.7 ipv6 ::ffff:203.0.113.7, not in whitelist rid: 1")
-	g := startCaddy(t, basicConfig(f.URL, ""))
 	for i := 0; i < 20; i++ {
 		r := get(t, g.URL+"/cgi-bin/user/info")
 		if r.Status != http.StatusBadGateway && r.Status != http.StatusServiceUnavailable {
@@ -267,10 +240,7 @@ func TestTokenFailureClearErrorAndBackoff(t *testing.T) {
 }
 
 func TestReloadKeepsToken(t *testing.T) {
-	resetAccounts(t)
-	setEnv(t)
-	f := newFake(t)
-	g := startCaddy(t, basicConfig(f.URL, ""))
+	f, g := setup(t, "")
 	get(t, g.URL+"/cgi-bin/user/info")
 	port := strings.TrimPrefix(g.URL, "http://127.0.0.1:")
 	admin := strings.TrimPrefix(g.Admin, "127.0.0.1:")

@@ -31,10 +31,7 @@ func metricValue(page, name string, labels ...string) float64 {
 }
 
 func TestMetricsAndStatus(t *testing.T) {
-	resetAccounts(t)
-	setEnv(t)
-	f := newFake(t)
-	g := startCaddy(t, basicConfig(f.URL, ""))
+	f, g := setup(t, "")
 	metrics := func() string { return string(get(t, "http://"+g.Admin+"/metrics").Body) }
 	before := metrics()
 	okBefore := max(metricValue(before, "caddy_wechat_requests_total", `result="ok"`), 0)

@@ -142,10 +142,7 @@ func TestRefreshAheadBacksOffOnFailure(t *testing.T) {
 // The refresher goroutine lives while any config uses the account and
 // stops with the last one.
 func TestRefresherLifecycle(t *testing.T) {
-	resetAccounts(t)
-	setEnv(t)
-	f := newFake(t)
-	g := startCaddy(t, basicConfig(f.URL, ""))
+	f, g := setup(t, "")
 	get(t, g.URL+"/cgi-bin/user/info")
 	var a *account
 	accounts.Range(func(_, v any) bool { a = v.(*account); return false })
