@@ -23,6 +23,11 @@ const replayVar = "wechat.replay_body"
 // it is good at (upstream choice, failover, streaming, hop-by-hop headers);
 // this adds the token and the one replay on a token error.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method == http.MethodConnect {
+		// WeChat has no use for tunnels; never open one with our host.
+		t.metrics.request("blocked")
+		return gatewayError(req, http.StatusMethodNotAllowed, 43002, "caddy-wechat: CONNECT is not allowed"), nil
+	}
 	r := classify(req.URL.Path)
 	switch r {
 	case routeBlocked:

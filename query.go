@@ -17,13 +17,15 @@ const (
 	routeBlocked                // the token endpoints themselves are the gateway's
 )
 
-// classify picks the route from the cleaned path, so that "//sns/x" or
-// "/cgi-bin/../sns/x" are judged the way WeChat will read them.
+// classify picks the route from the cleaned, lower-cased path, so that
+// "//sns/x", "/cgi-bin/../sns/x" or "/CGI-BIN/TOKEN" are judged the way a
+// lenient server might read them. ToLower does not allocate for a path
+// that is already lower case.
 func classify(p string) route {
 	if p == "" {
 		p = "/"
 	}
-	p = path.Clean(p)
+	p = strings.ToLower(path.Clean(p))
 	switch p {
 	case "/sns/jscode2session", "/sns/oauth2/access_token", "/sns/component/jscode2session":
 		return routeLogin

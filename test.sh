@@ -12,3 +12,7 @@ unformatted=$(gofmt -l .)
 if [ -n "$unformatted" ]; then echo "gofmt needed: $unformatted"; exit 1; fi
 go vet ./...
 go test -race -count=1 -timeout 30m ./...
+# Each fuzz target briefly (Go fuzzes one target per command).
+for target in FuzzErrcode FuzzSniff FuzzRewriteQuery FuzzCaddyfile FuzzDecodeEntry; do
+  go test -run '^$' -fuzz "^${target}\$" -fuzztime "${FUZZTIME:-10s}" .
+done
