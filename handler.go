@@ -146,6 +146,9 @@ type replayBody struct {
 	length int64
 }
 
+// emptyBody is shared by every request without a body (never mutated).
+var emptyBody = &replayBody{data: []byte{}}
+
 func (b *replayBody) reader() io.ReadCloser {
 	return io.NopCloser(bytes.NewReader(b.data))
 }
@@ -158,7 +161,7 @@ func readBody(req *http.Request, limit int64) (*replayBody, bool, error) {
 		return &replayBody{data: data}, true, nil // reverse_proxy's retry
 	}
 	if req.Body == nil || req.Body == http.NoBody || req.ContentLength == 0 {
-		return &replayBody{data: []byte{}}, true, nil
+		return emptyBody, true, nil
 	}
 	if req.ContentLength > limit {
 		return &replayBody{stream: req.Body, length: req.ContentLength}, false, nil
