@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -37,6 +38,7 @@ func init() {
 //	    max_replay_body <size>                   # bodies replayable after a token error; default 10MiB
 //	    dial_timeout    <duration>               # upstream dial timeout; default 3s
 //	    response_header_timeout <duration>       # upstream response header timeout; default 30s
+//	    quota_warn      <share>                  # warn past this share of a daily quota; default 0.5 (or 50%)
 //
 //	    # any other reverse_proxy subdirective (lb_*, fail_duration,
 //	    # header_up, flush_interval, ...) is passed to reverse_proxy
@@ -121,6 +123,17 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 						err = rest.Errf("max_replay_body %q: %v", s, err)
 					}
 					t.MaxReplayBody = int64(n)
+				}
+			case "quota_warn":
+				var s string
+				if s, err = one(); err == nil {
+					t.QuotaWarn, err = strconv.ParseFloat(strings.TrimSuffix(s, "%"), 64)
+					if strings.HasSuffix(s, "%") {
+						t.QuotaWarn /= 100
+					}
+					if err != nil || t.QuotaWarn <= 0 || t.QuotaWarn > 1 {
+						err = rest.Errf("quota_warn %q: want a share of the daily quota, 0.5 or 50%%", s)
+					}
 				}
 			case "to", "transport":
 				return nil, rest.Errf("%s is not allowed in wechat: use upstream, and the timeouts listed in the docs", name)

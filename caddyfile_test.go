@@ -93,6 +93,7 @@ func TestCaddyfileErrors(t *testing.T) {
 		"bad memcache":    {"appid wx1\nsecret s\nmemcache nohostport", "host:port"},
 		"two appid args":  {"appid wx1 wx2\nsecret s", "wrong argument count"},
 		"bad replay size": {"appid wx1\nsecret s\nmax_replay_body lots", "max_replay_body"},
+		"bad quota_warn":  {"appid wx1\nsecret s\nquota_warn 3", "quota_warn"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := adapt(":8080 {\n\twechat {\n" + tc.body + "\n\t}\n}\n")

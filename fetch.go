@@ -30,6 +30,8 @@ type fetcher struct {
 	secret string
 	api    string
 	now    func() time.Time
+
+	quotaWarn float64 // share of a daily quota past which to warn; 0: budgetWarnShare
 }
 
 // wechatError is an error answer from WeChat: {"errcode":N,"errmsg":"..."}.

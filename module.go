@@ -64,6 +64,10 @@ type Transport struct {
 	// replay. Default 10 MiB, WeChat's media upload limit.
 	MaxReplayBody int64 `json:"max_replay_body,omitempty"`
 
+	// Share of a daily quota (2000 classic fetches, 20 force_refresh)
+	// past which a warning is logged. Default 0.5.
+	QuotaWarn float64 `json:"quota_warn,omitempty"`
+
 	secret  string
 	acct    *account
 	binding *binding
@@ -140,7 +144,7 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	t.acct = val.(*account)
 	t.acct.setFetchTimeout(t.fetchTimeout())
 	t.binding = &binding{
-		f:      &fetcher{rt: t.HTTPTransport.Transport, bases: bases, appid: appid, secret: t.secret, api: api, now: t.acct.now},
+		f:      &fetcher{rt: t.HTTPTransport.Transport, bases: bases, appid: appid, secret: t.secret, api: api, now: t.acct.now, quotaWarn: t.QuotaWarn},
 		logger: t.logger,
 		m:      t.metrics,
 	}

@@ -227,3 +227,27 @@ func TestRefreshAheadDayCluster(t *testing.T) {
 		}
 	}
 }
+
+// quota_warn sets the share of the daily quota past which a warning is
+// logged: classic fetches count against 2000 a day.
+func TestQuotaWarnShare(t *testing.T) {
+	clk := newFakeClock()
+	a := simAccount(t, clk, "http://127.0.0.1:1", tokenAPIClassic, storeConfig{})
+	f := *a.fetcher.Load()
+	f.quotaWarn = 0.01 // 20 of 2000
+	a.fetcher.Store(&f)
+	core, logs := observer.New(zapcore.DebugLevel)
+	a.logger.Store(zap.New(core))
+	for i := 0; i < 19; i++ {
+		a.budgetCount(false)
+	}
+	if logs.FilterMessageSnippet("daily quota").Len() != 0 {
+		t.Fatal("warned before the share was reached")
+	}
+	for i := 0; i < 5; i++ {
+		a.budgetCount(false)
+	}
+	if n := logs.FilterMessageSnippet("daily quota").Len(); n != 1 {
+		t.Errorf("%d warnings at 24 of 2000 with quota_warn 0.01, want 1", n)
+	}
+}

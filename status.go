@@ -76,11 +76,17 @@ func (a *account) budgetCount(force bool) {
 			st.Forced++
 		}
 	}
+	// Classic fetches count against 2000/day; with stable tokens only
+	// force_refresh is scarce (20/day).
 	quota, used := int64(quotaClassic), st.Fetches
-	if a.api == tokenAPIStable {
+	if a.api != tokenAPIClassic {
 		quota, used = quotaForce, st.Forced
 	}
-	warn := !st.warned && float64(used) >= budgetWarnShare*float64(quota) && a.api == tokenAPIClassic || (force && float64(used) >= budgetWarnShare*float64(quota) && !st.warned)
+	share := budgetWarnShare
+	if f := a.fetcher.Load(); f != nil && f.quotaWarn > 0 {
+		share = f.quotaWarn
+	}
+	warn := !st.warned && used > 0 && float64(used) >= share*float64(quota)
 	if warn {
 		st.warned = true
 	}
