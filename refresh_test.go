@@ -37,6 +37,16 @@ func (c *fakeClock) Add(d time.Duration) {
 	c.mu.Unlock()
 }
 
+// clockedFake is a fake WeChat on a fake clock, served over loopback.
+func clockedFake(t testing.TB) (*fakeClock, *fakewechat.Server, *httptest.Server) {
+	t.Helper()
+	clk := newFakeClock()
+	fake := fakewechat.New(fakewechat.Options{AppID: testAppID, Secret: testSecret, Now: clk.Now})
+	srv := httptest.NewServer(fake)
+	t.Cleanup(srv.Close)
+	return clk, fake, srv
+}
+
 // simAccount is an account on a fake clock against a fake WeChat on the same
 // clock, with its refresher driven by hand rather than by a goroutine.
 func simAccount(t testing.TB, clk *fakeClock, fakeURL, api string, sc storeConfig) *account {
@@ -83,10 +93,7 @@ func simulateDay(t *testing.T, clk *fakeClock, accts []*account) (slow int) {
 func TestRefreshAheadDayInProcess(t *testing.T) {
 	for _, api := range []string{tokenAPIStable, tokenAPIClassic} {
 		t.Run(api, func(t *testing.T) {
-			clk := newFakeClock()
-			fake := fakewechat.New(fakewechat.Options{AppID: testAppID, Secret: testSecret, Now: clk.Now})
-			srv := httptest.NewServer(fake)
-			defer srv.Close()
+			clk, fake, srv := clockedFake(t)
 			a := simAccount(t, clk, srv.URL, api, storeConfig{})
 			slow := simulateDay(t, clk, []*account{a})
 			if slow != 1 {
@@ -106,10 +113,7 @@ func TestRefreshAheadDayInProcess(t *testing.T) {
 // A failed background refresh is retried with backoff while the current
 // token keeps serving requests.
 func TestRefreshAheadBacksOffOnFailure(t *testing.T) {
-	clk := newFakeClock()
-	fake := fakewechat.New(fakewechat.Options{AppID: testAppID, Secret: testSecret, Now: clk.Now})
-	srv := httptest.NewServer(fake)
-	defer srv.Close()
+	clk, fake, srv := clockedFake(t)
 	a := simAccount(t, clk, srv.URL, tokenAPIStable, storeConfig{})
 	a.refresher.rand = func() float64 { return 0.99 } // the earliest renewal: the longest window
 	first, err := a.Token(context.Background())
@@ -165,10 +169,7 @@ func TestRefresherLifecycle(t *testing.T) {
 // Past the daily force_refresh budget, a forced refresh is refused with a
 // clear error; past half of a quota, a warning is logged once.
 func TestForceRefreshBudget(t *testing.T) {
-	clk := newFakeClock()
-	fake := fakewechat.New(fakewechat.Options{AppID: testAppID, Secret: testSecret, Now: clk.Now})
-	srv := httptest.NewServer(fake)
-	defer srv.Close()
+	clk, fake, srv := clockedFake(t)
 	a := simAccount(t, clk, srv.URL, tokenAPIStable, storeConfig{})
 	core, logs := observer.New(zapcore.DebugLevel)
 	a.logger.Store(zap.New(core))
@@ -202,10 +203,7 @@ func TestForceRefreshBudget(t *testing.T) {
 // cluster fetches no more than one instance alone would.
 func TestRefreshAheadDayCluster(t *testing.T) {
 	mc := startMemcached(t)
-	clk := newFakeClock()
-	fake := fakewechat.New(fakewechat.Options{AppID: testAppID, Secret: testSecret, Now: clk.Now})
-	srv := httptest.NewServer(fake)
-	defer srv.Close()
+	clk, fake, srv := clockedFake(t)
 	sc := storeConfig{servers: []string{mc.Addr}, prefix: "sim:", timeout: time.Second}
 	var accts []*account
 	for range 3 {
