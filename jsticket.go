@@ -88,11 +88,11 @@ func (c *ticketCache) load(a *account, timeout time.Duration) (*ticketEntry, err
 		a.log().Error("wechat: ticket fetch failed", zap.String("appid", a.appid), zap.String("type", c.typ), zap.String("error", err.Error()))
 		return nil, err
 	}
-	ttl := time.Duration(expiresIn) * time.Second
-	if ttl <= 0 || ttl > maxTokenTTL {
-		ttl = min(max(ttl, fallbackTTL), maxTokenTTL)
-	}
-	e := &ticketEntry{value: value, useBy: start.Add(ttl - min(safetyMargin, ttl/4)), renewAt: start.Add(ttl - min(ticketAhead, ttl/2))}
+	// Tickets live by the token's rules: the same clamping of expires_in
+	// and the same safety margin.
+	te := newEntry(value, expiresIn, start, "")
+	ttl := te.ExpiresAt.Sub(start)
+	e := &ticketEntry{value: value, useBy: te.useBy, renewAt: te.ExpiresAt.Add(-min(ticketAhead, ttl/2))}
 	c.cur.Store(e)
 	a.log().Info("wechat: ticket fetched", zap.String("appid", a.appid), zap.String("type", c.typ), zap.Int64("expires_in", expiresIn))
 	return e, nil
