@@ -75,11 +75,11 @@ func (s *memcacheStore) read() (*tokenEntry, *memcache.Item, error) {
 // the lease holder's token.
 func (s *memcacheStore) obtain(ctx context.Context, bad string, ahead bool) (*tokenEntry, error) {
 	if !s.allow() {
-		return s.a.fetch(ctx, bad)
+		return s.fetch(ctx, bad)
 	}
 	e, _, err := s.read()
 	if err != nil {
-		return s.a.fetch(ctx, bad)
+		return s.fetch(ctx, bad)
 	}
 	if s.usable(e, bad, ahead) {
 		return e, nil
@@ -88,7 +88,7 @@ func (s *memcacheStore) obtain(ctx context.Context, bad string, ahead bool) (*to
 	for {
 		lease, won, err := s.acquire(ttl)
 		if err != nil {
-			return s.a.fetch(ctx, bad) // lease unknown: keep requests working
+			return s.fetch(ctx, bad) // lease unknown: keep requests working
 		}
 		if won {
 			return s.lead(ctx, bad, ahead, lease)
@@ -96,7 +96,7 @@ func (s *memcacheStore) obtain(ctx context.Context, bad string, ahead bool) (*to
 		e, err := s.wait(ctx, bad, ahead)
 		switch {
 		case errors.Is(err, errMemcacheDown):
-			return s.a.fetch(ctx, bad)
+			return s.fetch(ctx, bad)
 		case err != nil:
 			return nil, fmt.Errorf("waiting for another instance to fetch the access_token: %w", err)
 		case e != nil:
@@ -141,12 +141,12 @@ func (s *memcacheStore) lead(ctx context.Context, bad string, ahead bool, lease 
 	defer s.release(lease)
 	e, _, err := s.read()
 	if err != nil {
-		return s.a.fetch(ctx, bad) // memcache just failed: do not try to store
+		return s.fetch(ctx, bad) // memcache just failed: do not try to store
 	}
 	if s.usable(e, bad, ahead) {
 		return e, nil
 	}
-	fresh, err := s.a.fetch(ctx, bad)
+	fresh, err := s.fetch(ctx, bad)
 	if err != nil {
 		return nil, err
 	}
@@ -300,6 +300,6 @@ func (s *memcacheStore) incr(key string) (int64, bool) {
 	return 0, false
 }
 
-func (s *memcacheStore) close() { _ = s.c.Close() }
+func (s *memcacheConn) close() { _ = s.c.Close() }
 
 var _ sharedStore = (*memcacheStore)(nil)

@@ -18,13 +18,14 @@ import (
 )
 
 // tickets holds each account's ticket caches across reloads, keyed by the
-// account's pool key and the ticket type. They are process-wide: the
-// memcache store is built around the token's lease, and a ticket costs one
-// getticket per process per 2 hours, far below WeChat's limits.
+// account's pool key and the ticket type. With memcache, a ticket is
+// shared across the cluster like the token: the same lease,
+// compare-and-swap and wait, under the key base:ticket:<type>.
 var tickets = caddy.NewUsagePool()
 
 // ticketCache is one ticket of one account, fetched once per process
-// (singleflight) and renewed ahead of expiry by the request that notices.
+// (singleflight), once per cluster with memcache, and renewed ahead of
+// expiry by the request that notices.
 type ticketCache struct {
 	typ string
 	cur atomic.Pointer[ticketEntry]
@@ -38,6 +39,7 @@ type ticketCache struct {
 type ticketEntry struct {
 	value          string // never logged
 	renewAt, useBy time.Time
+	shared         *tokenEntry // the same ticket in the form memcache stores
 }
 
 // ticketAhead is how long before expiry a request starts a background
@@ -51,11 +53,11 @@ func (*ticketCache) Destruct() error { return nil }
 func (c *ticketCache) get(ctx context.Context, a *account, timeout time.Duration) (*ticketEntry, error) {
 	if e := c.cur.Load(); e != nil && a.now().Before(e.useBy) {
 		if !a.now().Before(e.renewAt) {
-			c.sf.DoChan("t", func() (any, error) { return c.load(a, timeout) })
+			c.sf.DoChan("t", func() (any, error) { return c.load(a, timeout, true) })
 		}
 		return e, nil
 	}
-	ch := c.sf.DoChan("t", func() (any, error) { return c.load(a, timeout) })
+	ch := c.sf.DoChan("t", func() (any, error) { return c.load(a, timeout, false) })
 	select {
 	case r := <-ch:
 		if r.Err != nil {
@@ -67,9 +69,18 @@ func (c *ticketCache) get(ctx context.Context, a *account, timeout time.Duration
 	}
 }
 
-// load fetches a ticket, detached from any client, with a short backoff
-// after a failure so a broken ticket endpoint is not hammered.
-func (c *ticketCache) load(a *account, timeout time.Duration) (*ticketEntry, error) {
+// current is the ticket this process holds, for the cluster protocol.
+func (c *ticketCache) current() *tokenEntry {
+	if e := c.cur.Load(); e != nil {
+		return e.shared
+	}
+	return nil
+}
+
+// load gets a ticket, detached from any client: from a peer through
+// memcache, or from WeChat. A short backoff after a failure keeps a broken
+// ticket endpoint from being hammered.
+func (c *ticketCache) load(a *account, timeout time.Duration, ahead bool) (*ticketEntry, error) {
 	c.mu.Lock()
 	if c.lastErr != nil && a.now().Before(c.retryAt) {
 		err := c.lastErr
@@ -77,10 +88,28 @@ func (c *ticketCache) load(a *account, timeout time.Duration) (*ticketEntry, err
 		return nil, err
 	}
 	c.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	start := a.now()
-	value, expiresIn, err := c.fetch(ctx, a)
+	fetch := func(ctx context.Context, _ string) (*tokenEntry, error) {
+		start := a.now()
+		value, expiresIn, err := c.fetch(ctx, a)
+		if err != nil {
+			return nil, err
+		}
+		a.log().Info("wechat: ticket fetched", zap.String("appid", a.appid), zap.String("type", c.typ), zap.Int64("expires_in", expiresIn))
+		// Tickets live by the token's rules: the same clamping of
+		// expires_in and the same safety margin.
+		return newEntry(value, expiresIn, start, "fetch"), nil
+	}
+	var te *tokenEntry
+	var err error
+	if ms, ok := a.store.(*memcacheStore); ok {
+		ctx, cancel := context.WithTimeout(context.Background(), max(timeout, a.loadTimeout()))
+		te, err = ms.slot("ticket:"+c.typ, fetch, c.current).obtain(ctx, "", ahead)
+		cancel()
+	} else {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		te, err = fetch(ctx, "")
+		cancel()
+	}
 	c.mu.Lock()
 	c.lastErr, c.retryAt = err, a.now().Add(backoffBase)
 	c.mu.Unlock()
@@ -88,13 +117,9 @@ func (c *ticketCache) load(a *account, timeout time.Duration) (*ticketEntry, err
 		a.log().Error("wechat: ticket fetch failed", zap.String("appid", a.appid), zap.String("type", c.typ), zap.String("error", err.Error()))
 		return nil, err
 	}
-	// Tickets live by the token's rules: the same clamping of expires_in
-	// and the same safety margin.
-	te := newEntry(value, expiresIn, start, "")
-	ttl := te.ExpiresAt.Sub(start)
-	e := &ticketEntry{value: value, useBy: te.useBy, renewAt: te.ExpiresAt.Add(-min(ticketAhead, ttl/2))}
+	ttl := te.ExpiresAt.Sub(te.FetchedAt)
+	e := &ticketEntry{value: te.Value, useBy: te.useBy, renewAt: te.ExpiresAt.Add(-min(ticketAhead, ttl/2)), shared: te}
 	c.cur.Store(e)
-	a.log().Info("wechat: ticket fetched", zap.String("appid", a.appid), zap.String("type", c.typ), zap.Int64("expires_in", expiresIn))
 	return e, nil
 }
 

@@ -1,6 +1,7 @@
 package wechat
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -29,11 +30,26 @@ import (
 // fetches locally and a breaker skips memcache for a while, so a dead or
 // black-holed server costs one short timeout, not one per request.
 type memcacheStore struct {
-	a        *account
-	c        *memcache.Client
+	*memcacheConn
 	base     string
-	tokenKey string
+	tokenKey string // the shared value: the token, or a ticket (see slot)
 	leaseKey string
+
+	// fetch gets a new value from WeChat; current is what this instance
+	// holds now. For the token they are the account's own.
+	fetch   func(ctx context.Context, bad string) (*tokenEntry, error)
+	current func() *tokenEntry
+
+	// badLogged is set once an undecodable value has been logged, and
+	// cleared when a good value is stored again.
+	badLogged atomic.Bool
+}
+
+// memcacheConn is the client and the breaker, shared by every value an
+// account keeps in memcache (its token and its tickets).
+type memcacheConn struct {
+	a *account
+	c *memcache.Client
 
 	// attempts counts memcache operations tried (for tests and debugging).
 	attempts atomic.Int64
@@ -42,10 +58,15 @@ type memcacheStore struct {
 	tripped   bool      // breaker open (or half open, waiting for a probe)
 	openUntil time.Time // no probe before this
 	probing   bool      // one caller is probing memcache
+}
 
-	// badLogged is set once an undecodable value has been logged, and
-	// cleared when a good value is stored again.
-	badLogged atomic.Bool
+// slot returns a store for another value of the same account under
+// base:<name>, with the same client and breaker: the cluster protocol
+// (lease, compare-and-swap, wait) serves JS-SDK tickets as it serves the
+// token.
+func (s *memcacheStore) slot(name string, fetch func(context.Context, string) (*tokenEntry, error), current func() *tokenEntry) *memcacheStore {
+	key := s.base + ":" + name
+	return &memcacheStore{memcacheConn: s.memcacheConn, base: key, tokenKey: key, leaseKey: key + ":lease", fetch: fetch, current: current}
 }
 
 // Tunables of the memcache store.
@@ -59,7 +80,7 @@ const (
 	counterTTL          = 48 * 3600 // seconds
 	saveAttempts        = 4
 	maxMemcacheKey      = 250
-	longestKeySuffix    = len(":fetches:2006-01-02")
+	longestKeySuffix    = len(":ticket:wx_card:lease")
 	defaultMemcacheIdle = 64
 )
 
@@ -82,7 +103,11 @@ func newMemcacheStore(sc storeConfig, a *account) (sharedStore, error) {
 	}
 	c.MaxIdleConns = defaultMemcacheIdle
 	base := memcacheKeyBase(sc.prefix, a.key)
-	return &memcacheStore{a: a, c: c, base: base, tokenKey: base, leaseKey: base + ":lease"}, nil
+	return &memcacheStore{
+		memcacheConn: &memcacheConn{a: a, c: c},
+		base:         base, tokenKey: base, leaseKey: base + ":lease",
+		fetch: a.fetch, current: a.cur.Load,
+	}, nil
 }
 
 // memcacheKeyBase returns prefix+key if it is a legal memcache key with
@@ -172,7 +197,7 @@ func (s *memcacheStore) usable(e *tokenEntry, bad string, ahead bool) bool {
 		return false
 	}
 	if ahead {
-		if cur := s.a.cur.Load(); cur != nil && !e.FetchedAt.After(cur.FetchedAt) {
+		if cur := s.current(); cur != nil && !e.FetchedAt.After(cur.FetchedAt) {
 			return false
 		}
 	}
@@ -192,7 +217,7 @@ func (s *memcacheStore) ttlSeconds(e *tokenEntry) int32 {
 // fetch deadline, so a live holder never loses its lease; a dead one's
 // lease goes away in time for the waiters (see account.loadTimeout) to
 // take over.
-func (s *memcacheStore) leaseTTL() int32 {
+func (s *memcacheConn) leaseTTL() int32 {
 	d := s.a.fetchTimeout() + leaseMargin
 	secs := int32((d + time.Second - 1) / time.Second)
 	return max(secs, minLeaseTTL)
@@ -202,7 +227,7 @@ func (s *memcacheStore) leaseTTL() int32 {
 
 // allow reports whether memcache may be used. While the breaker is open it
 // says no; after the cool-off, one caller gets through as the probe.
-func (s *memcacheStore) allow() bool {
+func (s *memcacheConn) allow() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.tripped {
@@ -215,7 +240,7 @@ func (s *memcacheStore) allow() bool {
 	return true
 }
 
-func (s *memcacheStore) succeeded() {
+func (s *memcacheConn) succeeded() {
 	s.mu.Lock()
 	was := s.tripped
 	s.tripped, s.probing = false, false
@@ -228,7 +253,7 @@ func (s *memcacheStore) succeeded() {
 // failed records a memcache error: it opens the breaker (or keeps it
 // open), drops idle connections, which are dead after an outage, and logs
 // once per opening.
-func (s *memcacheStore) failed(op string, err error) {
+func (s *memcacheConn) failed(op string, err error) {
 	s.a.metrics.Load().memcacheError(op)
 	s.mu.Lock()
 	first := !s.tripped
@@ -265,7 +290,7 @@ func memcacheErrText(err error) string {
 	return "unexpected answer from memcache"
 }
 
-func (s *memcacheStore) breakerOpen(time.Time) bool {
+func (s *memcacheConn) breakerOpen(time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.tripped
@@ -278,7 +303,7 @@ func benign(err error) bool {
 
 // done closes the breaker on a benign result, opens it on a failure, and
 // reports whether err was a failure.
-func (s *memcacheStore) done(op string, err error) bool {
+func (s *memcacheConn) done(op string, err error) bool {
 	if benign(err) {
 		s.succeeded()
 		return false

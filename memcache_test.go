@@ -364,3 +364,57 @@ func TestMemcacheDoubleCheckAfterLease(t *testing.T) {
 		t.Fatalf("refresh ahead: fetches = %d, want 2", n)
 	}
 }
+
+// JS-SDK tickets go through the same cluster protocol as the token: three
+// instances asking at once make one getticket call, and a renewal by one
+// instance is picked up by the others.
+func TestMemcacheTicketsShared(t *testing.T) {
+	mc := startMemcached(t)
+	c := newMCCluster(t, tokenAPIStable, mc.Addr)
+	accts := []*mcAccount{c.account(), c.account(), c.account()}
+	caches := []*ticketCache{{typ: "jsapi"}, {typ: "jsapi"}, {typ: "jsapi"}}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	var wg sync.WaitGroup
+	for i := range 60 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			k := i % 3
+			e, err := caches[k].get(tctx(t), accts[k].account, 5*time.Second)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			seen[e.value]++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if n := c.fake.Fetches("ticket"); n != 1 || len(seen) != 1 {
+		t.Fatalf("getticket calls = %d, distinct tickets = %d; want 1 and 1 for the cluster", n, len(seen))
+	}
+	if n := c.tokenFetches(); n != 1 {
+		t.Errorf("token fetches = %d, want 1", n)
+	}
+	// One instance renews ahead; another then finds the newer ticket in
+	// memcache instead of calling WeChat.
+	first := caches[0].cur.Load()
+	if _, err := caches[0].load(accts[0].account, 5*time.Second, true); err != nil {
+		t.Fatal(err)
+	}
+	if c.fake.Fetches("ticket") != 2 {
+		t.Fatalf("the renewal did not call getticket (%d calls)", c.fake.Fetches("ticket"))
+	}
+	renewed, err := caches[1].load(accts[1].account, 5*time.Second, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.fake.Fetches("ticket") != 2 || renewed.shared.FetchedAt.Before(caches[0].cur.Load().shared.FetchedAt) || renewed.shared.Source != "memcache" {
+		t.Errorf("a peer's renewal was not picked up from memcache (calls %d, source %s)", c.fake.Fetches("ticket"), renewed.shared.Source)
+	}
+	if first.value == "" {
+		t.Error("no ticket")
+	}
+}
