@@ -49,11 +49,6 @@ func (t *Transport) storeConfig() storeConfig {
 	return sc
 }
 
-// obtainShared goes through the shared store.
-func (a *account) obtainShared(ctx context.Context, bad string, ahead bool) (*tokenEntry, error) {
-	return a.store.obtain(ctx, bad, ahead)
-}
-
 // The cluster protocol over memcache: read, lease, fetch, compare-and-swap,
 // wait for the lease holder.
 

@@ -3,6 +3,7 @@ package wechat
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"sort"
 	"time"
@@ -156,6 +157,6 @@ func serveStatus(w http.ResponseWriter, r *http.Request) error {
 	return json.NewEncoder(w).Encode(map[string]any{"accounts": views})
 }
 
-var errMethod = http.ErrNotSupported
+var errMethod = errors.New("method not allowed: /wechat/status is read-only")
 
 var _ caddy.AdminRouter = adminAPI{}

@@ -238,7 +238,7 @@ func (a *account) obtain(ctx context.Context, ahead bool) (*tokenEntry, error) {
 	if a.store == nil {
 		return a.fetch(ctx, bad)
 	}
-	return a.obtainShared(ctx, bad, ahead)
+	return a.store.obtain(ctx, bad, ahead)
 }
 
 // fetch calls the token endpoint. With stable tokens a normal fetch comes
