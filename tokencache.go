@@ -177,13 +177,15 @@ func (a *account) slowToken(ctx context.Context) (*tokenEntry, error) {
 // invalidate): a request that saw an old token fail must not throw away the
 // new one another request has just fetched.
 func (a *account) Invalidate(e *tokenEntry) bool {
-	if !a.cur.CompareAndSwap(e, nil) {
+	if a.cur.Load() != e {
 		return false
 	}
+	// Mark it bad before dropping it, so a fetch that starts the moment
+	// it is gone already knows not to accept it back.
 	a.mu.Lock()
 	a.lastBad = e.Value
 	a.mu.Unlock()
-	return true
+	return a.cur.CompareAndSwap(e, nil)
 }
 
 // load obtains a fresh token: from the shared store if a peer already has a
