@@ -3,6 +3,7 @@ package wechat
 import (
 	"encoding/json"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -52,10 +53,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 	if d.NextArg() {
 		return nil, d.ArgErr()
 	}
-	t := new(Transport)
-	t.DialTimeout = caddy.Duration(3 * time.Second)
-	t.ResponseHeaderTimeout = caddy.Duration(30 * time.Second)
-	var upstreams []string
+	t := newCaddyfileTransport()
 
 	// Read our subdirectives, deleting them as we go, so that what is left
 	// can be handed to reverse_proxy's own parser.
@@ -67,102 +65,21 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 			}
 			name := rest.Val()
 			args := rest.RemainingArgs()
-			one := func() (string, error) {
-				if len(args) != 1 {
-					return "", rest.ArgErr()
-				}
-				return args[0], nil
-			}
-			var err error
-			switch name {
-			case "appid":
-				t.AppID, err = one()
-			case "secret":
-				t.Secret, err = one()
-			case "upstream":
-				if len(args) == 0 {
-					err = rest.ArgErr()
-				}
-				upstreams = append(upstreams, args...)
-			case "token_api":
-				t.TokenAPI, err = one()
-				if err == nil && t.TokenAPI != tokenAPIStable && t.TokenAPI != tokenAPIClassic && t.TokenAPI != tokenAPIWork {
-					err = rest.Errf("token_api must be stable or classic (work for WeCom), not %q", t.TokenAPI)
-				}
-			case "corpid": // WeCom: appid + token_api work
-				t.AppID, err = one()
-				t.TokenAPI = tokenAPIWork
-			case "corpsecret":
-				t.Secret, err = one()
-				t.TokenAPI = tokenAPIWork
-			case "memcache":
-				if len(args) == 0 {
-					err = rest.ArgErr()
-				}
-				for _, a := range args {
-					if _, _, e := net.SplitHostPort(a); e != nil {
-						err = rest.Errf("memcache server %q: %v (want host:port)", a, e)
-					}
-				}
-				t.Memcache = append(t.Memcache, args...)
-			case "memcache_prefix":
-				t.MemcachePrefix, err = one()
-			case "memcache_timeout":
-				err = parseDuration(rest, args, &t.MemcacheTimeout)
-			case "fetch_timeout":
-				err = parseDuration(rest, args, &t.FetchTimeout)
-			case "dial_timeout":
-				err = parseDuration(rest, args, &t.DialTimeout)
-			case "response_header_timeout":
-				err = parseDuration(rest, args, &t.ResponseHeaderTimeout)
-			case "max_replay_body":
-				var s string
-				if s, err = one(); err == nil {
-					var n uint64
-					if n, err = humanize.ParseBytes(s); err != nil {
-						err = rest.Errf("max_replay_body %q: %v", s, err)
-					}
-					t.MaxReplayBody = int64(n)
-				}
-			case "quota_warn":
-				var s string
-				if s, err = one(); err == nil {
-					t.QuotaWarn, err = strconv.ParseFloat(strings.TrimSuffix(s, "%"), 64)
-					if strings.HasSuffix(s, "%") {
-						t.QuotaWarn /= 100
-					}
-					if err != nil || t.QuotaWarn <= 0 || t.QuotaWarn > 1 {
-						err = rest.Errf("quota_warn %q: want a share of the daily quota, 0.5 or 50%%", s)
-					}
-				}
-			case "to", "transport":
-				return nil, rest.Errf("%s is not allowed in wechat: use upstream, and the timeouts listed in the docs", name)
-			default:
-				continue // reverse_proxy's to parse
-			}
-			if err != nil {
+			known, err := t.parseOption(rest, name, args)
+			switch {
+			case err != nil:
 				return nil, err
+			case name == "to" || name == "transport":
+				return nil, rest.Errf("%s is not allowed in wechat: use upstream, and the timeouts listed in the docs", name)
+			case !known:
+				continue // reverse_proxy's to parse
 			}
 			rest.DeleteN(len(args) + 1)
 		}
 	}
-	if t.AppID == "" {
-		return nil, d.Err("wechat: appid is required")
-	}
-	if t.Secret == "" {
-		return nil, d.Err("wechat: secret is required")
-	}
-
-	if len(upstreams) == 0 && t.TokenAPI == tokenAPIWork {
-		upstreams = []string{defaultWorkUpstream}
-	}
-	bases, err := parseUpstreams(upstreams)
+	bases, err := t.finishCaddyfile(d, "wechat")
 	if err != nil {
-		return nil, d.Err(err.Error())
-	}
-	t.Upstreams = upstreams
-	if bases[0].Scheme == "https" {
-		t.TLS = new(reverseproxy.TLSConfig)
+		return nil, err
 	}
 
 	rp := new(reverseproxy.Handler)
@@ -218,6 +135,114 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 var retryOn5xx = caddyhttp.RawMatcherSets{
 	{"method": json.RawMessage(`["GET","HEAD"]`)},
 	{"expression": json.RawMessage(`"type({http.reverse_proxy.status_code}) == int && {http.reverse_proxy.status_code} >= 500 && ({http.request.method} in [\"GET\", \"HEAD\"] || {http.reverse_proxy.status_code} in [502, 503, 504])"`)},
+}
+
+// newCaddyfileTransport is a transport with the Caddyfile's defaults.
+func newCaddyfileTransport() *Transport {
+	t := new(Transport)
+	t.DialTimeout = caddy.Duration(3 * time.Second)
+	t.ResponseHeaderTimeout = caddy.Duration(30 * time.Second)
+	return t
+}
+
+// parseOption reads one account subdirective into t; known is false for a
+// name that is not one. wechat and wechat_jssdk share it, so one account
+// is spelled the same way in both.
+func (t *Transport) parseOption(d *caddyfile.Dispenser, name string, args []string) (known bool, err error) {
+	one := func(into *string) error {
+		if len(args) != 1 {
+			return d.ArgErr()
+		}
+		*into = args[0]
+		return nil
+	}
+	switch name {
+	case "appid":
+		err = one(&t.AppID)
+	case "secret":
+		err = one(&t.Secret)
+	case "corpid": // WeCom: appid + token_api work
+		err = one(&t.AppID)
+		t.TokenAPI = tokenAPIWork
+	case "corpsecret":
+		err = one(&t.Secret)
+		t.TokenAPI = tokenAPIWork
+	case "upstream":
+		if len(args) == 0 {
+			err = d.ArgErr()
+		}
+		t.Upstreams = append(t.Upstreams, args...)
+	case "token_api":
+		err = one(&t.TokenAPI)
+		if err == nil && t.TokenAPI != tokenAPIStable && t.TokenAPI != tokenAPIClassic && t.TokenAPI != tokenAPIWork {
+			err = d.Errf("token_api must be stable or classic (work for WeCom), not %q", t.TokenAPI)
+		}
+	case "memcache":
+		if len(args) == 0 {
+			err = d.ArgErr()
+		}
+		for _, a := range args {
+			if _, _, e := net.SplitHostPort(a); e != nil {
+				err = d.Errf("memcache server %q: %v (want host:port)", a, e)
+			}
+		}
+		t.Memcache = append(t.Memcache, args...)
+	case "memcache_prefix":
+		err = one(&t.MemcachePrefix)
+	case "memcache_timeout":
+		err = parseDuration(d, args, &t.MemcacheTimeout)
+	case "fetch_timeout":
+		err = parseDuration(d, args, &t.FetchTimeout)
+	case "dial_timeout":
+		err = parseDuration(d, args, &t.DialTimeout)
+	case "response_header_timeout":
+		err = parseDuration(d, args, &t.ResponseHeaderTimeout)
+	case "max_replay_body":
+		var s string
+		if err = one(&s); err == nil {
+			var n uint64
+			if n, err = humanize.ParseBytes(s); err != nil {
+				err = d.Errf("max_replay_body %q: %v", s, err)
+			}
+			t.MaxReplayBody = int64(n)
+		}
+	case "quota_warn":
+		var s string
+		if err = one(&s); err == nil {
+			t.QuotaWarn, err = strconv.ParseFloat(strings.TrimSuffix(s, "%"), 64)
+			if strings.HasSuffix(s, "%") {
+				t.QuotaWarn /= 100
+			}
+			if err != nil || t.QuotaWarn <= 0 || t.QuotaWarn > 1 {
+				err = d.Errf("quota_warn %q: want a share of the daily quota, 0.5 or 50%%", s)
+			}
+		}
+	default:
+		return false, nil
+	}
+	return true, err
+}
+
+// finishCaddyfile checks what every account needs, fills the WeCom default
+// upstream, and turns on TLS for https upstreams.
+func (t *Transport) finishCaddyfile(d *caddyfile.Dispenser, directive string) ([]*url.URL, error) {
+	if t.AppID == "" {
+		return nil, d.Errf("%s: appid is required", directive)
+	}
+	if t.Secret == "" {
+		return nil, d.Errf("%s: secret is required", directive)
+	}
+	if len(t.Upstreams) == 0 && t.TokenAPI == tokenAPIWork {
+		t.Upstreams = []string{defaultWorkUpstream}
+	}
+	bases, err := parseUpstreams(t.Upstreams)
+	if err != nil {
+		return nil, d.Err(err.Error())
+	}
+	if bases[0].Scheme == "https" {
+		t.TLS = new(reverseproxy.TLSConfig)
+	}
+	return bases, nil
 }
 
 func parseDuration(d *caddyfile.Dispenser, args []string, into *caddy.Duration) error {

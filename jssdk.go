@@ -210,73 +210,28 @@ func parseJSSDK(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	if d.NextArg() {
 		return nil, d.ArgErr()
 	}
-	t := &Transport{}
-	t.DialTimeout = caddy.Duration(3 * time.Second)
-	t.ResponseHeaderTimeout = caddy.Duration(30 * time.Second)
+	t := newCaddyfileTransport()
 	m := &JSSDK{Account: t}
 	for d.NextBlock(0) {
 		name := d.Val()
 		args := d.RemainingArgs()
-		var err error
-		one := func(into *string) {
-			if len(args) != 1 {
-				err = d.ArgErr()
-				return
-			}
-			*into = args[0]
-		}
-		switch name {
-		case "appid":
-			one(&t.AppID)
-		case "secret":
-			one(&t.Secret)
-		case "corpid":
-			one(&t.AppID)
-			t.TokenAPI = tokenAPIWork
-		case "corpsecret":
-			one(&t.Secret)
-			t.TokenAPI = tokenAPIWork
-		case "token_api":
-			one(&t.TokenAPI)
-		case "memcache_prefix":
-			one(&t.MemcachePrefix)
-		case "upstream", "memcache":
-			if len(args) == 0 {
-				return nil, d.ArgErr()
-			}
-			if name == "upstream" {
-				t.Upstreams = append(t.Upstreams, args...)
-			} else {
-				t.Memcache = append(t.Memcache, args...)
-			}
-		case "memcache_timeout":
-			err = parseDuration(d, args, &t.MemcacheTimeout)
-		case "fetch_timeout":
-			err = parseDuration(d, args, &t.FetchTimeout)
-		case "dial_timeout":
-			err = parseDuration(d, args, &t.DialTimeout)
-		case "response_header_timeout":
-			err = parseDuration(d, args, &t.ResponseHeaderTimeout)
-		case "raw_token":
+		if name == "raw_token" {
 			if len(args) != 0 {
 				return nil, d.ArgErr()
 			}
 			m.RawToken = true
-		default:
-			return nil, d.Errf("unknown wechat_jssdk option %q", name)
+			continue
 		}
+		known, err := t.parseOption(d, name, args)
 		if err != nil {
 			return nil, err
 		}
+		if !known {
+			return nil, d.Errf("unknown wechat_jssdk option %q", name)
+		}
 	}
-	if t.AppID == "" || t.Secret == "" {
-		return nil, d.Err("wechat_jssdk: appid and secret (or corpid and corpsecret) are required")
-	}
-	if len(t.Upstreams) == 0 && t.TokenAPI == tokenAPIWork {
-		t.Upstreams = []string{defaultWorkUpstream}
-	}
-	if _, err := parseUpstreams(t.Upstreams); err != nil {
-		return nil, d.Err(err.Error())
+	if _, err := t.finishCaddyfile(d, "wechat_jssdk"); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
