@@ -157,11 +157,11 @@ func (b *replayBody) reader() io.ReadCloser {
 // it can be replayed. A larger body (or one of unknown length that turns
 // out larger) streams through and gives up the replay.
 func readBody(req *http.Request, limit int64) (*replayBody, bool, error) {
-	if data, ok := caddyhttp.GetVar(req.Context(), replayVar).([]byte); ok {
-		return &replayBody{data: data}, true, nil // reverse_proxy's retry
-	}
 	if req.Body == nil || req.Body == http.NoBody || req.ContentLength == 0 {
 		return emptyBody, true, nil
+	}
+	if data, ok := caddyhttp.GetVar(req.Context(), replayVar).([]byte); ok {
+		return &replayBody{data: data}, true, nil // reverse_proxy's retry
 	}
 	if req.ContentLength > limit {
 		return &replayBody{stream: req.Body, length: req.ContentLength}, false, nil
