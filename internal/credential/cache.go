@@ -1,0 +1,671 @@
+package credential
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
+)
+
+// Observer is how the Caddy layer sees a Cache: metrics hooks. Methods
+// are called synchronously and must be cheap. They never get a token.
+type Observer interface {
+	Fetched(name string, force bool, err error)
+	StoreError(op string)
+	CeilingReached(name string)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Fetched(string, bool, error) {}
+func (nopObserver) StoreError(string)           {}
+func (nopObserver) CeilingReached(string)       {}
+
+// Window is how long before expiry refresh-ahead renews, picked at random
+// in [Min, Max] for each token so a cluster's renewals spread out.
+type Window struct{ Min, Max time.Duration }
+
+// Renewal windows. Stable renews inside WeChat's last-5-minutes window,
+// where a normal fetch returns the next token; classic (and tickets) about
+// 10 minutes early, inside the 5 minutes the old token keeps working.
+var (
+	StableWindow  = Window{time.Minute, 4*time.Minute + 30*time.Second}
+	ClassicWindow = Window{9 * time.Minute, 11 * time.Minute}
+)
+
+// Defaults of a Config.
+const (
+	DefaultFetchTimeout = 10 * time.Second
+	DefaultMinAge       = 60 * time.Second
+	DefaultProbeTTL     = 30 * time.Second
+	DefaultCeiling      = 200
+	forceSpacing        = 30 * time.Second
+	forceQuota          = 20
+	recentMax           = 4
+	backoffBase         = 5 * time.Second
+	backoffMax          = 5 * time.Minute
+	peekInterval        = time.Minute
+)
+
+// Config configures a Cache. Zero values take the defaults.
+type Config struct {
+	Name         string  // slot in the store and name in logs: "access_token", "ticket:jsapi"
+	AppID        string  // for logs only
+	Source       Source  // may be replaced later with SetSource
+	Shared       *Shared // nil: this process only
+	Scheduler    *Scheduler
+	Window       Window        // zero: StableWindow
+	FetchTimeout time.Duration // deadline of one fetch, detached from callers
+	MinAge       time.Duration // younger tokens are not invalidated by request evidence; <0: none
+	ProbeTTL     time.Duration // how long a probe verdict is kept
+	Ceiling      int           // fetches per account per Beijing day; 0: DefaultCeiling; <0: none
+	Now          func() time.Time
+	Rand         func() float64 // [0,1), for jitter
+	Logger       *zap.Logger
+	Observer     Observer
+}
+
+// Cache holds one credential: the ReuseTokenSource of this package, with
+// a cluster protocol, backoff and refresh-ahead.
+type Cache struct {
+	cfg    Config
+	cur    atomic.Pointer[Token]
+	src    atomic.Pointer[sourceBox]
+	sf     singleflight.Group
+	probes singleflight.Group
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	lastBad   string
+	failures  int
+	retryAt   time.Time
+	lastErr   error
+	lastErrAt time.Time
+	lastForce time.Time
+	day       string
+	fetches   int64 // today's, the cluster's when counted through the store
+	forced    int64
+	ceilLog   string // day the ceiling was last logged
+	recent    [recentMax]string
+	nrecent   int
+	verdicts  map[string]verdict
+	badProbes map[string]probeRecord
+	aux       map[string][]byte // without a store
+	renewAt   time.Time
+	job       *job // guarded by the scheduler's mutex
+}
+
+type sourceBox struct{ s Source }
+
+type verdict struct {
+	valid bool
+	until time.Time
+}
+
+type probeRecord struct {
+	first, last time.Time
+	n           int
+}
+
+// beijing is where WeChat's daily quotas reset.
+var beijing = time.FixedZone("UTC+8", 8*3600)
+
+// New builds a Cache. It fetches nothing until asked (or Warm).
+func New(cfg Config) *Cache {
+	if cfg.Name == "" {
+		cfg.Name = "access_token"
+	}
+	if cfg.Window == (Window{}) {
+		cfg.Window = StableWindow
+	}
+	if cfg.FetchTimeout <= 0 {
+		cfg.FetchTimeout = DefaultFetchTimeout
+	}
+	if cfg.MinAge == 0 {
+		cfg.MinAge = DefaultMinAge
+	}
+	if cfg.ProbeTTL <= 0 {
+		cfg.ProbeTTL = DefaultProbeTTL
+	}
+	if cfg.Ceiling == 0 {
+		cfg.Ceiling = DefaultCeiling
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Float64
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
+	}
+	c := &Cache{cfg: cfg, verdicts: map[string]verdict{}, badProbes: map[string]probeRecord{}, aux: map[string][]byte{}}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.src.Store(&sourceBox{cfg.Source})
+	return c
+}
+
+// SetSource replaces the source, e.g. on a config reload that keeps the
+// account: the token survives, the next fetch uses the new transport.
+func (c *Cache) SetSource(s Source) { c.src.Store(&sourceBox{s}) }
+
+func (c *Cache) source() Source { return c.src.Load().s }
+
+// Name is the cache's name.
+func (c *Cache) Name() string { return c.cfg.Name }
+
+// Current is the token held now, usable or not; nil if none.
+func (c *Cache) Current() *Token { return c.cur.Load() }
+
+// Token returns a usable token. The fast path is one atomic load and a
+// time comparison, with no allocation; only a cold, expired or
+// invalidated cache waits for the one fetch in flight.
+func (c *Cache) Token(ctx context.Context) (*Token, error) {
+	if t := c.cur.Load(); t != nil && c.cfg.Now().Before(t.useBy) {
+		return t, nil
+	}
+	return c.slow(ctx)
+}
+
+// slow waits for the shared load, which runs detached from ctx under the
+// cache's own context, so a client that hangs up cancels nothing.
+func (c *Cache) slow(ctx context.Context) (*Token, error) {
+	ch := c.sf.DoChan("t", func() (any, error) { return c.load(false) })
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.(*Token), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Invalidate drops t only if it is still the cached token (compare and
+// invalidate): a request that saw an old token fail must not throw away
+// the new one another request has just fetched.
+func (c *Cache) Invalidate(t *Token) bool {
+	cur := c.cur.Load()
+	if cur == nil || t == nil || cur.Value != t.Value {
+		return false
+	}
+	c.mu.Lock()
+	c.lastBad = cur.Value // before dropping it: a fetch starting now knows
+	c.mu.Unlock()
+	return c.cur.CompareAndSwap(cur, nil)
+}
+
+// Rejected is what a request calls when WeChat answered a token errcode
+// to a call made with t. It returns the token to replay with, and whether
+// to replay at all. See the package doc: one caller's evidence never
+// takes the account down.
+func (c *Cache) Rejected(ctx context.Context, t *Token) (fresh *Token, replay bool, err error) {
+	now := c.cfg.Now()
+	cur := c.cur.Load()
+	if cur.usable(now) && cur.Value != t.Value {
+		return cur, true, nil // already replaced
+	}
+	if !cur.usable(now) {
+		fresh, err := c.Token(ctx)
+		if err != nil {
+			return nil, false, err
+		}
+		return fresh, fresh.Value != t.Value, nil
+	}
+	if c.cfg.MinAge > 0 && now.Sub(cur.FetchedAt) < c.cfg.MinAge {
+		return cur, false, nil
+	}
+	valid, known := c.probe(ctx, cur)
+	if valid || !known {
+		return cur, false, nil // WeChat's answer was not about our token
+	}
+	c.Invalidate(cur)
+	fresh, err = c.Token(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	return fresh, fresh.Value != t.Value, nil
+}
+
+// probe asks the source whether t is valid: single-flighted per token,
+// with the verdict kept for ProbeTTL. A source without a Prober counts
+// the request's evidence as a verdict of "invalid".
+func (c *Cache) probe(ctx context.Context, t *Token) (valid, known bool) {
+	p, ok := c.source().(Prober)
+	if !ok {
+		return false, true
+	}
+	now := c.cfg.Now()
+	c.mu.Lock()
+	v, ok := c.verdicts[t.Value]
+	c.mu.Unlock()
+	if ok && now.Before(v.until) {
+		return v.valid, true
+	}
+	ch := c.probes.DoChan(t.Value, func() (any, error) {
+		pctx, cancel := context.WithTimeout(c.ctx, c.cfg.FetchTimeout)
+		defer cancel()
+		valid, err := p.Probe(pctx, t)
+		if err != nil {
+			c.cfg.Logger.Warn("wechat: probing a rejected credential failed; keeping it",
+				zap.String("appid", c.cfg.AppID), zap.String("credential", c.cfg.Name), zap.String("error", err.Error()))
+			return nil, err
+		}
+		now := c.cfg.Now()
+		c.mu.Lock()
+		for k, v := range c.verdicts {
+			if !now.Before(v.until) {
+				delete(c.verdicts, k)
+			}
+		}
+		c.verdicts[t.Value] = verdict{valid: valid, until: now.Add(c.cfg.ProbeTTL)}
+		if !valid {
+			r := c.badProbes[t.Value]
+			if r.n == 0 {
+				clear(c.badProbes) // only the latest rejected token matters
+				r.first = now
+			}
+			r.n++
+			r.last = now
+			c.badProbes[t.Value] = r
+		}
+		c.mu.Unlock()
+		return valid, nil
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return false, false
+		}
+		return r.Val.(bool), true
+	case <-ctx.Done():
+		return false, false
+	}
+}
+
+// load obtains a token and publishes it. ahead marks a refresh, which
+// may replace a token that still works.
+func (c *Cache) load(ahead bool) (any, error) {
+	if t := c.cur.Load(); !ahead && t.usable(c.cfg.Now()) {
+		return t, nil // a flight that finished just before ours
+	}
+	if err := c.backoffErr(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, c.loadTimeout())
+	defer cancel()
+	t, err := c.obtain(ctx, ahead)
+	if err != nil {
+		if c.ctx.Err() != nil {
+			return nil, fmt.Errorf("credential cache closed: %w", c.ctx.Err())
+		}
+		c.failed(err)
+		return nil, err
+	}
+	c.publish(t)
+	return t, nil
+}
+
+func (c *Cache) loadTimeout() time.Duration {
+	if c.cfg.Shared == nil {
+		return c.cfg.FetchTimeout
+	}
+	// Outlast a peer's lease, so waiters take over from a dead holder
+	// instead of failing.
+	return 2*c.cfg.FetchTimeout + 3*time.Second
+}
+
+func (c *Cache) obtain(ctx context.Context, ahead bool) (*Token, error) {
+	c.mu.Lock()
+	bad := c.lastBad
+	c.mu.Unlock()
+	if c.cfg.Shared == nil {
+		return c.fetch(ctx, bad)
+	}
+	w := want{bad: bad, ahead: ahead, cur: c.cur.Load()}
+	return c.cfg.Shared.obtain(ctx, c.cfg.Name, w, c.cfg.FetchTimeout+leaseMargin, func(ctx context.Context) (*Token, error) {
+		return c.fetch(ctx, bad)
+	})
+}
+
+// fetch calls the source under the daily ceiling. When the endpoint hands
+// back the token just rejected, the endpoint vouches for it and it is
+// accepted; force_refresh is used only on repeated evidence (two failed
+// probes of that token 30 s apart), within WeChat's limits.
+func (c *Cache) fetch(ctx context.Context, bad string) (*Token, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.FetchTimeout)
+	defer cancel()
+	if err := c.spend(ctx, false); err != nil {
+		return nil, err
+	}
+	src := c.source()
+	opt := FetchOptions{Aux: auxView{c}}
+	t, err := src.Fetch(ctx, opt)
+	c.cfg.Observer.Fetched(c.cfg.Name, false, err)
+	if err != nil {
+		return nil, err
+	}
+	if bad == "" || t.Value != bad {
+		c.logFetch(t, false)
+		return t, nil
+	}
+	if f, ok := src.(Forcer); ok && f.CanForce() && c.forceDue(ctx, bad) {
+		opt.Force = true
+		ft, ferr := src.Fetch(ctx, opt)
+		c.cfg.Observer.Fetched(c.cfg.Name, true, ferr)
+		if ferr == nil {
+			c.logFetch(ft, true)
+			return ft, nil
+		}
+		c.cfg.Logger.Warn("wechat: force_refresh failed; keeping the token the endpoint vouches for",
+			zap.String("appid", c.cfg.AppID), zap.String("error", ferr.Error()))
+	}
+	c.cfg.Logger.Info("wechat: the token endpoint returned the token a request had rejected; keeping it",
+		zap.String("appid", c.cfg.AppID), zap.String("credential", c.cfg.Name))
+	return t, nil
+}
+
+// forceDue reports, and reserves, a force_refresh: only after two failed
+// probes of bad at least 30 s apart, 30 s after the last one, within 20 a
+// day (the cluster's count with a store).
+func (c *Cache) forceDue(ctx context.Context, bad string) bool {
+	now := c.cfg.Now()
+	c.mu.Lock()
+	r := c.badProbes[bad]
+	ok := r.n >= 2 && r.last.Sub(r.first) >= forceSpacing && now.Sub(c.lastForce) >= forceSpacing && c.forced < forceQuota
+	if ok {
+		c.lastForce = now
+	}
+	c.mu.Unlock()
+	return ok && c.spend(ctx, true) == nil
+}
+
+// spend counts one fetch (or force_refresh) against today's counts, the
+// cluster's with a store, and refuses it past the ceiling.
+func (c *Cache) spend(ctx context.Context, force bool) error {
+	now := c.cfg.Now()
+	day := now.In(beijing).Format("2006-01-02")
+	name := "fetches"
+	if force {
+		name = "forced"
+	}
+	n, err := int64(0), errStoreDown
+	if c.cfg.Shared != nil {
+		n, err = c.cfg.Shared.incr(ctx, c.cfg.Shared.Key(c.cfg.Name)+":"+name+":"+day)
+	}
+	c.mu.Lock()
+	if c.day != day {
+		c.day, c.fetches, c.forced = day, 0, 0
+	}
+	p := &c.fetches
+	if force {
+		p = &c.forced
+	}
+	if err != nil {
+		n = *p + 1
+	}
+	*p = max(*p, n)
+	over := !force && c.cfg.Ceiling > 0 && n > int64(c.cfg.Ceiling)
+	if force {
+		over = n > forceQuota
+	}
+	first := over && !force && c.ceilLog != day
+	if first {
+		c.ceilLog = day
+	}
+	c.mu.Unlock()
+	if !over {
+		return nil
+	}
+	if first {
+		c.cfg.Logger.Error("wechat: daily fetch ceiling reached; no more fetches until midnight Beijing time",
+			zap.String("appid", c.cfg.AppID), zap.String("credential", c.cfg.Name), zap.Int("ceiling", c.cfg.Ceiling))
+	}
+	if force {
+		return errors.New("force_refresh quota spent")
+	}
+	c.cfg.Observer.CeilingReached(c.cfg.Name)
+	return ErrFetchCeiling
+}
+
+func (c *Cache) logFetch(t *Token, force bool) {
+	c.cfg.Logger.Info("wechat: credential fetched",
+		zap.String("appid", c.cfg.AppID), zap.String("credential", c.cfg.Name), zap.Bool("force_refresh", force),
+		zap.Int64("expires_in", int64(t.ExpiresAt.Sub(t.FetchedAt)/time.Second)))
+}
+
+// publish makes t the token requests use, unless a newer one is already
+// there: an old token never overwrites a new one.
+func (c *Cache) publish(t *Token) {
+	c.mu.Lock()
+	bad := c.lastBad
+	c.mu.Unlock()
+	for {
+		old := c.cur.Load()
+		if old != nil && old.FetchedAt.After(t.FetchedAt) && old.Value != bad {
+			return
+		}
+		if c.cur.CompareAndSwap(old, t) {
+			break
+		}
+	}
+	c.mu.Lock()
+	c.failures, c.retryAt, c.lastErr = 0, time.Time{}, nil
+	if t.Value == c.lastBad {
+		c.lastBad = "" // the endpoint vouched for it
+	}
+	if c.nrecent == 0 || c.recent[(c.nrecent-1)%recentMax] != t.Value {
+		c.recent[c.nrecent%recentMax] = t.Value
+		c.nrecent++
+	}
+	ttl := t.ExpiresAt.Sub(t.FetchedAt)
+	early := c.cfg.Window.Min + time.Duration(c.cfg.Rand()*float64(c.cfg.Window.Max-c.cfg.Window.Min))
+	c.renewAt = t.ExpiresAt.Add(-min(early, ttl/2))
+	c.mu.Unlock()
+	c.reschedule()
+}
+
+// Recent returns the last few token values this cache held, newest
+// last, so that the request path can scrub them from answers.
+func (c *Cache) Recent() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := min(c.nrecent, recentMax)
+	out := make([]string, 0, n)
+	for i := c.nrecent - n; i < c.nrecent; i++ {
+		out = append(out, c.recent[i%recentMax])
+	}
+	return out
+}
+
+// failed records a failed load and backs off: 5 s, 10 s, 20 s … 5 min.
+func (c *Cache) failed(err error) {
+	c.mu.Lock()
+	c.failures++
+	d := min(backoffBase<<min(c.failures-1, 6), backoffMax)
+	now := c.cfg.Now()
+	c.retryAt = now.Add(d)
+	c.lastErr, c.lastErrAt = err, now
+	c.mu.Unlock()
+	fields := []zap.Field{zap.String("appid", c.cfg.AppID), zap.String("credential", c.cfg.Name),
+		zap.Duration("retry_in", d), zap.String("error", err.Error())}
+	var ae *APIError
+	if errors.As(err, &ae) {
+		fields = append(fields, zap.Int("errcode", ae.Code))
+	}
+	c.cfg.Logger.Error("wechat: credential fetch failed", fields...)
+	c.reschedule()
+}
+
+func (c *Cache) backoffErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lastErr == nil {
+		return nil
+	}
+	if wait := c.retryAt.Sub(c.cfg.Now()); wait > 0 {
+		return &BackoffError{Err: c.lastErr, RetryIn: wait}
+	}
+	return nil
+}
+
+// Warm adopts a usable token from the store, so that after a restart on
+// a durable store the first requests wait for no fetch.
+func (c *Cache) Warm(ctx context.Context) bool {
+	if c.cfg.Shared == nil {
+		return false
+	}
+	t := c.cfg.Shared.load(ctx, c.cfg.Name)
+	if !t.usable(c.cfg.Now()) {
+		return false
+	}
+	c.publish(t)
+	return true
+}
+
+// tick is the scheduler's call: renew when due, else (with a store) adopt
+// a peer's newer token.
+func (c *Cache) tick() {
+	if c.ctx.Err() != nil {
+		return
+	}
+	now := c.cfg.Now()
+	c.mu.Lock()
+	due := !c.renewAt.IsZero() && !now.Before(c.renewAt)
+	bad := c.lastBad
+	c.mu.Unlock()
+	cur := c.cur.Load()
+	switch {
+	case due && c.backoffErr() == nil:
+		<-c.sf.DoChan("t", func() (any, error) { return c.load(true) })
+	case c.cfg.Shared != nil && cur != nil:
+		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.FetchTimeout)
+		t := c.cfg.Shared.peek(ctx, c.cfg.Name, cur, bad)
+		cancel()
+		if t.usable(now) && t.Value != bad && t.FetchedAt.After(cur.FetchedAt) {
+			c.publish(t)
+		}
+	}
+	c.reschedule()
+}
+
+// next is when the scheduler should call tick; zero for never.
+func (c *Cache) next() time.Time {
+	c.mu.Lock()
+	at := c.renewAt
+	if c.lastErr != nil && c.retryAt.After(at) && !at.IsZero() {
+		at = c.retryAt
+	}
+	c.mu.Unlock()
+	if c.cfg.Shared != nil && c.cur.Load() != nil {
+		if p := c.cfg.Now().Add(peekInterval); at.IsZero() || p.Before(at) {
+			at = p
+		}
+	}
+	return at
+}
+
+func (c *Cache) reschedule() {
+	if c.cfg.Scheduler != nil && c.ctx.Err() == nil {
+		c.cfg.Scheduler.schedule(c, c.next())
+	}
+}
+
+// Close cancels the cache's context, which ends any fetch in flight at
+// once, and leaves the scheduler. It does not close the Shared.
+func (c *Cache) Close() error {
+	c.cancel()
+	if c.cfg.Scheduler != nil {
+		c.cfg.Scheduler.remove(c)
+	}
+	return nil
+}
+
+// Status is a snapshot for the status view and metrics. It never holds
+// a token.
+type Status struct {
+	Name           string    `json:"name"`
+	FetchedAt      time.Time `json:"fetched_at,omitzero"`
+	ExpiresAt      time.Time `json:"expires_at,omitzero"`
+	RenewAt        time.Time `json:"renew_at,omitzero"`
+	Source         string    `json:"source,omitempty"`
+	LastError      string    `json:"last_error,omitempty"`
+	LastErrorAt    time.Time `json:"last_error_at,omitzero"`
+	RetryAt        time.Time `json:"retry_at,omitzero"`
+	Day            string    `json:"day,omitempty"`
+	Fetches        int64     `json:"fetches_today"`
+	Forced         int64     `json:"force_refreshes_today"`
+	Ceiling        int       `json:"ceiling"`
+	CeilingReached bool      `json:"ceiling_reached"`
+	StoreDown      bool      `json:"store_down,omitempty"`
+}
+
+// Status returns a snapshot.
+func (c *Cache) Status() Status {
+	s := Status{Name: c.cfg.Name, Ceiling: max(c.cfg.Ceiling, 0)}
+	if t := c.cur.Load(); t != nil {
+		s.FetchedAt, s.ExpiresAt, s.Source = t.FetchedAt, t.ExpiresAt, t.Source
+	}
+	c.mu.Lock()
+	s.RenewAt = c.renewAt
+	if c.lastErr != nil {
+		s.LastError, s.LastErrorAt, s.RetryAt = ClientText(c.lastErr), c.lastErrAt, c.retryAt
+	}
+	s.Day, s.Fetches, s.Forced = c.day, c.fetches, c.forced
+	s.CeilingReached = c.cfg.Ceiling > 0 && c.fetches >= int64(c.cfg.Ceiling) && c.day == c.cfg.Now().In(beijing).Format("2006-01-02")
+	c.mu.Unlock()
+	if c.cfg.Shared != nil {
+		s.StoreDown = c.cfg.Shared.BreakerOpen()
+	}
+	return s
+}
+
+// auxView gives a Source its credential's auxiliary values: sealed in
+// the store when there is one, in memory otherwise.
+type auxView struct{ c *Cache }
+
+func (a auxView) key(name string) string {
+	return a.c.cfg.Shared.Key(a.c.cfg.Name) + ":aux:" + name
+}
+
+func (a auxView) Get(ctx context.Context, name string) ([]byte, error) {
+	if a.c.cfg.Shared != nil {
+		v, err := a.c.cfg.Shared.auxGet(ctx, a.key(name))
+		if err == nil || errors.Is(err, ErrNotFound) {
+			return v, err
+		}
+		// Store down: fall back to what this process last saw.
+	}
+	a.c.mu.Lock()
+	defer a.c.mu.Unlock()
+	v, ok := a.c.aux[name]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	return v, nil
+}
+
+func (a auxView) Put(ctx context.Context, name string, v []byte) error {
+	a.c.mu.Lock()
+	a.c.aux[name] = append([]byte(nil), v...)
+	a.c.mu.Unlock()
+	if a.c.cfg.Shared != nil {
+		return a.c.cfg.Shared.auxPut(ctx, a.key(name), v)
+	}
+	return nil
+}
+
+// Aux gives the Caddy layer the same view of auxiliary values that a
+// Source gets (e.g. to store a pushed component_verify_ticket).
+func (c *Cache) Aux() Aux { return auxView{c} }

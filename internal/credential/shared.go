@@ -1,0 +1,462 @@
+package credential
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	randv2 "math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Shared is one account's view of a cluster store: a Backend behind a
+// breaker, with sealed values under keys named by the account's Sealer.
+// The cluster protocol is written here once for every backend:
+//
+//	<base>:<slot>            the credential, sealed
+//	<base>:<slot>:lease      held by the one instance fetching it
+//	<base>:<slot>:aux:<n>    a durable auxiliary value, sealed
+//	<base>:<slot>:<c>:<day>  daily counters (Beijing day)
+//
+// with base = prefix + Sealer.KeyName(). The store is a helper, never a
+// dependency: on failure the caller fetches locally and the breaker skips
+// the store for a cool-off, then lets exactly one probe through.
+type Shared struct {
+	b    Backend
+	seal *Sealer
+	base string
+	opt  SharedOptions
+	brk  breaker
+
+	badLogged atomic.Bool
+	ops       atomic.Int64 // backend calls attempted, for tests
+}
+
+// SharedOptions tunes a Shared.
+type SharedOptions struct {
+	Prefix    string           // default "wechat:"
+	OpTimeout time.Duration    // per backend call; default 100 ms
+	Cooloff   time.Duration    // breaker open time; default 5 s
+	Now       func() time.Time // default time.Now
+	Logger    *zap.Logger
+	Observer  Observer
+	Durable   bool // the backend keeps data across its restarts
+}
+
+// Protocol tunables.
+const (
+	leaseMargin  = 2 * time.Second
+	pollMin      = 25 * time.Millisecond
+	pollJitter   = 25 * time.Millisecond
+	counterTTL   = 48 * time.Hour
+	saveAttempts = 4
+)
+
+// errStoreDown marks a flow abandoned because the store failed or its
+// breaker is open; the caller goes on locally.
+var errStoreDown = errors.New("credential store unavailable")
+
+// NewShared wraps b for one account. The Shared owns b: Close closes it.
+func NewShared(b Backend, seal *Sealer, opt SharedOptions) *Shared {
+	if opt.Prefix == "" {
+		opt.Prefix = "wechat:"
+	}
+	if opt.OpTimeout <= 0 {
+		opt.OpTimeout = 100 * time.Millisecond
+	}
+	if opt.Cooloff <= 0 {
+		opt.Cooloff = 5 * time.Second
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if opt.Logger == nil {
+		opt.Logger = zap.NewNop()
+	}
+	if opt.Observer == nil {
+		opt.Observer = nopObserver{}
+	}
+	return &Shared{b: b, seal: seal, base: opt.Prefix + seal.KeyName(), opt: opt}
+}
+
+// Key is the store key of slot.
+func (s *Shared) Key(slot string) string { return s.base + ":" + slot }
+
+// Durable reports whether the backend keeps data across restarts.
+func (s *Shared) Durable() bool { return s.opt.Durable }
+
+// BreakerOpen reports whether the store is being skipped after errors.
+func (s *Shared) BreakerOpen() bool { return s.brk.isOpen() }
+
+// Ops counts backend calls attempted (tests and debugging).
+func (s *Shared) Ops() int64 { return s.ops.Load() }
+
+// Close closes the backend.
+func (s *Shared) Close() error { return s.b.Close() }
+
+// do runs one backend call under the breaker and a short timeout.
+// ErrNotFound is an answer: it closes the breaker like a success.
+func (s *Shared) do(ctx context.Context, op string, f func(context.Context) error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if !s.brk.allow(s.opt.Now()) {
+		return errStoreDown
+	}
+	s.ops.Add(1)
+	ctx, cancel := context.WithTimeout(ctx, s.opt.OpTimeout)
+	err := f(ctx)
+	cancel()
+	if err == nil || errors.Is(err, ErrNotFound) {
+		if s.brk.success() {
+			s.opt.Logger.Info("wechat: credential store reachable again")
+		}
+		return err
+	}
+	s.opt.Observer.StoreError(op)
+	if s.brk.fail(s.opt.Now().Add(s.opt.Cooloff)) {
+		// The error text of a backend never quotes a value (Backend
+		// contract), and values are sealed anyway.
+		s.opt.Logger.Warn("wechat: credential store failed; going on locally and skipping the store for a while",
+			zap.String("op", op), zap.String("error", err.Error()), zap.Duration("retry_in", s.opt.Cooloff))
+	}
+	return fmt.Errorf("%w: %s", errStoreDown, op)
+}
+
+// breaker: closed, open until a time, then half-open with exactly one
+// probe in flight.
+type breaker struct {
+	mu        sync.Mutex
+	open      bool
+	openUntil time.Time
+	probing   bool
+}
+
+func (b *breaker) allow(now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.open {
+		return true
+	}
+	if b.probing || now.Before(b.openUntil) {
+		return false
+	}
+	b.probing = true
+	return true
+}
+
+// success closes the breaker and reports whether it was open.
+func (b *breaker) success() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	was := b.open
+	b.open, b.probing = false, false
+	return was
+}
+
+// fail opens the breaker until until and reports whether this opened it.
+func (b *breaker) fail(until time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	first := !b.open
+	b.open, b.probing, b.openUntil = true, false, until
+	return first
+}
+
+func (b *breaker) isOpen() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.open
+}
+
+// read returns the token stored under key (nil on a miss or an unusable
+// value), its version, and whether the key held anything.
+func (s *Shared) read(ctx context.Context, key string) (t *Token, ver Version, present bool, err error) {
+	var v []byte
+	err = s.do(ctx, "get", func(ctx context.Context) (err error) {
+		v, ver, err = s.b.Get(ctx, key)
+		return err
+	})
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil, false, nil
+	}
+	if err != nil {
+		return nil, nil, false, err
+	}
+	t, oerr := s.seal.OpenToken(key, v, s.opt.Now())
+	if oerr == nil && !s.opt.Now().Before(t.ExpiresAt) {
+		t, oerr = nil, errors.New("expired")
+	}
+	if oerr != nil {
+		if s.badLogged.CompareAndSwap(false, true) {
+			s.opt.Logger.Warn("wechat: a stored credential is unusable (foreign, corrupt or expired); treating it as a miss",
+				zap.String("key", key), zap.String("reason", oerr.Error()))
+		}
+		return nil, ver, true, nil
+	}
+	return t, ver, true, nil
+}
+
+// want says which stored tokens a flow can use instead of fetching.
+type want struct {
+	bad   string // the value just rejected
+	ahead bool   // a refresh: only a token newer than cur will do
+	cur   *Token
+}
+
+func (w want) ok(t *Token, now time.Time) bool {
+	if !t.usable(now) || t.Value == w.bad {
+		return false
+	}
+	return !w.ahead || w.cur == nil || t.FetchedAt.After(w.cur.FetchedAt)
+}
+
+// obtain returns a usable stored token, else fetches under the cluster
+// lease and stores the result, else waits for the lease holder.
+func (s *Shared) obtain(ctx context.Context, slot string, w want, leaseTTL time.Duration, fetch func(context.Context) (*Token, error)) (*Token, error) {
+	key := s.Key(slot)
+	t, _, _, err := s.read(ctx, key)
+	if err != nil {
+		return fetch(ctx)
+	}
+	if w.ok(t, s.opt.Now()) {
+		return t, nil
+	}
+	for {
+		lease, won, err := s.acquire(ctx, key+":lease", leaseTTL)
+		if err != nil {
+			return fetch(ctx) // lease unknown: keep requests working
+		}
+		if won {
+			return s.lead(ctx, key, lease, w, fetch)
+		}
+		t, err := s.wait(ctx, key, w)
+		switch {
+		case errors.Is(err, errStoreDown):
+			return fetch(ctx)
+		case err != nil:
+			return nil, fmt.Errorf("waiting for another instance to fetch: %w", err)
+		case t != nil:
+			return t, nil
+		}
+		// The lease is gone with no usable value: its holder failed or
+		// died. Take over.
+	}
+}
+
+func (s *Shared) acquire(ctx context.Context, key string, ttl time.Duration) (string, bool, error) {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	id := hex.EncodeToString(b[:])
+	var won bool
+	err := s.do(ctx, "add", func(ctx context.Context) (err error) {
+		won, err = s.b.Add(ctx, key, []byte(id), ttl)
+		return err
+	})
+	return id, won, err
+}
+
+// lead runs under the lease: re-check (a peer may have stored a value
+// between our read and our lease), else fetch and store.
+func (s *Shared) lead(ctx context.Context, key, lease string, w want, fetch func(context.Context) (*Token, error)) (*Token, error) {
+	defer func() {
+		// Release only if still ours, even after ctx ends.
+		rctx := context.WithoutCancel(ctx)
+		_ = s.do(rctx, "delete", func(ctx context.Context) error { return s.b.DeleteIf(ctx, key+":lease", []byte(lease)) })
+	}()
+	t, _, _, err := s.read(ctx, key)
+	if err != nil {
+		return fetch(ctx)
+	}
+	if w.ok(t, s.opt.Now()) {
+		return t, nil
+	}
+	fresh, err := fetch(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.save(ctx, key, fresh, w.bad), nil
+}
+
+// save stores fresh unless a newer usable value is stored, and returns
+// the newer of the two: Add on a miss, CompareAndSwap otherwise, so an
+// old value never overwrites a new one.
+func (s *Shared) save(ctx context.Context, key string, fresh *Token, bad string) *Token {
+	ttl := fresh.ExpiresAt.Sub(s.opt.Now())
+	if ttl <= 0 {
+		return fresh
+	}
+	sealed := s.seal.SealToken(key, fresh)
+	for range saveAttempts {
+		old, ver, present, err := s.read(ctx, key)
+		if err != nil {
+			return fresh
+		}
+		if old != nil && old.Value != bad && !old.FetchedAt.Before(fresh.FetchedAt) && old.usable(s.opt.Now()) {
+			if old.FetchedAt.After(fresh.FetchedAt) {
+				return old
+			}
+			return fresh
+		}
+		var stored bool
+		if !present {
+			err = s.do(ctx, "add", func(ctx context.Context) (err error) {
+				stored, err = s.b.Add(ctx, key, sealed, ttl)
+				return err
+			})
+		} else {
+			err = s.do(ctx, "cas", func(ctx context.Context) (err error) {
+				stored, err = s.b.CompareAndSwap(ctx, key, ver, sealed, ttl)
+				return err
+			})
+		}
+		if err != nil {
+			return fresh
+		}
+		if stored {
+			s.badLogged.Store(false)
+			return fresh
+		}
+	}
+	return fresh
+}
+
+// wait polls for the lease holder's value. It returns the value, or nil
+// with no error once the lease is gone without one.
+func (s *Shared) wait(ctx context.Context, key string, w want) (*Token, error) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		timer.Reset(pollMin + randv2.N(pollJitter))
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-timer.C:
+		}
+		t, _, _, err := s.read(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		if w.ok(t, s.opt.Now()) {
+			return t, nil
+		}
+		err = s.do(ctx, "get", func(ctx context.Context) error {
+			_, _, err := s.b.Get(ctx, key+":lease")
+			return err
+		})
+		if errors.Is(err, ErrNotFound) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+// peek reads the stored value for the refresher. If the store has none
+// (restarted or flushed) and cur is good, it writes cur back so the
+// cluster finds it again.
+func (s *Shared) peek(ctx context.Context, slot string, cur *Token, bad string) *Token {
+	key := s.Key(slot)
+	t, _, _, err := s.read(ctx, key)
+	if err != nil {
+		return nil
+	}
+	if t == nil && cur.usable(s.opt.Now()) && cur.Value != bad {
+		s.save(ctx, key, cur, bad)
+	}
+	return t
+}
+
+// load reads a stored value without fetching (warm start).
+func (s *Shared) load(ctx context.Context, slot string) *Token {
+	t, _, _, _ := s.read(ctx, s.Key(slot))
+	return t
+}
+
+// incr adds one to a daily counter and returns the cluster's count.
+func (s *Shared) incr(ctx context.Context, key string) (int64, error) {
+	var n int64
+	err := s.do(ctx, "incr", func(ctx context.Context) (err error) {
+		n, err = s.b.Incr(ctx, key, counterTTL)
+		return err
+	})
+	return n, err
+}
+
+// count reads a daily counter; a missing one is 0.
+func (s *Shared) count(ctx context.Context, key string) (int64, error) {
+	var v []byte
+	err := s.do(ctx, "get", func(ctx context.Context) (err error) {
+		v, _, err = s.b.Get(ctx, key)
+		return err
+	})
+	if errors.Is(err, ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	n, perr := strconv.ParseInt(strings.TrimSpace(string(v)), 10, 64)
+	if perr != nil {
+		return 0, nil
+	}
+	return n, nil
+}
+
+// auxGet and auxPut keep a credential's auxiliary values, sealed.
+func (s *Shared) auxGet(ctx context.Context, key string) ([]byte, error) {
+	var v []byte
+	err := s.do(ctx, "get", func(ctx context.Context) (err error) {
+		v, _, err = s.b.Get(ctx, key)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	p, err := s.seal.Open(key, v)
+	if err != nil {
+		return nil, ErrNotFound
+	}
+	return p, nil
+}
+
+func (s *Shared) auxPut(ctx context.Context, key string, v []byte) error {
+	sealed := s.seal.Seal(key, v)
+	for range saveAttempts {
+		var stored bool
+		err := s.do(ctx, "add", func(ctx context.Context) (err error) {
+			stored, err = s.b.Add(ctx, key, sealed, 0)
+			return err
+		})
+		if err != nil || stored {
+			return err
+		}
+		var ver Version
+		err = s.do(ctx, "get", func(ctx context.Context) (err error) {
+			_, ver, err = s.b.Get(ctx, key)
+			return err
+		})
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		err = s.do(ctx, "cas", func(ctx context.Context) (err error) {
+			stored, err = s.b.CompareAndSwap(ctx, key, ver, sealed, 0)
+			return err
+		})
+		if err != nil || stored {
+			return err
+		}
+	}
+	return errors.New("credential store: auxiliary value kept changing")
+}
