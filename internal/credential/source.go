@@ -295,7 +295,7 @@ type TicketSource struct {
 	Tokens *Cache
 	RT     http.RoundTripper
 	Bases  []*url.URL
-	Type   string           // "jsapi" or "wx_card"
+	Type   string              // "jsapi" or "wx_card"
 	Redact func(string) string // removes the account's secret; may be nil
 	Now    func() time.Time
 }
