@@ -460,3 +460,12 @@ func (s *Shared) auxPut(ctx context.Context, key string, v []byte) error {
 	}
 	return errors.New("credential store: auxiliary value kept changing")
 }
+
+// Store writes t under slot with the newer-wins rule and returns what the
+// store holds afterwards (t, or a newer value). For imports and tests.
+func (s *Shared) Store(ctx context.Context, slot string, t *Token) *Token {
+	return s.save(ctx, s.Key(slot), t, "")
+}
+
+// Load reads the usable value under slot, or nil.
+func (s *Shared) Load(ctx context.Context, slot string) *Token { return s.load(ctx, slot) }

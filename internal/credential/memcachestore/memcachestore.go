@@ -192,4 +192,3 @@ func (b *Backend) Incr(ctx context.Context, k string, ttl time.Duration) (int64,
 }
 
 func (b *Backend) Close() error { return b.c.Close() }
-

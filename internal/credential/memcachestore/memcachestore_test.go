@@ -1,0 +1,139 @@
+package memcachestore_test
+
+import (
+	"bufio"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/caddy-wechat/wechat/internal/credential"
+	"github.com/caddy-wechat/wechat/internal/credential/memcachestore"
+	"github.com/caddy-wechat/wechat/internal/credential/storetest"
+)
+
+// server is a real memcached on a loopback port, restartable on it.
+type server struct {
+	t    *testing.T
+	bin  string
+	addr string
+	cmd  *exec.Cmd
+}
+
+func startServer(t *testing.T) *server {
+	bin, err := exec.LookPath("memcached")
+	if err != nil {
+		if os.Getenv("CI") == "" {
+			t.Skipf("memcached not installed: %v", err)
+		}
+		t.Fatalf("memcached is required in CI: %v", err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	s := &server{t: t, bin: bin, addr: addr}
+	s.start()
+	t.Cleanup(s.kill)
+	return s
+}
+
+func (s *server) start() {
+	_, port, _ := net.SplitHostPort(s.addr)
+	args := []string{"-l", "127.0.0.1", "-p", port, "-U", "0", "-m", "16"}
+	if os.Geteuid() == 0 {
+		args = append(args, "-u", "root")
+	}
+	for range 100 {
+		cmd := exec.Command(s.bin, args...)
+		if err := cmd.Start(); err != nil {
+			s.t.Fatal(err)
+		}
+		for range 100 {
+			if s.answers() {
+				s.cmd = cmd
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}
+	s.t.Fatalf("memcached did not start on %s", s.addr)
+}
+
+func (s *server) answers() bool {
+	c, err := net.DialTimeout("tcp", s.addr, 100*time.Millisecond)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	_, _ = c.Write([]byte("version\r\n"))
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	return strings.HasPrefix(line, "VERSION")
+}
+
+func (s *server) kill() {
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGCONT)
+	_ = s.cmd.Process.Kill()
+	_ = s.cmd.Wait()
+	s.cmd = nil
+}
+
+func (s *server) signal(sig syscall.Signal) {
+	if s.cmd != nil {
+		_ = s.cmd.Process.Signal(sig)
+	}
+}
+
+func TestConformance(t *testing.T) {
+	s := startServer(t)
+	storetest.Run(t, storetest.Harness{
+		Open: func(t *testing.T) credential.Backend {
+			b, err := memcachestore.New([]string{s.addr}, 200*time.Millisecond)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { b.Close() })
+			return b
+		},
+		Pause:   func(*testing.T) { s.signal(syscall.SIGSTOP) },
+		Resume:  func(*testing.T) { s.signal(syscall.SIGCONT) },
+		Kill:    func(*testing.T) { s.kill() },
+		Restart: func(*testing.T) { s.start() },
+	})
+}
+
+// A counter that holds junk starts again at 1.
+func TestIncrOverJunk(t *testing.T) {
+	s := startServer(t)
+	b, err := memcachestore.New([]string{s.addr}, 200*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx := t.Context()
+	if _, err := b.Add(ctx, "k", []byte("junk"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	for want := int64(1); want <= 3; want++ {
+		n, err := b.Incr(ctx, "k", time.Minute)
+		if err != nil || n != want {
+			t.Fatalf("Incr = %d, %v; want %d", n, err, want)
+		}
+	}
+	v, _, err := b.Get(ctx, "k")
+	if err != nil || strings.TrimSpace(string(v)) != strconv.Itoa(3) {
+		t.Fatalf("Get on a counter = %q, %v", v, err)
+	}
+}
