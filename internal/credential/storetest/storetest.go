@@ -71,8 +71,8 @@ type instance struct {
 type counter struct{ storeErrors atomic.Int64 }
 
 func (*counter) Fetched(string, bool, error) {}
-func (c *counter) StoreError(string)        { c.storeErrors.Add(1) }
-func (*counter) CeilingReached(string)      {}
+func (c *counter) StoreError(string)         { c.storeErrors.Add(1) }
+func (*counter) CeilingReached(string)       {}
 
 func (c *cluster) instance(sec string) *instance {
 	seal, err := credential.NewSealer(sec, appid)
