@@ -58,10 +58,11 @@ type Fake struct {
 	seq     int
 	current string
 	expires map[string]time.Time
+	broken  map[string]bool
 }
 
 func NewFake(clock *Clock, api string) *Fake {
-	return &Fake{Clock: clock, API: api, expires: map[string]time.Time{}}
+	return &Fake{Clock: clock, API: api, expires: map[string]time.Time{}, broken: map[string]bool{}}
 }
 
 func (f *Fake) CanForce() bool { return f.API == credential.APIStable }
@@ -114,7 +115,23 @@ func (f *Fake) Valid(tok string) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	e, ok := f.expires[tok]
-	return ok && f.Clock.Now().Before(e)
+	return ok && !f.broken[tok] && f.Clock.Now().Before(e)
+}
+
+// Break makes calls reject tok while the token endpoint keeps returning
+// it: the case that only force_refresh fixes.
+func (f *Fake) Break(tok string) {
+	f.mu.Lock()
+	f.broken[tok] = true
+	f.mu.Unlock()
+}
+
+// Call is an ordinary API call with tok: 0 or 40001.
+func (f *Fake) Call(tok string) int {
+	if f.Valid(tok) {
+		return 0
+	}
+	return 40001
 }
 
 // Revoke ends tok at once (WeChat-side invalidation).
