@@ -25,9 +25,9 @@ type accountView struct {
 	TokenAPI string `json:"token_api"`
 	Shared   bool   `json:"store"`
 	credential.Status
-	ExpiresIn int64                `json:"expires_in"`
-	HasToken  bool                 `json:"has_token"`
-	Tickets   []credential.Status  `json:"tickets,omitempty"`
+	ExpiresIn int64               `json:"expires_in"`
+	HasToken  bool                `json:"has_token"`
+	Tickets   []credential.Status `json:"tickets,omitempty"`
 }
 
 // fetchesToday is st's count if it is today's.

@@ -50,10 +50,10 @@ type account struct {
 	logger  atomic.Pointer[zap.Logger]
 	metrics atomic.Pointer[metrics]
 
-	mu       sync.Mutex
-	tickets  map[string]*credential.Cache
-	bindings []*binding // one per provisioned config using the account, oldest first
-	cur      *binding
+	mu        sync.Mutex
+	tickets   map[string]*credential.Cache
+	bindings  []*binding // one per provisioned config using the account, oldest first
+	cur       *binding
 	warnedUp  bool   // a request went to a host that is not a token endpoint (logged once)
 	warnedDay string // the day the quota warning was logged
 }
