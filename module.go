@@ -161,7 +161,7 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 		return err
 	}
 	set := accountSettings{appid: appid, secret: t.secret, api: api, fetchTimeout: t.fetchTimeout(),
-		minAge: time.Duration(t.MinTokenAge), ceiling: t.FetchCeiling, store: store}
+		minAge: t.minTokenAge(), ceiling: t.FetchCeiling, store: store}
 	// Everything that changes how a credential is fetched or shared is in
 	// the key, so two configs that differ get two accounts instead of the
 	// last one provisioned silently winning.
@@ -260,6 +260,18 @@ func (t *Transport) fetchTimeout() time.Duration {
 		return time.Duration(t.FetchTimeout)
 	}
 	return defaultFetchTimeout
+}
+
+// defaultMinTokenAge is min_token_age's default; the root tests, which
+// run on the real clock, shorten it (the rule itself is tested in the
+// engine on a fake clock).
+var defaultMinTokenAge = credential.DefaultMinAge
+
+func (t *Transport) minTokenAge() time.Duration {
+	if t.MinTokenAge != 0 {
+		return time.Duration(t.MinTokenAge)
+	}
+	return defaultMinTokenAge
 }
 
 func (t *Transport) maxReplay() int64 {
