@@ -76,8 +76,9 @@ func (m *MemcacheStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		m.Servers = append(m.Servers, args...)
 	}
 	for d.NextBlock(0) {
+		name := d.Val()
 		args := d.RemainingArgs()
-		switch d.Val() {
+		switch name {
 		case "servers":
 			if len(args) == 0 {
 				return d.ArgErr()
@@ -93,7 +94,7 @@ func (m *MemcacheStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 		default:
-			return d.Errf("store memcache: unknown option %q", d.Val())
+			return d.Errf("store memcache: unknown option %q", name)
 		}
 	}
 	for _, s := range m.Servers {
@@ -110,10 +111,21 @@ func (t *Transport) parseStore(d *caddyfile.Dispenser, args []string) error {
 	if len(args) != 1 {
 		return d.Errf("store: want one store name (memcache, redis, sql, storage, ...)")
 	}
-	u, err := caddyfile.UnmarshalModule(d, "wechat.stores."+args[0])
+	mod, err := caddy.GetModule("wechat.stores." + args[0])
 	if err != nil {
+		return d.Errf("store %s: %v", args[0], err)
+	}
+	u, ok := mod.New().(caddyfile.Unmarshaler)
+	if !ok {
+		return d.Errf("store %s cannot be configured in the Caddyfile", args[0])
+	}
+	seg := d.NextSegment() // the name and its block
+	if err := u.UnmarshalCaddyfile(caddyfile.NewDispenser(seg)); err != nil {
 		return err
 	}
+	// The wechat parser deletes each subdirective's own line from the
+	// tokens it hands to reverse_proxy; delete the block here.
+	d.DeleteN(len(seg) - 1)
 	t.Store = caddyconfig.JSONModuleObject(u, "module", args[0], nil)
 	return nil
 }
