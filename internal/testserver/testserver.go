@@ -23,7 +23,7 @@ import (
 	"testing"
 	"time"
 
-	_ "github.com/go-sql-driver/mysql"    // ready check
+	_ "github.com/go-sql-driver/mysql" // ready check
 	_ "github.com/jackc/pgx/v5/stdlib" // ready check
 )
 
