@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
@@ -38,6 +39,44 @@ type SQL struct {
 type sqlQueries struct {
 	get, add, cas, deleteIf, del, incr string
 	incrReturns                        bool // incr has RETURNING; else LAST_INSERT_ID
+}
+
+// OpenSQL opens driver "mysql" (MySQL, MariaDB) or "postgres" at dsn.
+// MySQL's DSN gets interpolateParams, so that a query is one round trip
+// instead of prepare, execute and close.
+func OpenSQL(driver, dsn, table string) (*SQL, error) {
+	var db *sql.DB
+	switch driver {
+	case "mysql":
+		cfg, err := mysql.ParseDSN(dsn)
+		if err != nil {
+			return nil, errors.New("sql: the mysql DSN does not parse") // the error may quote the DSN
+		}
+		cfg.InterpolateParams = true
+		c, err := mysql.NewConnector(cfg)
+		if err != nil {
+			return nil, sqlErr("open", err)
+		}
+		db = sql.OpenDB(c)
+	case "postgres":
+		cfg, err := pgx.ParseConfig(dsn)
+		if err != nil {
+			return nil, errors.New("sql: the postgres DSN does not parse") // the error may quote the DSN
+		}
+		db = stdlib.OpenDB(*cfg)
+	default:
+		return nil, fmt.Errorf("sql: driver %q: want mysql or postgres", driver)
+	}
+	// A few connections serve a gateway's store traffic; more would
+	// only hit the server's connection limit in a burst.
+	db.SetMaxOpenConns(8)
+	db.SetMaxIdleConns(8)
+	s, err := NewSQL(db, table)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return s, nil
 }
 
 var sqlTableName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)

@@ -27,8 +27,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // ready check
 )
 
-// Server is one running server process (and its children, in its own
-// process group).
+// Server is one running server process and its children.
 type Server struct {
 	Name string
 	Addr string // 127.0.0.1:port
@@ -105,7 +104,7 @@ func (s *Server) launch() error {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = s.Dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // signals reach the children too
+	cmd.WaitDelay = 2 * time.Second // Wait returns even if a stray child holds the output pipe
 	out := new(lockedWriter)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -131,7 +130,7 @@ func (s *Server) launch() error {
 			break
 		}
 		if ctx.Err() != nil {
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			signalTree(cmd.Process.Pid, syscall.SIGKILL)
 			<-done
 			return fmt.Errorf("%s did not answer on %s: %v: %s", s.Name, s.Addr, err, tail(out))
 		}
@@ -151,9 +150,67 @@ func (s *Server) signal(t testing.TB, sig syscall.Signal) {
 	if cmd == nil {
 		t.Fatalf("testserver: %s is not running", s.Name)
 	}
-	if err := syscall.Kill(-cmd.Process.Pid, sig); err != nil {
-		t.Fatalf("testserver: %s %v: %v", s.Name, sig, err)
+	signalTree(cmd.Process.Pid, sig)
+}
+
+// signalTree signals pid and all its descendants. A process group is not
+// enough: PostgreSQL's backends each call setsid. The tree is stopped
+// first, root down, so that no process forks or is reparented (and so
+// lost from the tree) while it is being signalled.
+func signalTree(pid int, sig syscall.Signal) []int {
+	_ = syscall.Kill(pid, syscall.SIGSTOP)
+	var all []int
+	for range 2 { // a second pass for a child forked during the first
+		all = descendants(pid)
+		for _, c := range all {
+			_ = syscall.Kill(c, syscall.SIGSTOP)
+		}
 	}
+	if sig != syscall.SIGSTOP {
+		_ = syscall.Kill(pid, sig)
+		for _, c := range all {
+			_ = syscall.Kill(c, sig)
+		}
+	}
+	return all
+}
+
+// descendants lists pid's descendants from /proc.
+func descendants(pid int) []int {
+	entries, _ := os.ReadDir("/proc")
+	parent := map[int]int{}
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) < 2 {
+			continue
+		}
+		if pp, err := strconv.Atoi(f[1]); err == nil {
+			parent[p] = pp
+		}
+	}
+	var out []int
+	for p := range parent {
+		for a := parent[p]; a > 1; a = parent[a] {
+			if a == pid {
+				out = append(out, p)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // Pause stops the server's processes (SIGSTOP): connections are
@@ -163,7 +220,7 @@ func (s *Server) Pause(t testing.TB) { s.signal(t, syscall.SIGSTOP) }
 // Resume continues a paused server (SIGCONT).
 func (s *Server) Resume(t testing.TB) { s.signal(t, syscall.SIGCONT) }
 
-// Kill stops the server at once (SIGKILL to its process group) and waits
+// Kill stops the server at once (SIGKILL to its process tree) and waits
 // for it: connections to its port are then refused.
 func (s *Server) Kill(t testing.TB) {
 	s.mu.Lock()
@@ -173,8 +230,18 @@ func (s *Server) Kill(t testing.TB) {
 	if cmd == nil {
 		return
 	}
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	children := signalTree(cmd.Process.Pid, syscall.SIGKILL)
 	<-done
+	// The children were reparented when their parent died: wait until
+	// they are gone too, so a restart finds the port and the data free.
+	for _, c := range children {
+		for i := 0; i < 500 && syscall.Kill(c, 0) == nil; i++ {
+			if st, err := os.ReadFile("/proc/" + strconv.Itoa(c) + "/stat"); err != nil || bytes.Contains(st, []byte(") Z ")) {
+				break // gone, or a zombie waiting for init
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 }
 
 // Restart kills the server if it runs and starts it again on the same
