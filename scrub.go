@@ -298,6 +298,7 @@ type scrubReader struct {
 	c   io.Closer
 	gz  bool // src is gzip, inflated on the first Read
 
+	buf  []byte // one read
 	raw  []byte // unexamined input
 	out  []byte // ready output
 	eof  bool
@@ -332,9 +333,11 @@ func (s *scrubReader) fill() {
 			s.hold = max(s.hold, len(n)-1)
 		}
 	}
-	var buf [32 << 10]byte
-	n, err := s.src.Read(buf[:])
-	s.raw = append(s.raw, buf[:n]...)
+	if s.buf == nil {
+		s.buf = make([]byte, 32<<10)
+	}
+	n, err := s.src.Read(s.buf)
+	s.raw = append(s.raw, s.buf[:n]...)
 	if err != nil {
 		s.eof = true
 	}
