@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -57,24 +56,11 @@ func (t *Transport) bodyReadTimeout() time.Duration {
 	return defaultBodyReadTimeout
 }
 
-// connKey holds the client connection, so a body read can carry a deadline.
-type connKey struct{}
-
 // provisionRequestPath sets up what the request path needs beyond the
-// token: the ring of sent tokens, and the client connection in each
-// request's context (Go offers no other way to time out an HTTP/1 body
-// read from a transport).
-func (t *Transport) provisionRequestPath(ctx caddy.Context) {
+// token: the ring of sent tokens and the cache of values to scrub.
+func (t *Transport) provisionRequestPath(caddy.Context) {
 	t.sent = new(tokenRing)
 	t.needleCache = new(atomic.Pointer[needleSet])
-	if srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok && srv != nil {
-		srv.RegisterConnContext(func(c context.Context, conn net.Conn) context.Context {
-			if c.Value(connKey{}) != nil {
-				return c
-			}
-			return context.WithValue(c, connKey{}, conn)
-		})
-	}
 }
 
 // readBody holds a request body of at most max_replay_body bytes so it can
@@ -89,7 +75,8 @@ func (t *Transport) readBody(req *http.Request) (*replayBody, bool, error) {
 	if data, ok := caddyhttp.GetVar(req.Context(), replayVar).([]byte); ok {
 		return &replayBody{data: data}, true, nil // reverse_proxy's retry
 	}
-	body := timeBody(req, t.bodyReadTimeout())
+	limitBodyIdle(req, t.bodyReadTimeout())
+	body := req.Body
 	limit := t.maxReplay()
 	if req.ContentLength > limit {
 		return &replayBody{stream: body, length: req.ContentLength}, false, nil
@@ -141,63 +128,15 @@ func (t *Transport) readBody(req *http.Request) (*replayBody, bool, error) {
 	return &replayBody{data: buf}, true, nil
 }
 
-// timedBody aborts a body that makes no progress for d. On HTTP/1 that
-// is a read deadline on the client connection, lifted again when the body
-// ends, so the keep-alive connection is unaffected; on HTTP/2 and 3, where
-// the connection is shared, a timer closes the stream's body instead.
-type timedBody struct {
-	rc    io.ReadCloser
-	conn  net.Conn
-	d     time.Duration
-	timer *time.Timer
-	done  atomic.Bool
-}
-
-func timeBody(req *http.Request, d time.Duration) io.ReadCloser {
-	b := &timedBody{rc: req.Body, d: d}
-	if req.ProtoMajor == 1 {
-		c, ok := req.Context().Value(connKey{}).(net.Conn)
-		if !ok {
-			return req.Body // no way to interrupt a read: leave it
-		}
-		b.conn = c
-	} else {
-		b.timer = time.AfterFunc(d, func() { req.Body.Close() })
-	}
-	return b
-}
-
-func (b *timedBody) Read(p []byte) (int, error) {
-	if b.done.Load() {
-		return b.rc.Read(p)
-	}
-	if b.conn != nil {
-		_ = b.conn.SetReadDeadline(time.Now().Add(b.d))
-	} else {
-		b.timer.Reset(b.d)
-	}
-	n, err := b.rc.Read(p)
-	if err != nil {
-		b.finish()
-		if b.conn != nil {
-			_ = b.conn.SetReadDeadline(time.Time{}) // also after a racing Close
-		}
-	}
-	return n, err
-}
-
-func (b *timedBody) finish() {
-	if b.done.Swap(true) {
+// limitBodyIdle makes the server abort this request's body when it makes
+// no progress for d. Caddy already applies its read_idle_timeout (1 min by
+// default) closest to the connection, where a wrapper of ours could not
+// win, so this tightens that one (and never loosens it). Caddy takes care
+// of HTTP/2, where a deadline must not outlive a read.
+func limitBodyIdle(req *http.Request, d time.Duration) {
+	r, _ := caddyhttp.IdleTimeoutsFromContext(req.Context())
+	if r == nil || (r.Deadline.Timeout > 0 && r.Deadline.Timeout <= d) {
 		return
 	}
-	if b.conn != nil {
-		_ = b.conn.SetReadDeadline(time.Time{})
-	} else {
-		b.timer.Stop()
-	}
-}
-
-func (b *timedBody) Close() error {
-	b.finish()
-	return b.rc.Close()
+	r.Override(d, r.Deadline.MinRate) // per request: no need to restore
 }
