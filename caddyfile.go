@@ -40,6 +40,9 @@ func init() {
 //	    dial_timeout    <duration>               # upstream dial timeout; default 3s
 //	    response_header_timeout <duration>       # upstream response header timeout; default 30s
 //	    quota_warn      <share>                  # warn past this share of a daily quota; default 0.5 (or 50%)
+//	    max_buffered_bytes <size>                # request bytes held for replay, gateway-wide; default 64MiB
+//	    body_read_timeout <duration>             # abort a request body idle this long; default 30s
+//	    keep_caller_auth                         # pass Authorization/Cookie on to WeChat; default: stripped
 //
 //	    # any other reverse_proxy subdirective (lb_*, fail_duration,
 //	    # header_up, flush_interval, ...) is passed to reverse_proxy
@@ -217,6 +220,22 @@ func (t *Transport) parseOption(d *caddyfile.Dispenser, name string, args []stri
 			}
 			t.MaxReplayBody = int64(n)
 		}
+	case "max_buffered_bytes":
+		var s string
+		if err = one(&s); err == nil {
+			var n uint64
+			if n, err = humanize.ParseBytes(s); err != nil {
+				err = d.Errf("max_buffered_bytes %q: %v", s, err)
+			}
+			t.MaxBufferedBytes = int64(n)
+		}
+	case "body_read_timeout":
+		err = parseDuration(d, args, &t.BodyReadTimeout)
+	case "keep_caller_auth":
+		if len(args) != 0 {
+			err = d.ArgErr()
+		}
+		t.KeepCallerAuth = true
 	case "quota_warn":
 		var s string
 		if err = one(&s); err == nil {

@@ -7,8 +7,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // replayVar keeps a buffered request body in the request's vars, so that
@@ -17,23 +15,24 @@ import (
 // sent again instead of an empty one.
 const replayVar = "wechat.replay_body"
 
-// RoundTrip sends one proxied request to WeChat with the gateway's
-// credentials. reverse_proxy calls it once per attempt and keeps doing what
-// it is good at (upstream choice, failover, streaming, hop-by-hop headers);
-// this adds the token and the one replay on a token error.
-func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+// roundTrip sends one proxied request to WeChat with the gateway's
+// credentials. reverse_proxy calls it (through RoundTrip, which scrubs the
+// answer) once per attempt and keeps doing what it is good at (upstream
+// choice, failover, streaming, hop-by-hop headers); this adds the token and
+// the one replay on a token error.
+func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 	if req.Method == http.MethodConnect {
 		// WeChat has no use for tunnels; never open one with our host.
 		t.metrics.request("blocked")
 		return gatewayError(req, http.StatusMethodNotAllowed, 43002, "caddy-wechat: CONNECT is not allowed"), nil
 	}
-	r := classify(req.URL.Path)
+	r := classifyRequest(req.URL.Path, req.URL.RawQuery)
 	switch r {
 	case routeBlocked:
 		t.metrics.request("blocked")
 		return gatewayError(req, http.StatusForbidden, 40002,
 			"caddy-wechat: the token endpoints are the gateway's own; call the API you need without a token"), nil
-	case routeUserSNS, routeLogin, routeAppIDOnly:
+	case routeUserSNS, routeLogin, routeAppIDOnly, routeOwnCred:
 		// No access_token here: login calls get appid (and secret), and
 		// other /sns calls carry the user's own OAuth token untouched.
 		resp, err := t.send(req, req.Body, req.ContentLength, rewriteQuery(req.URL.RawQuery, r, "", t.acct.appid, t.secret))
@@ -41,7 +40,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, err
 	}
 
-	body, replayable, err := readBody(req, t.maxReplay())
+	body, replayable, err := t.readBody(req)
 	if err != nil {
 		return nil, err
 	}
@@ -106,6 +105,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // sendToken sends req with token tok and a fresh reader over body.
 func (t *Transport) sendToken(req *http.Request, body *replayBody, tok *tokenEntry) (*http.Response, error) {
+	t.sent.note(tok)
 	q := rewriteQuery(req.URL.RawQuery, routeToken, tok.Escaped(), "", "")
 	if body.data != nil {
 		return t.send(req, body.reader(), int64(len(body.data)), q)
@@ -122,8 +122,10 @@ func (t *Transport) send(req *http.Request, body io.ReadCloser, length int64, ra
 	u := *req.URL
 	u.RawQuery = rawQuery
 	u.ForceQuery = false
+	u.Path, u.RawPath = canonicalPath(u.Path), "" // the path the route was judged on
 	out.URL = &u
 	out.Host = u.Host
+	out.Header = t.upstreamHeader(req.Header)
 	out.Body = body
 	out.ContentLength = length
 	if length == 0 {
@@ -150,40 +152,6 @@ var emptyBody = &replayBody{data: []byte{}}
 
 func (b *replayBody) reader() io.ReadCloser {
 	return io.NopCloser(bytes.NewReader(b.data))
-}
-
-// readBody reads a request body of at most limit bytes into memory so that
-// it can be replayed. A larger body (or one of unknown length that turns
-// out larger) streams through and gives up the replay.
-func readBody(req *http.Request, limit int64) (*replayBody, bool, error) {
-	if req.Body == nil || req.Body == http.NoBody || req.ContentLength == 0 {
-		return emptyBody, true, nil
-	}
-	if data, ok := caddyhttp.GetVar(req.Context(), replayVar).([]byte); ok {
-		return &replayBody{data: data}, true, nil // reverse_proxy's retry
-	}
-	if req.ContentLength > limit {
-		return &replayBody{stream: req.Body, length: req.ContentLength}, false, nil
-	}
-	if req.ContentLength > 0 {
-		data := make([]byte, req.ContentLength)
-		if _, err := io.ReadFull(req.Body, data); err != nil {
-			return nil, false, err
-		}
-		caddyhttp.SetVar(req.Context(), replayVar, data)
-		return &replayBody{data: data}, true, nil
-	}
-	var buf bytes.Buffer
-	n, err := io.Copy(&buf, io.LimitReader(req.Body, limit+1))
-	if err != nil {
-		return nil, false, err
-	}
-	if n <= limit {
-		caddyhttp.SetVar(req.Context(), replayVar, buf.Bytes())
-		return &replayBody{data: buf.Bytes()}, true, nil
-	}
-	stream := &prefixBody{Reader: io.MultiReader(&buf, req.Body), c: req.Body}
-	return &replayBody{stream: stream, length: -1}, false, nil
 }
 
 // tokenUnavailable answers a request for which no token could be had, with

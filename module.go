@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddy-wechat/wechat/internal/credential"
@@ -86,6 +87,18 @@ type Transport struct {
 	// past which a warning is logged. Default 0.5.
 	QuotaWarn float64 `json:"quota_warn,omitempty"`
 
+	// Total request bytes held for replay by the gateway at once. Past
+	// it a body streams through without the replay. Default 64 MiB.
+	MaxBufferedBytes int64 `json:"max_buffered_bytes,omitempty"`
+
+	// A request body that makes no progress for this long is aborted.
+	// Default 30s.
+	BodyReadTimeout caddy.Duration `json:"body_read_timeout,omitempty"`
+
+	// Pass the caller's Authorization, Proxy-Authorization and Cookie
+	// headers on to WeChat. Off by default: they are the caller's.
+	KeepCallerAuth bool `json:"keep_caller_auth,omitempty"`
+
 	secret  string
 	bases   []*url.URL
 	acct    *account
@@ -93,6 +106,10 @@ type Transport struct {
 	poolKey string
 	metrics *metrics
 	logger  *zap.Logger
+
+	sent        *tokenRing                  // tokens this transport sent lately
+	recent      func(dst []string) []string // tokens to scrub; nil: current + sent
+	needleCache *atomic.Pointer[needleSet]
 }
 
 // CaddyModule returns the Caddy module information.
@@ -179,6 +196,7 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 		}
 	}
 	t.poolKey = accountKey(appid, t.secret, api, storeID, fetchID.String())
+	t.provisionRequestPath(ctx)
 	val, _, err := accounts.LoadOrNew(t.poolKey, func() (caddy.Destructor, error) {
 		return newAccount(t.poolKey, set)
 	})

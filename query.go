@@ -15,6 +15,7 @@ const (
 	routeAppIDOnly              // /sns/oauth2/refresh_token: add appid only
 	routeUserSNS                // other /sns calls carry the user's own OAuth token: leave it
 	routeBlocked                // the token endpoints themselves are the gateway's
+	routeOwnCred                // the caller's own credential is in the query: add nothing, never replay
 )
 
 // classify picks the route from the cleaned, lower-cased path, so that
@@ -38,6 +39,28 @@ func classify(p string) route {
 		return routeUserSNS
 	}
 	return routeToken
+}
+
+// classifyRequest is classify, plus the calls that carry a credential of
+// their own (open platform, WeCom providers). WeChat may answer those with
+// 40001 whatever our token, so adding ours, or replaying, would only burn
+// fetches. The token endpoints stay blocked whatever the query holds.
+func classifyRequest(p, rawQuery string) route {
+	r := classify(p)
+	if r != routeBlocked && carriesOwnCredential(rawQuery) {
+		return routeOwnCred
+	}
+	return r
+}
+
+// canonicalPath is the path the route is judged on (decoded, cleaned) in
+// the letter case the caller sent, so that what goes upstream is what was
+// judged: "/cgi-bin/token%2f..%2f..%2fsns%2fx" leaves as "/sns/x".
+func canonicalPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	return path.Clean("/" + p)
 }
 
 // credential parameter names the gateway owns. A client's copy of any of

@@ -1,7 +1,12 @@
 package wechat
 
 import (
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -109,6 +114,78 @@ http://127.0.0.1:%[1]d {
 		for _, s := range secrets {
 			if strings.Contains(text, s) {
 				t.Errorf("%s contains a secret or token (%.6s...)", where, s)
+			}
+		}
+	}
+}
+
+// TestEchoedCredentialsScrubbed has WeChat echo the token and the secret in
+// every place an answer can carry them (Location, Set-Cookie, a custom
+// header, a small body, a large one, a gzip one, a login answer), with
+// Caddy at DEBUG, whose "upstream roundtrip" line logs response headers.
+// Neither the client nor any log line may see them.
+func TestEchoedCredentialsScrubbed(t *testing.T) {
+	f, g := setup(t, "")
+	var mu sync.Mutex
+	seen := map[string]bool{testSecret: true}
+	f.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		cred := r.URL.Query().Get("access_token")
+		if cred == "" {
+			cred = r.URL.Query().Get("secret")
+		}
+		if cred == "" || !strings.Contains(r.URL.Path, "/echo") && !strings.HasPrefix(r.URL.Path, "/sns/") {
+			return false
+		}
+		mu.Lock()
+		seen[cred] = true
+		mu.Unlock()
+		w.Header().Set("Location", "https://example.com/cb?access_token="+url.QueryEscape(cred))
+		w.Header().Set("Set-Cookie", "t="+cred)
+		w.Header().Set("X-Echo", cred)
+		body := `{"errcode":0,"errmsg":"ok","echo":"` + cred + `"}`
+		if strings.HasSuffix(r.URL.Path, "/large") {
+			body = `{"errcode":0,"pad":"` + strings.Repeat("p", 9000) + `","echo":"` + cred + `"}`
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		if strings.HasSuffix(r.URL.Path, "/gzip") {
+			w.Header().Set("Content-Encoding", "gzip")
+			zw := gzip.NewWriter(w)
+			io.WriteString(zw, body)
+			zw.Close()
+			return true
+		}
+		io.WriteString(w, body)
+		return true
+	})
+	var answers []string
+	for _, p := range []string{"/cgi-bin/echo/small", "/cgi-bin/echo/large", "/cgi-bin/echo/gzip", "/sns/jscode2session?js_code=c&grant_type=authorization_code"} {
+		r := do(t, http.MethodGet, g.URL+p, nil, "Accept-Encoding", "gzip")
+		b := r.Body
+		if r.Header.Get("Content-Encoding") == "gzip" {
+			zr, err := gzip.NewReader(bytes.NewReader(b))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ = io.ReadAll(zr)
+		}
+		if r.Status != 200 || !strings.Contains(string(b), redactedMark) {
+			t.Errorf("%s: %d %.200s", p, r.Status, b)
+		}
+		answers = append(answers, fmt.Sprint(r.Header), string(b))
+	}
+	logs := readFile(t, g.LogFile)
+	if !strings.Contains(logs, "upstream roundtrip") || !strings.Contains(logs, redactedMark) {
+		t.Fatalf("no DEBUG upstream roundtrip line with scrubbed headers; the grep below would prove nothing:\n%.2000s", logs)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) < 2 {
+		t.Fatalf("no token reached the echo")
+	}
+	for s := range seen {
+		for where, text := range map[string]string{"logs": logs, "answers": strings.Join(answers, "\n")} {
+			if strings.Contains(text, s) || strings.Contains(text, url.QueryEscape(s)) {
+				t.Errorf("%s contain a token or the secret (%.6s...)", where, s)
 			}
 		}
 	}

@@ -57,26 +57,26 @@ func sniff(resp *http.Response) (int, error) {
 	if !sniffable(resp) {
 		return 0, nil
 	}
-	sb := sniffPool.Get().(*sniffBuf)
-	n, err := readUpTo(resp.Body, sb.buf[:])
+	buf := sniffPool.Get().(*sniffBuf)
+	n, err := readUpTo(resp.Body, buf[:])
 	if err == errMore {
 		// More than the limit: hand back what we read followed by the
 		// rest of the stream, unexamined.
 		rest := resp.Body
-		resp.Body = &prefixBody{Reader: io.MultiReader(bytes.NewReader(append([]byte(nil), sb.buf[:n]...)), rest), c: rest}
-		sniffPool.Put(sb)
+		resp.Body = &prefixBody{Reader: io.MultiReader(bytes.NewReader(append([]byte(nil), buf[:n]...)), rest), c: rest}
+		sniffPool.Put(buf)
 		return 0, nil
 	}
 	if err != nil {
 		resp.Body.Close()
-		sniffPool.Put(sb)
+		sniffPool.Put(buf)
 		return 0, err
 	}
 	resp.Body.Close()
-	sb.r.Reset(sb.buf[:n])
-	sb.closed = false
+	sb := &sniffBody{buf: buf}
+	sb.r.Reset(buf[:n])
 	resp.Body = sb
-	data := sb.buf[:n]
+	data := buf[:n]
 	if strings.EqualFold(resp.Header.Get("Content-Encoding"), "gzip") {
 		data = gunzip(data)
 	}
@@ -113,27 +113,41 @@ type prefixBody struct {
 
 func (p *prefixBody) Close() error { return p.c.Close() }
 
-// sniffBuf is a pooled body holding a small response; it returns itself to
-// the pool on Close, so the steady state allocates nothing per response.
-type sniffBuf struct {
-	buf    [sniffLimit + 1]byte
-	r      bytes.Reader
-	closed bool
-}
+// sniffBuf is the pooled buffer behind a small response, so the steady
+// state reuses it rather than allocating 4 KiB per response.
+type sniffBuf [sniffLimit + 1]byte
 
 var sniffPool = sync.Pool{New: func() any { return new(sniffBuf) }}
 
-func (s *sniffBuf) Read(p []byte) (int, error) { return s.r.Read(p) }
+// sniffBody is a small response's body. It owns its buffer until Close,
+// which gives the buffer back and forgets it: a second Close finds nothing
+// to give, so it can never hand a buffer another response now uses to the
+// pool. The body itself is never pooled, which is what makes this hold.
+type sniffBody struct {
+	buf *sniffBuf
+	r   bytes.Reader
+}
 
-func (s *sniffBuf) WriteTo(w io.Writer) (int64, error) { return s.r.WriteTo(w) }
+func (s *sniffBody) Read(p []byte) (int, error) { return s.r.Read(p) }
 
-func (s *sniffBuf) Close() error {
-	if s.closed {
+func (s *sniffBody) WriteTo(w io.Writer) (int64, error) { return s.r.WriteTo(w) }
+
+// bytes is the whole body as read from upstream (empty after Close).
+func (s *sniffBody) bytes() []byte {
+	if s.buf == nil {
 		return nil
 	}
-	s.closed = true
+	return s.buf[:s.r.Size()]
+}
+
+func (s *sniffBody) Close() error {
+	buf := s.buf
+	if buf == nil {
+		return nil
+	}
+	s.buf = nil
 	s.r.Reset(nil)
-	sniffPool.Put(s)
+	sniffPool.Put(buf)
 	return nil
 }
 

@@ -1,0 +1,288 @@
+package wechat
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Issue 10 attacks on the request path, through a real Caddy in front of
+// the fake WeChat (with hooks for what the fake does not model yet).
+
+// headerLog records the headers and path of every request the fake gets.
+type headerLog struct {
+	mu   sync.Mutex
+	reqs []*http.Request
+}
+
+func (l *headerLog) hook(next func(w http.ResponseWriter, r *http.Request) bool) func(w http.ResponseWriter, r *http.Request) bool {
+	return func(w http.ResponseWriter, r *http.Request) bool {
+		l.mu.Lock()
+		l.reqs = append(l.reqs, r.Clone(r.Context()))
+		l.mu.Unlock()
+		return next != nil && next(w, r)
+	}
+}
+
+func (l *headerLog) all() []*http.Request {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]*http.Request(nil), l.reqs...)
+}
+
+// A call that carries the caller's own credential goes through untouched:
+// no access_token is added, and a 40001 for it is neither replayed nor
+// allowed to cost a fetch.
+func TestOwnCredentialPassThrough(t *testing.T) {
+	f, g := setup(t, "")
+	waitOK(t, g.URL+"/cgi-bin/user/info", 5*time.Second)
+	var log headerLog
+	f.setHook(log.hook(func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.Contains(r.URL.Path, "/component/") {
+			return false
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, `{"errcode":40001,"errmsg":"invalid credential, access_token is invalid or not latest rid: c"}`)
+		return true
+	}))
+	fetches := f.Fetches("stable")
+	for _, q := range []string{"component_access_token=CAT", "a=1&COMPONENT_ACCESS_TOKEN=CAT", "suite%5Faccess_token=S", "provider_access_token=P&access_token=mine"} {
+		before := len(log.all())
+		r := do(t, http.MethodPost, g.URL+"/cgi-bin/component/api_query_auth?"+q, []byte(`{"component_appid":"x"}`))
+		got := log.all()[before:]
+		if r.errcode() != 40001 {
+			t.Errorf("%s: client got %d %s, want WeChat's 40001", q, r.Status, r.Body)
+		}
+		if len(got) != 1 {
+			t.Errorf("%s: upstream saw %d requests, want 1 (no replay)", q, len(got))
+			continue
+		}
+		if got[0].URL.RawQuery != q {
+			t.Errorf("query reached upstream as %q, want %q untouched", got[0].URL.RawQuery, q)
+		}
+	}
+	if n := f.Fetches("stable"); n != fetches {
+		t.Errorf("own-credential 40001s caused %d fetches", n-fetches)
+	}
+	if r := get(t, g.URL+"/cgi-bin/user/info"); r.errcode() != 0 {
+		t.Errorf("ordinary calls broken afterwards: %s", r.Body)
+	}
+}
+
+// rid/get hands back the original request. Through the gateway it must
+// not hand back our token (from an API call's rid) or the secret (from a
+// failed stable_token fetch's rid).
+func TestRidGetReadBack(t *testing.T) {
+	f, g := setup(t, "")
+	var mu sync.Mutex
+	var lastTok string
+	f.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if tok := r.URL.Query().Get("access_token"); tok != "" {
+			mu.Lock()
+			lastTok = tok
+			mu.Unlock()
+		}
+		if !strings.HasSuffix(r.URL.Path, "/rid/get") {
+			return false
+		}
+		mu.Lock()
+		tok := lastTok
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		// What WeChat answers: the token's query, and the stable_token body.
+		io.WriteString(w, `{"errcode":0,"errmsg":"ok","request":{"invoke_time":1700000000,"cost_in_ms":7,`+
+			`"request_url":"openid=nobody&access_token=`+tok+`",`+
+			`"request_body":"{\"grant_type\":\"client_credential\",\"appid\":\"`+testAppID+`\",\"secret\":\"`+testSecret+`\"}",`+
+			`"response_body":"{\"errcode\":40003,\"errmsg\":\"invalid openid\"}"}}`)
+		return true
+	})
+	r := get(t, g.URL+"/cgi-bin/user/info?openid=nobody")
+	mu.Lock()
+	tok := lastTok
+	mu.Unlock()
+	if tok == "" {
+		t.Fatalf("no token went upstream: %s", r.Body)
+	}
+	r = do(t, http.MethodPost, g.URL+"/cgi-bin/openapi/rid/get", []byte(`{"rid":"R"}`))
+	for _, s := range []string{tok, testSecret} {
+		if bytes.Contains(r.Body, []byte(s)) {
+			t.Errorf("rid/get read back %.6s...: %s", s, r.Body)
+		}
+	}
+	req, _ := r.JSON["request"].(map[string]any)
+	if req == nil || req["invoke_time"] == nil || req["response_body"] == nil ||
+		!strings.Contains(req["request_url"].(string), "openid=nobody&access_token="+redactedMark) ||
+		!strings.Contains(req["request_body"].(string), `"appid":"`+testAppID+`"`) {
+		t.Errorf("rid/get lost its purpose: %s", r.Body)
+	}
+}
+
+// The caller's Authorization, Proxy-Authorization and Cookie never reach
+// WeChat, on API calls, login calls and user OAuth calls alike.
+func TestCallerAuthStripped(t *testing.T) {
+	for _, keep := range []bool{false, true} {
+		extra := ""
+		if keep {
+			extra = "keep_caller_auth"
+		}
+		f, g := setup(t, extra)
+		var log headerLog
+		f.setHook(log.hook(nil))
+		for _, p := range []string{"/cgi-bin/user/info", "/sns/jscode2session?js_code=c&grant_type=authorization_code", "/sns/userinfo?access_token=u&openid=o"} {
+			do(t, http.MethodGet, g.URL+p, nil, "Authorization", "Basic c3ZjOnNlY3JldA==", "Proxy-Authorization", "Basic eA==", "Cookie", "sid=caller")
+		}
+		reqs := log.all()
+		if len(reqs) < 3 {
+			t.Fatalf("upstream saw %d requests", len(reqs))
+		}
+		for _, r := range reqs {
+			for _, h := range callerCredentialHeaders {
+				// Proxy-Authorization is hop-by-hop: reverse_proxy drops it anyway.
+				want := keep && h != "Proxy-Authorization"
+				if got := r.Header.Get(h) != ""; got != want && r.URL.Path != "/cgi-bin/stable_token" {
+					t.Errorf("keep=%v: %s %s reached upstream: %v", keep, r.URL.Path, h, got)
+				}
+			}
+		}
+		resetAccounts(t)
+	}
+}
+
+// The path judged for the route is the path sent: a token-endpoint path
+// that cleans to a login route is sent as the login route, not as is.
+func TestCanonicalPathSent(t *testing.T) {
+	resetAccounts(t)
+	setEnv(t)
+	f := newFake(t)
+	var seen reqLog
+	logAll(f, &seen, nil)
+	g := startCaddy(t, basicConfig(f.URL, ""))
+	gw := strings.TrimPrefix(g.URL, "http://")
+	for raw, want := range map[string]string{
+		"/cgi-bin/token%2f..%2f..%2fsns%2fjscode2session?js_code=c&grant_type=authorization_code": "/sns/jscode2session",
+		"/cgi-bin/user%2finfo?openid=o":       "/cgi-bin/user/info",
+		"/x/..%2f..%2fcgi-bin/./user//info":   "/cgi-bin/user/info",
+		"/sns/x%2f..%2foauth2/access_token?c": "/sns/oauth2/access_token",
+	} {
+		before := len(seen.all())
+		r := rawDo(gw, "GET "+raw+" HTTP/1.1\r\nHost: "+gw+"\r\n\r\n")
+		got := seen.since(before)
+		var sent []seenReq
+		for _, s := range got {
+			if s.Path != "/cgi-bin/stable_token" {
+				sent = append(sent, s)
+			}
+		}
+		if len(sent) != 1 {
+			t.Errorf("%s: %d upstream requests (status %d)", raw, len(sent), r.Status)
+			continue
+		}
+		uri, _, _ := strings.Cut(sent[0].URI, "?")
+		if uri != want {
+			t.Errorf("%s went upstream as %q, want %q", raw, sent[0].URI, want)
+		}
+		if strings.Contains(sent[0].RawQuery, "secret=") && want != "/sns/jscode2session" && want != "/sns/oauth2/access_token" {
+			t.Errorf("%s: secret sent to %s", raw, sent[0].URI)
+		}
+	}
+}
+
+// Bodies buffer what arrives, not what is announced: 300 callers that
+// announce 10 MiB and send one byte cost little heap, others are served
+// meanwhile, and the idle bodies are cut off by body_read_timeout.
+func TestAnnouncedBodiesDoNotReserve(t *testing.T) {
+	const conns = 300
+	_, g := setup(t, "body_read_timeout 3s")
+	waitOK(t, g.URL+"/cgi-bin/user/info", 5*time.Second)
+	gw := strings.TrimPrefix(g.URL, "http://")
+	runtime.GC()
+	var base runtime.MemStats
+	runtime.ReadMemStats(&base)
+
+	var open []net.Conn
+	var closed atomic.Int32
+	for range conns {
+		c, err := net.Dial("tcp", gw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, c)
+		io.WriteString(c, "POST /cgi-bin/media/upload?type=image HTTP/1.1\r\nHost: "+gw+"\r\nContent-Length: 10485760\r\n\r\nx")
+		go func() {
+			_ = c.SetReadDeadline(time.Now().Add(60 * time.Second))
+			io.Copy(io.Discard, c) // ends when the gateway gives up on the body
+			closed.Add(1)
+		}()
+	}
+	t.Cleanup(func() {
+		for _, c := range open {
+			c.Close()
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for bufferedBytes.Load() < conns*firstBodyChunk && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	held := bufferedBytes.Load()
+	var bad atomic.Int32
+	parallel(20, func(i int) {
+		if r := get(t, g.URL+"/cgi-bin/user/info?i="+itoa(i)); r.errcode() != 0 {
+			bad.Add(1)
+		}
+	})
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	t.Logf("%d bodies pending, %d KiB reserved; HeapInuse %d MiB (before: %d MiB)", conns, held>>10, m.HeapInuse>>20, base.HeapInuse>>20)
+	if held < conns*firstBodyChunk/2 {
+		t.Errorf("only %d bytes reserved: the bodies were not being read", held)
+	}
+	if m.HeapInuse > 200<<20 {
+		t.Errorf("HeapInuse %d MiB with %d announced 10 MiB bodies, want < 200 MiB", m.HeapInuse>>20, conns)
+	}
+	if bad.Load() != 0 {
+		t.Errorf("%d other callers failed meanwhile", bad.Load())
+	}
+	for closed.Load() < conns && time.Now().Before(deadline.Add(30*time.Second)) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := closed.Load(); n < conns {
+		t.Errorf("%d of %d idle bodies still open after body_read_timeout", conns-n, conns)
+	}
+	for bufferedBytes.Load() != 0 && time.Now().Before(deadline.Add(40*time.Second)) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := bufferedBytes.Load(); n != 0 {
+		t.Errorf("%d bytes still reserved after the requests ended", n)
+	}
+}
+
+// Past max_buffered_bytes a body streams through whole; it is never
+// refused, and the reservation is given back.
+func TestBufferCapStreams(t *testing.T) {
+	_, g := setup(t, "max_buffered_bytes 64KiB")
+	body := bytes.Repeat([]byte("0123456789"), 100<<10) // 1000 KiB
+	sum := sha256.Sum256(body)
+	parallel(4, func(int) {
+		r := do(t, http.MethodPost, g.URL+"/cgi-bin/media/uploadimg", body)
+		if r.Status != 200 || r.JSON["body_sha256"] != hex.EncodeToString(sum[:]) {
+			t.Errorf("capped upload: %d %.200s", r.Status, r.Body)
+		}
+	})
+	deadline := time.Now().Add(5 * time.Second)
+	for bufferedBytes.Load() != 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := bufferedBytes.Load(); n != 0 {
+		t.Errorf("%d bytes still reserved", n)
+	}
+}

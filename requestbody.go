@@ -1,0 +1,142 @@
+package wechat
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+const (
+	defaultMaxBuffered     = 64 << 20
+	defaultBodyReadTimeout = 30 * time.Second
+	// firstBodyChunk is the first buffer of a body: a caller that
+	// announces 10 MiB and sends one byte costs this, not 10 MiB.
+	firstBodyChunk = 16 << 10
+)
+
+// bufferedBytes counts request bytes held for replay across every wechat
+// transport of the process, so the cap bounds the gateway, not each block.
+var bufferedBytes atomic.Int64
+
+// reservation is one request's share of bufferedBytes, given back when the
+// request finishes.
+type reservation struct {
+	limit int64
+	held  atomic.Int64
+}
+
+func (r *reservation) take(n int64) bool {
+	if bufferedBytes.Add(n) > r.limit {
+		bufferedBytes.Add(-n)
+		return false
+	}
+	r.held.Add(n)
+	return true
+}
+
+func (r *reservation) release() { bufferedBytes.Add(-r.held.Swap(0)) }
+
+func (t *Transport) maxBuffered() int64 {
+	if t.MaxBufferedBytes > 0 {
+		return t.MaxBufferedBytes
+	}
+	return defaultMaxBuffered
+}
+
+func (t *Transport) bodyReadTimeout() time.Duration {
+	if t.BodyReadTimeout > 0 {
+		return time.Duration(t.BodyReadTimeout)
+	}
+	return defaultBodyReadTimeout
+}
+
+// provisionRequestPath sets up what the request path needs beyond the
+// token: the ring of sent tokens and the cache of values to scrub.
+func (t *Transport) provisionRequestPath(caddy.Context) {
+	t.sent = new(tokenRing)
+	t.needleCache = new(atomic.Pointer[needleSet])
+}
+
+// readBody holds a request body of at most max_replay_body bytes so it can
+// be replayed. The buffer grows with the bytes that arrive, within the
+// gateway-wide max_buffered_bytes; a body past either limit streams
+// through without the replay, and is never refused. Every read must make
+// progress within body_read_timeout.
+func (t *Transport) readBody(req *http.Request) (*replayBody, bool, error) {
+	if req.Body == nil || req.Body == http.NoBody || req.ContentLength == 0 {
+		return emptyBody, true, nil
+	}
+	if data, ok := caddyhttp.GetVar(req.Context(), replayVar).([]byte); ok {
+		return &replayBody{data: data}, true, nil // reverse_proxy's retry
+	}
+	limitBodyIdle(req, t.bodyReadTimeout())
+	body := req.Body
+	limit := t.maxReplay()
+	if req.ContentLength > limit {
+		return &replayBody{stream: body, length: req.ContentLength}, false, nil
+	}
+	want := req.ContentLength // read exactly this much
+	if want < 0 {
+		want = limit + 1 // unknown length: one byte past the limit tells
+	}
+	res := &reservation{limit: t.maxBuffered()}
+	context.AfterFunc(req.Context(), res.release)
+	spill := func(buf []byte) (*replayBody, bool, error) {
+		stream := &prefixBody{Reader: io.MultiReader(bytes.NewReader(buf), body), c: body}
+		return &replayBody{stream: stream, length: req.ContentLength}, false, nil
+	}
+	size := min(want, firstBodyChunk)
+	if !res.take(size) {
+		return &replayBody{stream: body, length: req.ContentLength}, false, nil
+	}
+	buf := make([]byte, 0, size)
+	for {
+		if len(buf) == cap(buf) {
+			if int64(len(buf)) >= want {
+				break
+			}
+			grow := min(want, 2*int64(cap(buf)))
+			if !res.take(grow - int64(cap(buf))) {
+				return spill(buf)
+			}
+			nb := make([]byte, len(buf), grow)
+			copy(nb, buf)
+			buf = nb
+		}
+		n, err := body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, false, err
+		}
+	}
+	if req.ContentLength > 0 && int64(len(buf)) < req.ContentLength {
+		return nil, false, io.ErrUnexpectedEOF
+	}
+	if req.ContentLength < 0 && int64(len(buf)) > limit {
+		return spill(buf)
+	}
+	caddyhttp.SetVar(req.Context(), replayVar, buf)
+	return &replayBody{data: buf}, true, nil
+}
+
+// limitBodyIdle makes the server abort this request's body when it makes
+// no progress for d. Caddy already applies its read_idle_timeout (1 min by
+// default) closest to the connection, where a wrapper of ours could not
+// win, so this tightens that one (and never loosens it). Caddy takes care
+// of HTTP/2, where a deadline must not outlive a read.
+func limitBodyIdle(req *http.Request, d time.Duration) {
+	r, _ := caddyhttp.IdleTimeoutsFromContext(req.Context())
+	if r == nil || (r.Deadline.Timeout > 0 && r.Deadline.Timeout <= d) {
+		return
+	}
+	r.Override(d, r.Deadline.MinRate) // per request: no need to restore
+}

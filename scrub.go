@@ -1,0 +1,429 @@
+package wechat
+
+import (
+	"bytes"
+	"compress/gzip"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// redactedMark replaces a credential in anything the gateway returns.
+const redactedMark = "[redacted by caddy-wechat]"
+
+// minNeedle keeps very short values out of the scrub: replacing them would
+// garble ordinary text and they are not worth stealing.
+const minNeedle = 8
+
+// RoundTrip is the transport's entry point: the proxied round trip, then
+// the scrub, so that no answer reaching the client (or reverse_proxy's
+// logs) carries the secret or a token the account has held.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.roundTrip(req)
+	if err != nil || resp == nil {
+		return resp, err
+	}
+	if err := t.scrubResponse(req, resp); err != nil {
+		resp.Body.Close()
+		t.metrics.request("error")
+		return nil, t.redactErr(err)
+	}
+	return resp, nil
+}
+
+// tokenRing remembers the last tokens this transport sent, so that a token
+// replaced a moment ago is still scrubbed when WeChat echoes it.
+type tokenRing struct {
+	last atomic.Pointer[tokenEntry]
+	gen  atomic.Uint64
+	mu   sync.Mutex
+	vals [4]string
+	next int
+}
+
+// note records e; the common case (same token as last time) is one load.
+func (r *tokenRing) note(e *tokenEntry) {
+	if r == nil || e == nil || r.last.Load() == e {
+		return
+	}
+	r.last.Store(e)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, v := range r.vals {
+		if v == e.Value {
+			return
+		}
+	}
+	r.vals[r.next] = e.Value
+	r.next = (r.next + 1) % len(r.vals)
+	r.gen.Add(1)
+}
+
+func (r *tokenRing) appendTo(dst []string) []string {
+	if r == nil {
+		return dst
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, v := range r.vals {
+		if v != "" {
+			dst = append(dst, v)
+		}
+	}
+	return dst
+}
+
+// recentTokens is the provider of tokens to scrub: the engine's recent
+// tokens (current included) and those this transport sent lately.
+func (t *Transport) recentTokens(dst []string) []string {
+	if t.recent != nil {
+		return t.recent(dst)
+	}
+	if t.acct != nil {
+		// The engine's list: every token the cache held lately,
+		// including ones fetched but not yet sent by this transport.
+		dst = append(dst, t.acct.tokens.Recent()...)
+	}
+	return t.sent.appendTo(dst)
+}
+
+// needleSet is what the scrub looks for, rebuilt only when the current
+// token or the ring changes, so the hot path allocates nothing.
+type needleSet struct {
+	cur   *tokenEntry
+	gen   uint64
+	strs  []string
+	bytes [][]byte
+	min   int // length of the shortest needle
+}
+
+func (t *Transport) needles() *needleSet {
+	var cur *tokenEntry
+	if t.acct != nil {
+		cur = t.acct.tokens.Current()
+	}
+	var gen uint64
+	if t.sent != nil {
+		gen = t.sent.gen.Load()
+	}
+	if t.needleCache != nil {
+		if ns := t.needleCache.Load(); ns != nil && ns.cur == cur && ns.gen == gen {
+			return ns
+		}
+	}
+	ns := &needleSet{cur: cur, gen: gen}
+	add := func(s string) {
+		if len(s) < minNeedle {
+			return
+		}
+		for _, x := range ns.strs {
+			if x == s {
+				return
+			}
+		}
+		ns.strs = append(ns.strs, s)
+		ns.bytes = append(ns.bytes, []byte(s))
+		if ns.min == 0 || len(s) < ns.min {
+			ns.min = len(s)
+		}
+	}
+	for _, v := range append(t.recentTokens(nil), t.secret) {
+		add(v)
+		add(url.QueryEscape(v))
+		add(url.PathEscape(v))
+	}
+	if t.needleCache != nil {
+		t.needleCache.Store(ns)
+	}
+	return ns
+}
+
+// inString reports whether s holds a needle.
+func (ns *needleSet) inString(s string) bool {
+	if len(s) < ns.min || ns.min == 0 {
+		return false
+	}
+	for _, n := range ns.strs {
+		if strings.Contains(s, n) {
+			return true
+		}
+	}
+	return false
+}
+
+// inBytes reports whether b holds a needle: a few bytes.Index scans.
+func (ns *needleSet) inBytes(b []byte) bool {
+	if len(b) < ns.min || ns.min == 0 {
+		return false
+	}
+	for _, n := range ns.bytes {
+		if bytes.Contains(b, n) {
+			return true
+		}
+	}
+	return false
+}
+
+func (ns *needleSet) replaceString(s string) string {
+	for _, n := range ns.strs {
+		s = strings.ReplaceAll(s, n, redactedMark)
+	}
+	return s
+}
+
+func (ns *needleSet) replaceBytes(b []byte) []byte {
+	for _, n := range ns.bytes {
+		if bytes.Contains(b, n) {
+			b = bytes.ReplaceAll(b, n, []byte(redactedMark))
+		}
+	}
+	return b
+}
+
+// scrubHeader redacts every header value that holds a needle (Location,
+// Set-Cookie, anything WeChat or a middlebox might echo).
+func (ns *needleSet) scrubHeader(h http.Header) {
+	for k, vs := range h {
+		for i, v := range vs {
+			if ns.inString(v) {
+				vs[i] = ns.replaceString(v)
+				h[k] = vs
+			}
+		}
+	}
+}
+
+// scrubResponse makes resp safe to hand to the client: headers always;
+// small text bodies in place; larger text bodies through a streaming
+// replacer; rid/get answers decoded and redacted field by field. Binary
+// media is left untouched.
+func (t *Transport) scrubResponse(req *http.Request, resp *http.Response) error {
+	ns := t.needles()
+	ns.scrubHeader(resp.Header)
+	ns.scrubHeader(resp.Trailer)
+	if resp.Body == nil || resp.Body == http.NoBody {
+		return nil
+	}
+	if isRidGet(req.URL.Path) {
+		return scrubRidGet(resp, ns)
+	}
+	if _, ok := resp.Body.(*sniffBody); !ok && sniffable(resp) {
+		if _, err := sniff(resp); err != nil {
+			return err
+		}
+	}
+	if sb, ok := resp.Body.(*sniffBody); ok {
+		scrubSniffed(resp, sb, ns)
+		return nil
+	}
+	if textual(resp.Header.Get("Content-Type")) {
+		streamScrub(resp, ns)
+	}
+	return nil
+}
+
+// scrubSniffed scans a small buffered body and rewrites it only on a hit,
+// so the common answer costs a few scans and no decode.
+func scrubSniffed(resp *http.Response, sb *sniffBody, ns *needleSet) {
+	data := sb.bytes()
+	gz := strings.EqualFold(resp.Header.Get("Content-Encoding"), "gzip")
+	if gz {
+		if plain := gunzip(data); plain != nil {
+			data = plain
+		}
+	}
+	if !ns.inBytes(data) {
+		return
+	}
+	clean := ns.replaceBytes(bytes.Clone(data))
+	sb.Close()
+	setBody(resp, clean, gz)
+}
+
+// setBody replaces resp's body with plain bytes.
+func setBody(resp *http.Response, b []byte, dropEncoding bool) {
+	if dropEncoding {
+		resp.Header.Del("Content-Encoding")
+		resp.Uncompressed = true
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	resp.ContentLength = int64(len(b))
+	resp.Header.Set("Content-Length", strconv.Itoa(len(b)))
+}
+
+// textual tells whether a content type could carry text that echoes a
+// credential; media and octet streams pass untouched.
+func textual(ct string) bool {
+	mt, _, _ := strings.Cut(ct, ";")
+	mt = strings.ToLower(strings.TrimSpace(mt))
+	if mt == "" || !strings.Contains(mt, "/") {
+		return true
+	}
+	return strings.HasPrefix(mt, "text/") || strings.HasSuffix(mt, "json") || strings.HasSuffix(mt, "xml") ||
+		strings.HasSuffix(mt, "javascript") || mt == "application/x-www-form-urlencoded"
+}
+
+// streamScrub wraps a large text body in a replacer that also catches a
+// needle split across reads. A gzip body is inflated for this (and sent
+// plain); any other encoding cannot occur, since the upstream is offered
+// gzip at most.
+func streamScrub(resp *http.Response, ns *needleSet) {
+	ce := resp.Header.Get("Content-Encoding")
+	if ce != "" && !strings.EqualFold(ce, "gzip") && !strings.EqualFold(ce, "identity") {
+		return
+	}
+	body := resp.Body
+	sr := &scrubReader{ns: ns, c: body, src: body}
+	if strings.EqualFold(ce, "gzip") {
+		sr.gz = true
+		resp.Header.Del("Content-Encoding")
+		resp.Uncompressed = true
+	}
+	resp.Body = sr
+	resp.ContentLength = -1
+	resp.Header.Del("Content-Length")
+}
+
+// scrubReader replaces needles in a stream. It holds back the last
+// (longest needle - 1) bytes of each read, so a needle split across two
+// reads is still whole when it is looked for.
+type scrubReader struct {
+	ns  *needleSet
+	src io.Reader
+	c   io.Closer
+	gz  bool // src is gzip, inflated on the first Read
+
+	buf  []byte // one read
+	raw  []byte // unexamined input
+	out  []byte // ready output
+	eof  bool
+	err  error
+	hold int
+}
+
+func (s *scrubReader) Read(p []byte) (int, error) {
+	for len(s.out) == 0 {
+		if s.err != nil {
+			return 0, s.err
+		}
+		s.fill()
+	}
+	n := copy(p, s.out)
+	s.out = s.out[n:]
+	return n, nil
+}
+
+func (s *scrubReader) fill() {
+	if s.gz {
+		s.gz = false
+		zr, err := gzip.NewReader(s.src)
+		if err != nil {
+			s.err = err
+			return
+		}
+		s.src = zr
+	}
+	if s.hold == 0 {
+		for _, n := range s.ns.bytes {
+			s.hold = max(s.hold, len(n)-1)
+		}
+	}
+	if s.buf == nil {
+		s.buf = make([]byte, 32<<10)
+	}
+	n, err := s.src.Read(s.buf)
+	s.raw = append(s.raw, s.buf[:n]...)
+	if err != nil {
+		s.eof = true
+	}
+	pos := 0
+	s.out = s.out[:0]
+	for {
+		at, nl := -1, 0
+		for _, nd := range s.ns.bytes {
+			if i := bytes.Index(s.raw[pos:], nd); i >= 0 && (at < 0 || i < at) {
+				at, nl = i, len(nd)
+			}
+		}
+		if at < 0 {
+			break
+		}
+		s.out = append(s.out, s.raw[pos:pos+at]...)
+		s.out = append(s.out, redactedMark...)
+		pos += at + nl
+	}
+	safe := len(s.raw)
+	if !s.eof {
+		safe -= s.hold
+	}
+	if safe > pos {
+		s.out = append(s.out, s.raw[pos:safe]...)
+		pos = safe
+	}
+	s.raw = append(s.raw[:0], s.raw[pos:]...)
+	if s.eof {
+		s.out = append(s.out, s.raw...)
+		s.raw = s.raw[:0]
+		s.err = err
+	}
+}
+
+func (s *scrubReader) Close() error { return s.c.Close() }
+
+// --- rid/get ---
+
+// isRidGet reports WeChat's "what was request R" API, which answers with
+// the original query (access_token) and body (the stable_token secret).
+func isRidGet(p string) bool {
+	return strings.EqualFold(canonicalPath(p), "/cgi-bin/openapi/rid/get")
+}
+
+// maxRidAnswer bounds what is decoded of a rid/get answer; a longer one is
+// scrubbed as a stream, for known values only.
+const maxRidAnswer = 1 << 20
+
+// scrubRidGet decodes a rid/get answer and replaces every credential in
+// request.request_url and request.request_body, whatever its value (an
+// old secret, another account's token), keeping the rest so that rid/get
+// still explains the request.
+func scrubRidGet(resp *http.Response, ns *needleSet) error {
+	gz := strings.EqualFold(resp.Header.Get("Content-Encoding"), "gzip")
+	var src io.Reader = resp.Body
+	if gz {
+		zr, err := gzip.NewReader(resp.Body)
+		if err != nil {
+			return err
+		}
+		src = zr
+	}
+	data, err := io.ReadAll(io.LimitReader(src, maxRidAnswer+1))
+	if err != nil {
+		return err
+	}
+	if len(data) > maxRidAnswer {
+		rest := resp.Body
+		if gz {
+			rest = struct {
+				io.Reader
+				io.Closer
+			}{src, resp.Body}
+		}
+		resp.Body = &prefixBody{Reader: io.MultiReader(bytes.NewReader(data), rest), c: resp.Body}
+		if gz {
+			resp.Header.Del("Content-Encoding")
+			resp.Uncompressed = true
+		}
+		resp.ContentLength = -1
+		resp.Header.Del("Content-Length")
+		streamScrub(resp, ns)
+		return nil
+	}
+	resp.Body.Close()
+	clean := ns.replaceBytes(redactRidAnswer(data))
+	setBody(resp, clean, gz)
+	return nil
+}
