@@ -68,6 +68,11 @@ type Transport struct {
 	// past which a warning is logged. Default 0.5.
 	QuotaWarn float64 `json:"quota_warn,omitempty"`
 
+	// Whether /cgi-bin/token, /cgi-bin/stable_token and /cgi-bin/gettoken
+	// answer with a placeholder token, so that an unmodified SDK works
+	// (default true). false answers 403 (errcode 40002) instead.
+	SDKTokenEndpoints *bool `json:"sdk_token_endpoints,omitempty"`
+
 	secret  string
 	acct    *account
 	binding *binding

@@ -1,0 +1,125 @@
+package wechat
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"path"
+	"strings"
+)
+
+// PlaceholderPrefix starts every placeholder token the gateway hands out.
+// It is the same in every process, so any instance of a cluster recognizes
+// a placeholder that another instance issued.
+const PlaceholderPrefix = "CADDY_WECHAT_PLACEHOLDER_"
+
+// placeholder is this process's token for SDKs: the prefix plus a random
+// part, so it cannot be mistaken for, or collide with, a real token.
+var placeholder = func() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return PlaceholderPrefix + hex.EncodeToString(b[:])
+}()
+
+// placeholderTTL is what SDKs are told, WeChat's own lifetime, so they
+// cache the placeholder as long as they would a real token.
+const placeholderTTL = 7200
+
+// sdkTokens reports whether the token endpoints answer with the
+// placeholder (the default) rather than 403.
+func (t *Transport) sdkTokens() bool {
+	return t.SDKTokenEndpoints == nil || *t.SDKTokenEndpoints
+}
+
+// placeholderToken answers a token endpoint in the shape the SDK expects,
+// without sending anything upstream. The client's appid and secret are not
+// read: they would be worthless here and must go nowhere.
+func placeholderToken(req *http.Request) *http.Response {
+	var v any = struct {
+		AccessToken string `json:"access_token"`
+		ExpiresIn   int    `json:"expires_in"`
+	}{placeholder, placeholderTTL}
+	if strings.HasSuffix(strings.ToLower(path.Clean("/"+req.URL.Path)), "/gettoken") {
+		// WeCom SDKs check errcode; gettoken always carries it.
+		v = struct {
+			ErrCode     int    `json:"errcode"`
+			ErrMsg      string `json:"errmsg"`
+			AccessToken string `json:"access_token"`
+			ExpiresIn   int    `json:"expires_in"`
+		}{0, "ok", placeholder, placeholderTTL}
+	}
+	body, _ := json.Marshal(v)
+	return &http.Response{
+		Status:        http.StatusText(http.StatusOK),
+		StatusCode:    http.StatusOK,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        http.Header{"Content-Type": {"application/json; encoding=utf-8"}, "X-Wechat-Gateway": {"placeholder"}},
+		Body:          io.NopCloser(bytes.NewReader(body)),
+		ContentLength: int64(len(body)),
+		Request:       req,
+	}
+}
+
+// holdsPlaceholder reports whether s carries a placeholder of any gateway,
+// in any letter case and after one round of percent-decoding. It is the
+// last check before a request leaves, independent of the query rewrite:
+// whatever route a request takes, a placeholder never reaches WeChat.
+func holdsPlaceholder(s string) bool {
+	if s == "" {
+		return false
+	}
+	if containsFold(s, PlaceholderPrefix) {
+		return true
+	}
+	if strings.ContainsAny(s, "%+") {
+		if u, err := url.QueryUnescape(s); err == nil && containsFold(u, PlaceholderPrefix) {
+			return true
+		}
+		// An undecodable escape may still be read by someone's decoder.
+		return containsFold(strings.ReplaceAll(s, "%", ""), PlaceholderPrefix)
+	}
+	return false
+}
+
+// containsFold is a case-insensitive strings.Contains for an upper-case
+// ASCII needle, without allocating for the usual short query.
+func containsFold(s, upper string) bool {
+	n := len(upper)
+	for i := 0; i+n <= len(s); i++ {
+		if s[i]&^0x20 == upper[0] && strings.EqualFold(s[i:i+n], upper) {
+			return true
+		}
+	}
+	return false
+}
+
+// refusePlaceholder returns the gateway's own 400 when out's URL or headers
+// carry a placeholder, and nil when out may be sent. The errcode is not a
+// token error, so nothing is invalidated or replayed.
+func refusePlaceholder(out *http.Request) *http.Response {
+	bad := holdsPlaceholder(out.URL.RawQuery) || holdsPlaceholder(out.URL.Path) || holdsPlaceholder(out.URL.RawPath)
+	for name, vals := range out.Header {
+		for _, v := range vals {
+			bad = bad || holdsPlaceholder(v)
+		}
+		bad = bad || holdsPlaceholder(name)
+	}
+	if !bad {
+		return nil
+	}
+	return gatewayError(out, http.StatusBadRequest, 40097,
+		"caddy-wechat: the request carries the gateway's placeholder token outside access_token; it was not sent")
+}
+
+// bodyHoldsPlaceholder checks a buffered request body. WeChat never takes
+// the token in a body, so one found there is an SDK bug; refuse it rather
+// than pass it on.
+func bodyHoldsPlaceholder(data []byte) bool {
+	return len(data) >= len(PlaceholderPrefix) && bytes.Contains(data, []byte(PlaceholderPrefix))
+}
