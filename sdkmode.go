@@ -87,17 +87,27 @@ func holdsPlaceholder(s string) bool {
 	return false
 }
 
-// containsFold is a case-insensitive strings.Contains for an upper-case
-// ASCII needle, without allocating for the usual short query.
-func containsFold(s, upper string) bool {
-	n := len(upper)
-	for i := 0; i+n <= len(s); i++ {
-		if s[i]&^0x20 == upper[0] && strings.EqualFold(s[i:i+n], upper) {
+// containsFold is a case-insensitive strings.Contains for a needle whose
+// byte at foldAnchor is '_', a byte without case: IndexByte jumps from one
+// '_' to the next, so the check stays cheap on every header of every
+// request, and it never allocates.
+func containsFold(s, needle string) bool {
+	n := len(needle)
+	for off := 0; ; {
+		i := strings.IndexByte(s[off:], '_')
+		if i < 0 {
+			return false
+		}
+		start := off + i - foldAnchor
+		if start >= 0 && start+n <= len(s) && strings.EqualFold(s[start:start+n], needle) {
 			return true
 		}
+		off += i + 1
 	}
-	return false
 }
+
+// foldAnchor is the index of a '_' in PlaceholderPrefix ("CADDY_WECHAT_").
+const foldAnchor = 12
 
 // refusePlaceholder returns the gateway's own 400 when out's URL or headers
 // carry a placeholder, and nil when out may be sent. The errcode is not a

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -18,12 +19,14 @@ func TestHoldsPlaceholder(t *testing.T) {
 		p, "access_token=" + p, "x=" + strings.ToLower(p), "a=1&b=" + p + "&c",
 		"x=%43ADDY_WECHAT_PLACEHOLDER_1", "x=CADDY%5FWECHAT%5FPLACEHOLDER%5F1",
 		"x=CADDY_WECHAT_PLACEHOLDER_%zz", "x=caddy_wechat_placeholder_+",
+		"a_b__c=_____CaDdY_wEcHaT_pLaCeHoLdEr_", PlaceholderPrefix, "_" + PlaceholderPrefix,
 	} {
 		if !holdsPlaceholder(s) {
 			t.Errorf("holdsPlaceholder(%q) = false", s)
 		}
 	}
-	for _, s := range []string{"", "access_token=abc", "CADDY_WECHAT_PLACEHOLDE", "%zz", "CADDY_WECHAT_%2BPLACEHOLDER_"} {
+	for _, s := range []string{"", "_", "access_token=abc", "CADDY_WECHAT_PLACEHOLDE", "ADDY_WECHAT_PLACEHOLDER_", "%zz",
+		"CADDY_WECHAT_%2BPLACEHOLDER_", "CADDY-WECHAT-PLACEHOLDER-", "zh_CN&lang=zh_CN"} {
 		if holdsPlaceholder(s) {
 			t.Errorf("holdsPlaceholder(%q) = true", s)
 		}
@@ -137,5 +140,21 @@ func TestSDKTokenEndpointsOff(t *testing.T) {
 	var back map[string]any
 	if err := json.Unmarshal(get(t, "http://"+fmt.Sprintf("127.0.0.1:%d", admin)+"/config/").Body, &back); err != nil || !strings.Contains(fmt.Sprint(back), "sdk_token_endpoints:false") {
 		t.Errorf("config round trip lost the option: %v", err)
+	}
+}
+
+// BenchmarkRefusePlaceholder: the last check runs on every request.
+func BenchmarkRefusePlaceholder(b *testing.B) {
+	u, _ := url.Parse("http://api.weixin.qq.com/cgi-bin/user/info?openid=oABCDEFGHIJKLMNOPQRSTUVWXYZ012&lang=zh_CN&access_token=ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+	req := &http.Request{URL: u, Header: http.Header{
+		"User-Agent": {"Go-http-client/1.1"}, "Accept-Encoding": {"gzip"}, "X-Forwarded-For": {"127.0.0.1"},
+		"X-Forwarded-Proto": {"http"}, "X-Forwarded-Host": {"127.0.0.1:8080"}, "Content-Type": {"application/json; charset=utf-8"},
+		"Accept": {"*/*"}, "Via": {"1.1 Caddy"},
+	}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if refusePlaceholder(req) != nil {
+			b.Fatal("refused")
+		}
 	}
 }
