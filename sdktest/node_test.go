@@ -59,3 +59,19 @@ func TestWechatAPI(t *testing.T) {
 	}
 	g.checkReplay(t, f)
 }
+
+// TestLockfileHasNoAddresses: package-lock.json pins versions and hashes
+// only, so installs use whatever registry the machine is configured for.
+func TestLockfileHasNoAddresses(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("node", "package-lock.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := string(b); strings.Contains(s, `"resolved"`) || strings.Contains(s, "://") {
+		t.Error("package-lock.json records download addresses; keep omit-lockfile-registry-resolved=true in node/.npmrc and run npm install again")
+	}
+	if !strings.Contains(string(b), `"node_modules/wechat-api": {
+      "version": "1.35.1"`) {
+		t.Error("package-lock.json does not pin wechat-api 1.35.1")
+	}
+}
