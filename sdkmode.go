@@ -92,18 +92,41 @@ func holdsPlaceholder(s string) bool {
 // '_' to the next, so the check stays cheap on every header of every
 // request, and it never allocates.
 func containsFold(s, needle string) bool {
-	n := len(needle)
 	for off := 0; ; {
 		i := strings.IndexByte(s[off:], '_')
 		if i < 0 {
 			return false
 		}
-		start := off + i - foldAnchor
-		if start >= 0 && start+n <= len(s) && strings.EqualFold(s[start:start+n], needle) {
+		if start := off + i - foldAnchor; start >= 0 && start+len(needle) <= len(s) && equalFoldUpper(s[start:start+len(needle)], needle) {
 			return true
 		}
 		off += i + 1
 	}
+}
+
+// containsFoldBytes is containsFold for a body, without copying it.
+func containsFoldBytes(b []byte, needle string) bool {
+	for off := 0; ; {
+		i := bytes.IndexByte(b[off:], '_')
+		if i < 0 {
+			return false
+		}
+		if start := off + i - foldAnchor; start >= 0 && start+len(needle) <= len(b) && equalFoldUpperBytes(b[start:start+len(needle)], needle) {
+			return true
+		}
+		off += i + 1
+	}
+}
+
+// equalFoldUpper compares s with an upper-case ASCII needle; only letters
+// fold, so no other byte can stand in for '_'.
+func equalFoldUpper(s, upper string) bool {
+	for i := 0; i < len(upper); i++ {
+		if c, u := s[i], upper[i]; c != u && !('A' <= u && u <= 'Z' && c == u+('a'-'A')) {
+			return false
+		}
+	}
+	return true
 }
 
 // foldAnchor is the index of a '_' in PlaceholderPrefix ("CADDY_WECHAT_").
@@ -127,9 +150,18 @@ func refusePlaceholder(out *http.Request) *http.Response {
 		"caddy-wechat: the request carries the gateway's placeholder token outside access_token; it was not sent")
 }
 
-// bodyHoldsPlaceholder checks a buffered request body. WeChat never takes
-// the token in a body, so one found there is an SDK bug; refuse it rather
-// than pass it on.
+// bodyHoldsPlaceholder checks a buffered request body, in any letter case.
+// WeChat never takes the token in a body, so one found there is an SDK
+// bug; refuse it rather than pass it on.
 func bodyHoldsPlaceholder(data []byte) bool {
-	return len(data) >= len(PlaceholderPrefix) && bytes.Contains(data, []byte(PlaceholderPrefix))
+	return len(data) >= len(PlaceholderPrefix) && containsFoldBytes(data, PlaceholderPrefix)
+}
+
+func equalFoldUpperBytes(b []byte, upper string) bool {
+	for i := 0; i < len(upper); i++ {
+		if c, u := b[i], upper[i]; c != u && !('A' <= u && u <= 'Z' && c == u+('a'-'A')) {
+			return false
+		}
+	}
+	return true
 }

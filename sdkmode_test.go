@@ -31,6 +31,16 @@ func TestHoldsPlaceholder(t *testing.T) {
 			t.Errorf("holdsPlaceholder(%q) = true", s)
 		}
 	}
+	for _, b := range []string{p, "x" + strings.ToLower(p), `{"t":"cAdDy_WeChAt_PlAcEhOlDeR_"}`} {
+		if !bodyHoldsPlaceholder([]byte(b)) {
+			t.Errorf("bodyHoldsPlaceholder(%q) = false", b)
+		}
+	}
+	for _, b := range []string{"", "CADDY_WECHAT_PLACEHOLDER", "CADDY_WECHAT\x7fPLACEHOLDER_", "\x00CADDY-WECHAT_PLACEHOLDER_"} {
+		if bodyHoldsPlaceholder([]byte(b)) {
+			t.Errorf("bodyHoldsPlaceholder(%q) = true", b)
+		}
+	}
 	if !strings.HasPrefix(p, PlaceholderPrefix) || len(p) != len(PlaceholderPrefix)+32 {
 		t.Errorf("placeholder %q", p)
 	}
