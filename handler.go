@@ -29,6 +29,10 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 	r := classifyRequest(req.URL.Path, req.URL.RawQuery)
 	switch r {
 	case routeBlocked:
+		if t.sdkTokens() {
+			t.metrics.request("placeholder")
+			return placeholderToken(req), nil
+		}
 		t.metrics.request("blocked")
 		return gatewayError(req, http.StatusForbidden, 40002,
 			"caddy-wechat: the token endpoints are the gateway's own; call the API you need without a token"), nil
@@ -43,6 +47,10 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 	body, replayable, err := t.readBody(req)
 	if err != nil {
 		return nil, err
+	}
+	if bodyHoldsPlaceholder(body.data) {
+		t.metrics.request("blocked")
+		return gatewayError(req, http.StatusBadRequest, 40097, "caddy-wechat: the request body carries the gateway's placeholder token; it was not sent"), nil
 	}
 	tok, err := t.acct.Token(req.Context())
 	if err != nil {
@@ -130,6 +138,9 @@ func (t *Transport) send(req *http.Request, body io.ReadCloser, length int64, ra
 	out.ContentLength = length
 	if length == 0 {
 		out.Body = http.NoBody
+	}
+	if refused := refusePlaceholder(out); refused != nil {
+		return refused, nil // never let a placeholder reach WeChat
 	}
 	resp, err := t.HTTPTransport.RoundTrip(out)
 	if err != nil {

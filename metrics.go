@@ -64,7 +64,7 @@ type metrics struct {
 	retries   map[string]prometheus.Counter
 }
 
-var requestResults = []string{"ok", "wechat_error", "token_error", "token_unavailable", "upstream_5xx", "blocked", "error"}
+var requestResults = []string{"ok", "wechat_error", "token_error", "token_unavailable", "upstream_5xx", "blocked", "placeholder", "error"}
 var retryOutcomes = []string{"ok", "failed", "no_fresh_token", "not_replayable", "error"}
 
 // newMetrics registers the collectors in this config's registry and

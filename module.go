@@ -99,6 +99,11 @@ type Transport struct {
 	// headers on to WeChat. Off by default: they are the caller's.
 	KeepCallerAuth bool `json:"keep_caller_auth,omitempty"`
 
+	// Whether /cgi-bin/token, /cgi-bin/stable_token and /cgi-bin/gettoken
+	// answer with a placeholder token, so that an unmodified SDK works
+	// (default true). false answers 403 (errcode 40002) instead.
+	SDKTokenEndpoints *bool `json:"sdk_token_endpoints,omitempty"`
+
 	secret  string
 	bases   []*url.URL
 	acct    *account

@@ -12,6 +12,13 @@ unformatted=$(gofmt -l .)
 if [ -n "$unformatted" ]; then echo "gofmt needed: $unformatted"; exit 1; fi
 go vet ./...
 go test -race -count=1 -timeout 30m ./...
+# Real SDKs, unmodified, through a real Caddy (sdktest/ is a module of its
+# own, so the SDKs never become the gateway's dependencies). The Node SDK
+# test skips without node and its package, except under CI.
+if command -v npm >/dev/null 2>&1 && [ ! -d sdktest/node/node_modules ]; then
+  (cd sdktest/node && npm ci --no-audit --no-fund) || echo "npm ci failed: the wechat-api test will skip"
+fi
+(cd sdktest && go vet ./... && go test -count=1 -timeout 10m ./...)
 # Each fuzz target briefly (Go fuzzes one target per command). The limit is
 # a count, not a duration: go1.26's fuzz coordinator can fail a run that
 # ends on a wall-clock -fuzztime with a spurious "context deadline
