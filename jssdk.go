@@ -85,6 +85,8 @@ func (h *JSSDK) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Ha
 		return jsonError(w, http.StatusMethodNotAllowed, 40002, "method not allowed")
 	}
 	a := h.Account.acct
+	a.enter()
+	defer a.leave()
 	if h.RawToken {
 		e, err := a.Token(r.Context())
 		if err != nil {

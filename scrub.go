@@ -23,6 +23,8 @@ const minNeedle = 8
 // the scrub, so that no answer reaching the client (or reverse_proxy's
 // logs) carries the secret or a token the account has held.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	t.acct.enter()
+	defer t.acct.leave()
 	resp, err := t.roundTrip(req)
 	if err != nil || resp == nil {
 		return resp, err

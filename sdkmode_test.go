@@ -102,7 +102,6 @@ func TestSDKTokenEndpoints(t *testing.T) {
 		get(t, g.URL+"/cgi-bin/user/info?openid=o1&component_access_token="+placeholder),
 		get(t, g.URL+"/cgi-bin/user/info?openid=o1&x=%43ADDY_WECHAT_PLACEHOLDER_x"),
 		get(t, g.URL+"/cgi-bin/"+placeholder+"/info"),
-		do(t, http.MethodGet, g.URL+"/cgi-bin/user/info", nil, "Authorization", "Bearer "+placeholder),
 		do(t, http.MethodPost, g.URL+"/cgi-bin/message/custom/send",
 			[]byte(`{"touser":"o1","access_token":"`+placeholder+`"}`), "Content-Type", "application/json"),
 	}
@@ -113,6 +112,23 @@ func TestSDKTokenEndpoints(t *testing.T) {
 	}
 	if got := seen.since(before); len(got) != 0 {
 		t.Errorf("a placeholder reached the upstream: %v", got)
+	}
+
+	// In the caller's Authorization header it needs no refusal: the
+	// gateway strips that header (keep_caller_auth is off), so the call
+	// goes out with the gateway's token and without the placeholder.
+	before = len(seen.all())
+	r = do(t, http.MethodGet, g.URL+"/cgi-bin/user/info?openid=o1", nil, "Authorization", "Bearer "+placeholder)
+	if r.Status != 200 || r.errcode() != 0 {
+		t.Errorf("call with the placeholder in Authorization: %d %s", r.Status, r.Body)
+	}
+	for _, s := range seen.since(before) {
+		if holdsPlaceholder(s.URI) || !strings.Contains(s.RawQuery, "access_token="+f.CurrentStable()) {
+			t.Errorf("upstream saw %q", s.URI)
+		}
+	}
+	if h := f.Headers(); h.Authorization != 0 {
+		t.Errorf("Authorization reached the upstream %d times", h.Authorization)
 	}
 }
 

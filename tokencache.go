@@ -56,6 +56,14 @@ type account struct {
 	cur       *binding
 	warnedUp  bool   // a request went to a host that is not a token endpoint (logged once)
 	warnedDay string // the day the quota warning was logged
+
+	// Requests using the account right now, and whether the pool has let
+	// go of it. Caddy cleans up an old config while its last requests are
+	// still running, so a reload that changes the account key must not
+	// close the account under them: it closes when the last one leaves.
+	inflight  atomic.Int64
+	closing   atomic.Bool
+	closeOnce sync.Once
 }
 
 // binding is what one provisioned config lends the account: its token
@@ -217,21 +225,45 @@ func (a *account) warm() {
 	a.tokens.Warm(ctx)
 }
 
+// enter and leave bracket one request's use of the account.
+func (a *account) enter() { a.inflight.Add(1) }
+func (a *account) leave() {
+	if a.inflight.Add(-1) == 0 && a.closing.Load() {
+		a.close()
+	}
+}
+
 // Destruct is called by the usage pool when the last config using this
-// account is unloaded. Close cancels fetches in flight, so it returns at
-// once even if a fetch hangs.
+// account is unloaded. It never waits: with no request inside, the account
+// closes now (Close cancels fetches in flight, so a hung fetch does not
+// hold up a stop); otherwise the last request out closes it, and a timer
+// bounded by the longest load closes it regardless.
 func (a *account) Destruct() error {
-	a.mu.Lock()
-	tickets := a.tickets
-	a.mu.Unlock()
-	for _, c := range tickets {
-		c.Close()
+	a.closing.Store(true)
+	if a.inflight.Load() == 0 {
+		a.close()
+		return nil
 	}
-	a.tokens.Close()
-	if a.shared != nil {
-		return a.shared.Close()
-	}
+	time.AfterFunc(2*a.tokens.FetchTimeout()+3*time.Second, a.close)
 	return nil
+}
+
+// close releases the account's caches and store connections, once.
+func (a *account) close() {
+	a.closeOnce.Do(func() {
+		a.mu.Lock()
+		tickets := a.tickets
+		a.mu.Unlock()
+		for _, c := range tickets {
+			c.Close()
+		}
+		a.tokens.Close()
+		if a.shared != nil {
+			if err := a.shared.Close(); err != nil {
+				a.log().Debug("closing the store", zap.Error(err))
+			}
+		}
+	})
 }
 
 var ridPattern = regexp.MustCompile(`\s*rid:\s*[0-9A-Za-z-]+`)
