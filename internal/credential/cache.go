@@ -90,6 +90,8 @@ type Cache struct {
 	lastErr   error
 	lastErrAt time.Time
 	lastForce time.Time
+	vouched   string    // a rejected token the endpoint handed back …
+	vouchedAt time.Time // … at this time
 	day       string
 	fetches   int64 // today's, the cluster's when counted through the store
 	forced    int64
@@ -240,6 +242,12 @@ func (c *Cache) Rejected(ctx context.Context, t *Token) (fresh *Token, replay bo
 	if c.cfg.MinAge > 0 && now.Sub(cur.FetchedAt) < c.cfg.MinAge {
 		return cur, false, nil
 	}
+	c.mu.Lock()
+	vouched := c.vouched == cur.Value && now.Sub(c.vouchedAt) < c.cfg.ProbeTTL
+	c.mu.Unlock()
+	if vouched {
+		return cur, false, nil // the endpoint vouched for it a moment ago
+	}
 	valid, known := c.probe(ctx, cur)
 	if valid || !known {
 		return cur, false, nil // WeChat's answer was not about our token
@@ -385,6 +393,9 @@ func (c *Cache) fetch(ctx context.Context, bad string) (*Token, error) {
 		c.log().Warn("wechat: force_refresh failed; keeping the token the endpoint vouches for",
 			zap.String("appid", c.cfg.AppID), zap.String("error", ferr.Error()))
 	}
+	c.mu.Lock()
+	c.vouched, c.vouchedAt = bad, c.cfg.Now()
+	c.mu.Unlock()
 	c.log().Info("wechat: the token endpoint returned the token a request had rejected; keeping it",
 		zap.String("appid", c.cfg.AppID), zap.String("credential", c.cfg.Name))
 	return t, nil

@@ -488,3 +488,18 @@ func TestBreakerSingleProbe(t *testing.T) {
 		t.Fatalf("%d store errors", obs.storeErrors.Load())
 	}
 }
+
+// Without a minimum age, a token the endpoint vouched for is not given up
+// on again by every following rejection: one fetch, not one per call.
+func TestVouchedTokenNotRefetchedPerCall(t *testing.T) {
+	e := newEnv(t, credential.APIStable, false, func(c *credential.Config) { c.MinAge = -1 })
+	tok, _ := e.cache.Token(context.Background())
+	e.fake.Break(tok.Value)
+	for range 50 {
+		e.clock.Advance(200 * time.Millisecond)
+		e.call(t, false)
+	}
+	if f := e.fake.Fetches.Load(); f != 2 {
+		t.Fatalf("50 rejections of a vouched token in 10 s: %d fetches; want 2", f)
+	}
+}
