@@ -503,3 +503,44 @@ func TestVouchedTokenNotRefetchedPerCall(t *testing.T) {
 		t.Fatalf("50 rejections of a vouched token in 10 s: %d fetches; want 2", f)
 	}
 }
+
+// The once-a-minute peek adopts a peer's newer token, never an older one,
+// and writes the instance's own token back into an emptied store.
+func TestPeekAdoptsPeerToken(t *testing.T) {
+	clock := storetest.NewClock()
+	fake := storetest.NewFake(clock, credential.APIStable)
+	store := memstore.New()
+	seal, _ := credential.NewSealer(testSecret, "wxunit")
+	sh := credential.NewShared(store.Open(), seal, credential.SharedOptions{Now: clock.Now})
+	c := credential.New(credential.Config{Source: fake, Shared: sh, Now: clock.Now})
+	defer c.Close()
+	ctx := context.Background()
+	mine, _ := c.Token(ctx)
+	clock.Advance(time.Minute)
+	older := credential.NewToken("OLDER", 7200, mine.FetchedAt.Add(-time.Second), "fetch")
+	if err := store.Open().Delete(ctx, sh.Key("access_token")); err != nil {
+		t.Fatal(err)
+	}
+	sh.Store(ctx, "access_token", older)
+	c.Tick()
+	if c.Current().Value != mine.Value {
+		t.Fatal("peek adopted an older token")
+	}
+	newer := credential.NewToken("NEWER", 7200, clock.Now(), "fetch")
+	if err := store.Open().Delete(ctx, sh.Key("access_token")); err != nil {
+		t.Fatal(err)
+	}
+	sh.Store(ctx, "access_token", newer)
+	c.Tick()
+	if c.Current().Value != "NEWER" {
+		t.Fatal("peek did not adopt a peer's newer token")
+	}
+	_ = store.Open().Delete(ctx, sh.Key("access_token"))
+	c.Tick()
+	if got := sh.Load(ctx, "access_token"); got == nil || got.Value != "NEWER" {
+		t.Fatal("peek did not write the token back into an emptied store")
+	}
+	if fake.Fetches.Load() != 1 {
+		t.Fatalf("%d fetches", fake.Fetches.Load())
+	}
+}
