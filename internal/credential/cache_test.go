@@ -544,3 +544,82 @@ func TestPeekAdoptsPeerToken(t *testing.T) {
 		t.Fatalf("%d fetches", fake.Fetches.Load())
 	}
 }
+
+// force_refresh keeps WeChat's limits: 30 s apart and 20 a day, however
+// much evidence there is.
+func TestForceRefreshLimits(t *testing.T) {
+	e := newEnv(t, credential.APIStable, false, func(c *credential.Config) { c.Ceiling = -1 })
+	// Start just after midnight in Beijing, so the run stays in one day.
+	bj := e.clock.Now().In(time.FixedZone("UTC+8", 8*3600))
+	midnight := time.Date(bj.Year(), bj.Month(), bj.Day()+1, 0, 1, 0, 0, bj.Location())
+	e.clock.Advance(midnight.Sub(bj))
+	ctx := context.Background()
+	for range 200 {
+		tok, err := e.cache.Token(ctx)
+		if err != nil {
+			e.clock.Advance(time.Minute)
+			continue
+		}
+		e.fake.Break(tok.Value)
+		e.clock.Advance(61 * time.Second)
+		e.call(t, false)
+	}
+	if f := e.fake.Forced.Load(); f != 20 {
+		t.Fatalf("%d force_refresh in a day of evidence; want the 20 allowed", f)
+	}
+	if st := e.cache.Status(); st.Forced > 20 {
+		t.Fatalf("status counts %d force_refresh", st.Forced)
+	}
+}
+
+// A simulated day on a fake clock: refresh-ahead renews every token
+// before any request needs it, alone and in a 3-instance cluster where
+// one instance renews and the others adopt its token.
+func TestRefreshAheadDay(t *testing.T) {
+	for _, n := range []int{1, 3} {
+		for _, api := range []string{credential.APIStable, credential.APIClassic} {
+			clock := storetest.NewClock()
+			fake := storetest.NewFake(clock, api)
+			store := memstore.New()
+			store.Now = clock.Now
+			window := credential.StableWindow
+			if api == credential.APIClassic {
+				window = credential.ClassicWindow
+			}
+			var caches []*credential.Cache
+			for range n {
+				cfg := credential.Config{Source: fake, Now: clock.Now, Window: window}
+				if n > 1 {
+					seal, _ := credential.NewSealer(testSecret, "wxday")
+					cfg.Shared = credential.NewShared(store.Open(), seal, credential.SharedOptions{Now: clock.Now})
+				}
+				c := credential.New(cfg)
+				defer c.Close()
+				caches = append(caches, c)
+			}
+			ctx := context.Background()
+			for _, c := range caches {
+				if _, err := c.Token(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waited := 0
+			for range 24 * 60 {
+				clock.Advance(time.Minute)
+				for _, c := range caches {
+					c.Tick() // what the scheduler does when due, and the minute peek
+					if !c.Current().UseBy().After(clock.Now()) {
+						waited++
+					}
+					if _, err := c.Token(ctx); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			f := fake.Fetches.Load()
+			if waited != 0 || f < 11 || f > 16 {
+				t.Errorf("%s × %d: %d requests waited, %d fetches in 24 h; want 0 and about 13", api, n, waited, f)
+			}
+		}
+	}
+}
