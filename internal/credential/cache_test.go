@@ -623,3 +623,23 @@ func TestRefreshAheadDay(t *testing.T) {
 		}
 	}
 }
+
+// publish never replaces a token with an older one, whoever hands it in.
+func TestPublishNewerWins(t *testing.T) {
+	clock := storetest.NewClock()
+	store := memstore.New()
+	seal, _ := credential.NewSealer(testSecret, "wxunit")
+	sh := credential.NewShared(store.Open(), seal, credential.SharedOptions{Now: clock.Now})
+	c := credential.New(credential.Config{Source: storetest.NewFake(clock, credential.APIStable), Shared: sh, Now: clock.Now})
+	defer c.Close()
+	ctx := context.Background()
+	mine, _ := c.Token(ctx)
+	if err := store.Open().Delete(ctx, sh.Key("access_token")); err != nil {
+		t.Fatal(err)
+	}
+	sh.Store(ctx, "access_token", credential.NewToken("OLDER", 7200, mine.FetchedAt.Add(-time.Minute), "fetch"))
+	c.Warm(ctx)
+	if c.Current().Value != mine.Value {
+		t.Fatal("publish replaced a token with an older one")
+	}
+}
