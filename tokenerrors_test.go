@@ -1,6 +1,7 @@
 package wechat
 
 import (
+	"strings"
 	"time"
 
 	"testing"
@@ -72,5 +73,30 @@ func TestGlitchThenRecovery(t *testing.T) {
 				t.Errorf("the glitch cost %d fetches (%d forced); want ≤ %d and 0", n, f.Fetches("stable_force"), c.maxFetches)
 			}
 		})
+	}
+}
+
+// The daily fetch ceiling: past it the client gets a clear error, and the
+// status view and the metrics say so.
+func TestFetchCeilingThroughCaddy(t *testing.T) {
+	f, g := setup(t, "token_api classic\n\t\tfetch_ceiling 2")
+	var last result
+	for range 4 {
+		last = get(t, g.URL+"/cgi-bin/user/info")
+		f.RevokeAll()
+	}
+	if n := f.Fetches("classic"); n != 2 {
+		t.Errorf("%d fetches with a ceiling of 2", n)
+	}
+	if last.Status != 503 || !strings.Contains(string(last.Body), "ceiling") {
+		t.Errorf("past the ceiling: %d %s", last.Status, last.Body)
+	}
+	st := get(t, "http://"+g.Admin+"/wechat/status")
+	if !strings.Contains(string(st.Body), `"ceiling_reached":true`) {
+		t.Errorf("status view: %s", st.Body)
+	}
+	m := get(t, "http://"+g.Admin+"/metrics")
+	if !strings.Contains(string(m.Body), "caddy_wechat_fetch_ceiling_reached{") || !strings.Contains(string(m.Body), "caddy_wechat_fetch_ceiling_refusals_total{") {
+		t.Error("/metrics lacks the ceiling series")
 	}
 }
