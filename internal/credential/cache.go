@@ -152,7 +152,7 @@ func New(cfg Config) *Cache {
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
 	}
-	c := &Cache{cfg: cfg, verdicts: map[string]verdict{}, badProbes: map[string]probeRecord{}, aux: map[string][]byte{}}
+	c := &Cache{cfg: cfg} // maps are made on first use: thousands of caches stay small
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.src.Store(&sourceBox{cfg.Source})
 	c.logger.Store(cfg.Logger)
@@ -291,6 +291,9 @@ func (c *Cache) probe(ctx context.Context, t *Token) (valid, known bool) {
 				delete(c.verdicts, k)
 			}
 		}
+		if c.verdicts == nil {
+			c.verdicts = map[string]verdict{}
+		}
 		c.verdicts[t.Value] = verdict{valid: valid, until: now.Add(c.cfg.ProbeTTL)}
 		if !valid {
 			r := c.badProbes[t.Value]
@@ -300,6 +303,9 @@ func (c *Cache) probe(ctx context.Context, t *Token) (valid, known bool) {
 			}
 			r.n++
 			r.last = now
+			if c.badProbes == nil {
+				c.badProbes = map[string]probeRecord{}
+			}
 			c.badProbes[t.Value] = r
 		}
 		c.mu.Unlock()
@@ -683,6 +689,9 @@ func (a auxView) Get(ctx context.Context, name string) ([]byte, error) {
 
 func (a auxView) Put(ctx context.Context, name string, v []byte) error {
 	a.c.mu.Lock()
+	if a.c.aux == nil {
+		a.c.aux = map[string][]byte{}
+	}
 	a.c.aux[name] = append([]byte(nil), v...)
 	a.c.mu.Unlock()
 	if a.c.cfg.Shared != nil {
