@@ -442,7 +442,8 @@ func TestBreakerSingleProbe(t *testing.T) {
 	clock := storetest.NewClock()
 	seal, _ := credential.NewSealer(testSecret, "wxunit")
 	obs := &countObs{}
-	sh := credential.NewShared(memstore.New().Open(), seal, credential.SharedOptions{Now: clock.Now, Observer: obs})
+	core, logs := observer.New(zap.InfoLevel)
+	sh := credential.NewShared(memstore.New().Open(), seal, credential.SharedOptions{Now: clock.Now, Observer: obs, Logger: zap.New(core)})
 	ctx := context.Background()
 	boom := errors.New("boom")
 	if err := sh.Do(ctx, "get", func(context.Context) error { return boom }); err == nil || !sh.BreakerOpen() {
@@ -486,6 +487,14 @@ func TestBreakerSingleProbe(t *testing.T) {
 	}
 	if obs.storeErrors.Load() != 1 {
 		t.Fatalf("%d store errors", obs.storeErrors.Load())
+	}
+	// One warning per opening, however many failures keep it open.
+	clock.Advance(6 * time.Second)
+	_ = sh.Do(ctx, "get", func(context.Context) error { return boom })
+	clock.Advance(6 * time.Second)
+	_ = sh.Do(ctx, "get", func(context.Context) error { return boom }) // the probe fails: still the same opening
+	if n := logs.FilterMessageSnippet("credential store failed").Len(); n != 2 {
+		t.Fatalf("%d warnings for two openings; want 2", n)
 	}
 }
 
