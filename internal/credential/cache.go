@@ -90,6 +90,8 @@ type Cache struct {
 	lastErr   error
 	lastErrAt time.Time
 	lastForce time.Time
+	vouched   string    // a rejected token the endpoint handed back …
+	vouchedAt time.Time // … at this time
 	day       string
 	fetches   int64 // today's, the cluster's when counted through the store
 	forced    int64
@@ -150,7 +152,7 @@ func New(cfg Config) *Cache {
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
 	}
-	c := &Cache{cfg: cfg, verdicts: map[string]verdict{}, badProbes: map[string]probeRecord{}, aux: map[string][]byte{}}
+	c := &Cache{cfg: cfg} // maps are made on first use: thousands of caches stay small
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.src.Store(&sourceBox{cfg.Source})
 	c.logger.Store(cfg.Logger)
@@ -240,6 +242,12 @@ func (c *Cache) Rejected(ctx context.Context, t *Token) (fresh *Token, replay bo
 	if c.cfg.MinAge > 0 && now.Sub(cur.FetchedAt) < c.cfg.MinAge {
 		return cur, false, nil
 	}
+	c.mu.Lock()
+	vouched := c.vouched == cur.Value && now.Sub(c.vouchedAt) < c.cfg.ProbeTTL
+	c.mu.Unlock()
+	if vouched {
+		return cur, false, nil // the endpoint vouched for it a moment ago
+	}
 	valid, known := c.probe(ctx, cur)
 	if valid || !known {
 		return cur, false, nil // WeChat's answer was not about our token
@@ -283,6 +291,9 @@ func (c *Cache) probe(ctx context.Context, t *Token) (valid, known bool) {
 				delete(c.verdicts, k)
 			}
 		}
+		if c.verdicts == nil {
+			c.verdicts = map[string]verdict{}
+		}
 		c.verdicts[t.Value] = verdict{valid: valid, until: now.Add(c.cfg.ProbeTTL)}
 		if !valid {
 			r := c.badProbes[t.Value]
@@ -292,6 +303,9 @@ func (c *Cache) probe(ctx context.Context, t *Token) (valid, known bool) {
 			}
 			r.n++
 			r.last = now
+			if c.badProbes == nil {
+				c.badProbes = map[string]probeRecord{}
+			}
 			c.badProbes[t.Value] = r
 		}
 		c.mu.Unlock()
@@ -385,6 +399,9 @@ func (c *Cache) fetch(ctx context.Context, bad string) (*Token, error) {
 		c.log().Warn("wechat: force_refresh failed; keeping the token the endpoint vouches for",
 			zap.String("appid", c.cfg.AppID), zap.String("error", ferr.Error()))
 	}
+	c.mu.Lock()
+	c.vouched, c.vouchedAt = bad, c.cfg.Now()
+	c.mu.Unlock()
 	c.log().Info("wechat: the token endpoint returned the token a request had rejected; keeping it",
 		zap.String("appid", c.cfg.AppID), zap.String("credential", c.cfg.Name))
 	return t, nil
@@ -672,6 +689,9 @@ func (a auxView) Get(ctx context.Context, name string) ([]byte, error) {
 
 func (a auxView) Put(ctx context.Context, name string, v []byte) error {
 	a.c.mu.Lock()
+	if a.c.aux == nil {
+		a.c.aux = map[string][]byte{}
+	}
 	a.c.aux[name] = append([]byte(nil), v...)
 	a.c.mu.Unlock()
 	if a.c.cfg.Shared != nil {
