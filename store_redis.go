@@ -1,6 +1,7 @@
 package wechat
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"strconv"
@@ -27,6 +28,7 @@ func init() {
 //	    db       0
 //	    prefix   wechat:
 //	    timeout  100ms
+//	    tls
 //	}
 type RedisStore struct {
 	// host:port. Default 127.0.0.1:6379.
@@ -39,6 +41,9 @@ type RedisStore struct {
 	DB       int    `json:"db,omitempty"`
 	// Prefix of every key. Default "wechat:".
 	Prefix string `json:"prefix,omitempty"`
+	// Connect with TLS (managed Redis services), verifying the
+	// server's certificate against the system roots.
+	TLS bool `json:"tls,omitempty"`
 	// Dial, read and write timeout of the client. Default 1s; the
 	// engine's own deadline per call may be shorter.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
@@ -80,7 +85,11 @@ func (s *RedisStore) Validate() error {
 
 // StoreID names the server, database and prefix: never the password.
 func (s *RedisStore) StoreID() string {
-	return "redis:" + s.username + "@" + s.address + "/" + strconv.Itoa(s.DB) + "/" + s.prefix
+	scheme := "redis:"
+	if s.TLS {
+		scheme = "rediss:"
+	}
+	return scheme + s.username + "@" + s.address + "/" + strconv.Itoa(s.DB) + "/" + s.prefix
 }
 
 // OpenBackend opens a client; it connects on first use.
@@ -89,10 +98,15 @@ func (s *RedisStore) OpenBackend() (credential.Backend, error) {
 	if timeout <= 0 {
 		timeout = time.Second
 	}
-	return credential.NewRedis(&redis.Options{
+	opts := &redis.Options{
 		Addr: s.address, Username: s.username, Password: s.password, DB: s.DB,
 		DialTimeout: timeout, ReadTimeout: timeout, WriteTimeout: timeout,
-	}, s.prefix), nil
+	}
+	if s.TLS {
+		host, _, _ := net.SplitHostPort(s.address)
+		opts.TLSConfig = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+	}
+	return credential.NewRedis(opts, s.prefix), nil
 }
 
 // UnmarshalCaddyfile reads the block after `store redis`; the dispenser
@@ -126,6 +140,11 @@ func (s *RedisStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "timeout":
 			err = parseDuration(d, d.RemainingArgs(), &s.Timeout)
+		case "tls":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			s.TLS = true
 		default:
 			err = d.Errf("unknown redis store option %q", name)
 		}

@@ -90,6 +90,7 @@ func TestStoreCaddyfileErrors(t *testing.T) {
 		"store redis {\n bogus 1\n}",
 		"store redis {\n db -1\n}",
 		"store redis a:1 b:2",
+		"store redis {\n tls yes\n}",
 		"store sql {\n dsn x\n}",
 		"store sql {\n driver oracle\n}",
 		"store storage {\n storage\n}",
@@ -128,6 +129,15 @@ func TestRedisStoreModule(t *testing.T) {
 
 	sp = provisionStore(t, parseStore(t, "store redis "+srv.Addr))
 	roundTrip(t, openStore(t, sp), openStore(t, sp))
+
+	// TLS to a plain server fails the handshake: an error, not a hang.
+	sp = provisionStore(t, parseStore(t, "store redis "+srv.Addr+" {\n tls\n}"))
+	if !strings.HasPrefix(sp.StoreID(), "rediss:") {
+		t.Fatalf("StoreID %q does not say TLS", sp.StoreID())
+	}
+	if _, _, err := openStore(t, sp).Get(storeCtx(t), "probe"); err == nil {
+		t.Fatal("TLS to a plain-text server: no error")
+	}
 }
 
 func TestSQLStoreModule(t *testing.T) {
