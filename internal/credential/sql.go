@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
@@ -38,7 +39,7 @@ type SQL struct {
 
 type sqlQueries struct {
 	get, add, cas, deleteIf, del, incr string
-	incrReturns                        bool // incr has RETURNING; else LAST_INSERT_ID
+	postgres                           bool // $n placeholders, each once; incr has RETURNING
 }
 
 // OpenSQL opens driver "mysql" (MySQL, MariaDB) or "postgres" at dsn.
@@ -171,7 +172,7 @@ ON CONFLICT (k) DO UPDATE SET
   expires_at = CASE WHEN {t}.v IS NULL AND ` + pgLive + ` THEN {t}.expires_at ELSE EXCLUDED.expires_at END,
   v = NULL
 RETURNING ver`,
-	incrReturns: true,
+	postgres: true,
 }
 
 // ready creates the table once; a failure is retried on the next call.
@@ -221,10 +222,10 @@ func (s *SQL) Add(ctx context.Context, key string, value []byte, ttl time.Durati
 	ms := ttl.Milliseconds()
 	var res sql.Result
 	var err error
-	if s.q.incrReturns {
-		res, err = s.db.ExecContext(ctx, s.q.add, key, value, randomVersion(), ms)
+	if s.q.postgres {
+		res, err = s.exec(ctx, s.q.add, key, value, randomVersion(), ms)
 	} else {
-		res, err = s.db.ExecContext(ctx, s.q.add, key, value, randomVersion(), ms, ms)
+		res, err = s.exec(ctx, s.q.add, key, value, randomVersion(), ms, ms)
 	}
 	return affected(res, err, "add")
 }
@@ -241,7 +242,7 @@ func (s *SQL) CompareAndSwap(ctx context.Context, key string, ver Version, value
 	ms := ttl.Milliseconds()
 	var res sql.Result
 	var err error
-	if s.q.incrReturns {
+	if s.q.postgres {
 		res, err = s.db.ExecContext(ctx, s.q.cas, value, randomVersion(), ms, key, old)
 	} else {
 		res, err = s.db.ExecContext(ctx, s.q.cas, value, randomVersion(), ms, ms, key, old)
@@ -270,12 +271,15 @@ func (s *SQL) Incr(ctx context.Context, key string, ttl time.Duration) (int64, e
 		return 0, err
 	}
 	ms := ttl.Milliseconds()
-	if s.q.incrReturns {
+	if s.q.postgres {
 		var n int64
 		err := s.db.QueryRowContext(ctx, s.q.incr, key, ms).Scan(&n)
+		if deadlocked(err) {
+			err = s.db.QueryRowContext(ctx, s.q.incr, key, ms).Scan(&n)
+		}
 		return n, sqlErr("incr", err)
 	}
-	res, err := s.db.ExecContext(ctx, s.q.incr, key, ms, ms)
+	res, err := s.exec(ctx, s.q.incr, key, ms, ms)
 	if err != nil {
 		return 0, sqlErr("incr", err)
 	}
@@ -284,6 +288,26 @@ func (s *SQL) Incr(ctx context.Context, key string, ttl time.Duration) (int64, e
 }
 
 func (s *SQL) Close() error { return s.db.Close() }
+
+// exec runs a write, once more if the database chose it as a deadlock
+// victim: concurrent upserts on one key can deadlock in InnoDB, and the
+// retry is the documented answer.
+func (s *SQL) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	res, err := s.db.ExecContext(ctx, q, args...)
+	if deadlocked(err) {
+		res, err = s.db.ExecContext(ctx, q, args...)
+	}
+	return res, err
+}
+
+func deadlocked(err error) bool {
+	var my *mysql.MySQLError
+	if errors.As(err, &my) {
+		return my.Number == 1213 // ER_LOCK_DEADLOCK
+	}
+	var pg *pgconn.PgError
+	return errors.As(err, &pg) && pg.Code == "40P01" // deadlock_detected
+}
 
 func affected(res sql.Result, err error, op string) (bool, error) {
 	if err != nil {

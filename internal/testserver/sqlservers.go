@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -160,6 +161,20 @@ func cachedTemplate(t testing.TB, name, bin string, owner *user.User, init func(
 		t.Fatal(err)
 	}
 	final := filepath.Join(root, name+"-"+hex.EncodeToString(h[:6]))
+	if _, err := os.Stat(filepath.Join(final, "ready")); err == nil {
+		return filepath.Join(final, "data")
+	}
+	// One test process makes it while the others (go test runs packages
+	// in parallel) wait, instead of all of them initialising at once.
+	lock, err := os.OpenFile(final+".lock", os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
 	if _, err := os.Stat(filepath.Join(final, "ready")); err == nil {
 		return filepath.Join(final, "data")
 	}
