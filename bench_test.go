@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 )
 
@@ -157,6 +158,7 @@ func stubTransport() reverseproxy.HTTPTransport {
 func benchTransport(b *testing.B) *Transport {
 	t := &Transport{HTTPTransport: stubTransport(), secret: testSecret}
 	t.acct = warmAccount(b)
+	t.provisionRequestPath(caddy.Context{})
 	return t
 }
 
