@@ -19,3 +19,4 @@ go test -race -count=1 -timeout 30m ./...
 for target in FuzzErrcode FuzzSniff FuzzRewriteQuery FuzzCaddyfile FuzzDecodeEntry; do
   go test -run '^$' -fuzz "^${target}\$" -fuzztime "${FUZZTIME:-5000x}" .
 done
+go test -run '^$' -fuzz '^FuzzDecrypt$' -fuzztime "${FUZZTIME:-5000x}" ./internal/wxcrypto

@@ -39,6 +39,11 @@ type Options struct {
 	ClassicDailyLimit int
 	// Now is the clock; tests inject one to move time without sleeping.
 	Now func() time.Time
+	// Component makes the fake an open platform (第三方平台) too.
+	Component ComponentOptions
+	// RIDRecords is how many rid records are kept for rid/get (default
+	// DefaultRIDRecords); the oldest is evicted first.
+	RIDRecords int
 }
 
 // Server is the fake. It implements http.Handler and is safe for
@@ -46,8 +51,9 @@ type Options struct {
 type Server struct {
 	opts Options
 
-	mu     sync.Mutex
-	tokens map[string]*token // every token ever issued (until purged)
+	mu      sync.Mutex
+	tokens  map[string]*token // every token ever issued (until purged)
+	purgeAt int               // map size that triggers the next purge
 
 	classicCur string            // newest classic token
 	stableCur  string            // current stable token
@@ -55,9 +61,12 @@ type Server struct {
 	tickets    map[string]*ticket
 	refresh    map[string]string // OAuth refresh_token -> openid
 
-	quota quotas
-	ctl   controls
-	obs   observations
+	quota   quotas
+	ctl     controls
+	obs     observations
+	rids    ridStore
+	uploads mediaStore
+	open    *openPlatform // nil unless Options.Component.AppID is set
 }
 
 // New returns a fake server with o's defaults filled in.
@@ -74,29 +83,52 @@ func New(o Options) *Server {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.RIDRecords <= 0 {
+		o.RIDRecords = DefaultRIDRecords
+	}
 	secrets := make(map[string]string, len(o.CorpSecrets))
 	for k, v := range o.CorpSecrets {
 		secrets[k] = v
 	}
 	o.CorpSecrets = secrets
-	return &Server{
+	s := &Server{
 		opts:    o,
 		tokens:  make(map[string]*token),
 		workCur: make(map[string]string),
 		tickets: make(map[string]*ticket),
 		refresh: make(map[string]string),
 		obs:     newObservations(),
+		rids:    newRIDStore(o.RIDRecords),
 	}
+	s.open = newOpenPlatform(&s.opts.Component)
+	return s
 }
 
-// ServeHTTP routes token endpoints, /sns/* login endpoints and the ticket
-// endpoint; every other path is treated as an API call needing a token.
+// ServeHTTP gives every request a rid and keeps its record, then routes.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start, invoked := time.Now(), s.opts.Now()
+	s.noteHeaders(r)
 	if s.gzipOn() && strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
 		gw := newGzipWriter(w)
-		defer gw.Close()
+		defer gw.Close() // after the record: runs last
 		w = gw
 	}
+	rw := &recorder{ResponseWriter: w, rid: rid()}
+	tap := &bodyTap{ReadCloser: r.Body}
+	if r.Body == nil {
+		tap.ReadCloser = http.NoBody
+	}
+	r.Body = tap
+	// The record is stored before ServeHTTP returns, so a small answer
+	// (held in net/http's buffer until then) never reaches a client
+	// before its rid can be looked up.
+	defer s.record(rw, r, tap, start, invoked)
+	s.route(rw, r)
+}
+
+// route sends token endpoints, /sns/* login endpoints and the ticket
+// endpoint to their handlers; every other path is an API call.
+func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/cgi-bin/token":
 		s.tokenEndpoint(w, r, "classic", s.classicToken)
@@ -113,6 +145,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/sns/oauth2/refresh_token":
 		s.oauthRefresh(w, r)
 	default:
+		if s.open != nil && strings.HasPrefix(r.URL.Path, "/cgi-bin/component/") {
+			s.componentAPI(w, r)
+			return
+		}
 		s.apiCall(w, r)
 	}
 }
@@ -141,12 +177,23 @@ var errmsgs = map[int]string{
 	40164: "invalid ip " + WhitelistIP + " ipv6 ::ffff:" + WhitelistIP + ", not in whitelist",
 	40243: "AppSecret has been frozen",
 	41001: "access_token missing",
+	41018: "missing component_access_token",
 	42001: "access_token expired",
 	45009: "reach max api daily quota limit",
 	45011: "api minute-quota reach limit  mustslower  retry next minute",
 	47001: "data format error",
 	48001: "api unauthorized",
+	61003: "component is not authorized by this account",
 	61004: "access clientip is not registered",
+	61005: "component ticket is expired",
+	61006: "component ticket is invalid",
+	61009: "code is invalid",
+	61010: "code is expired",
+	61023: "refresh_token is invalid",
+	76001: "rid not found",
+	76002: "rid is error",
+	76003: "could not query this rid,no permission",
+	76022: "could not query this rid,sns api not supported",
 	89503: "this call needs admin confirmation",
 }
 
@@ -169,7 +216,7 @@ func writeErr(w http.ResponseWriter, code int, msg string) {
 	body, _ := json.Marshal(struct {
 		ErrCode int    `json:"errcode"`
 		ErrMsg  string `json:"errmsg"`
-	}{code, msg + " rid: " + rid()})
+	}{code, msg + " rid: " + ridOf(w)})
 	w.Header().Set("Content-Type", ctError)
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(body)
