@@ -180,6 +180,10 @@ func TestRedactRidAnswer(t *testing.T) {
 			"response_body": `{"errcode":40003,"errmsg":"invalid openid"}`,
 		},
 	}
+	tokenFetch := `{"request":{"request_url":"","request_body":"{}","response_body":"{\"access_token\":\"` + other + `\",\"expires_in\":7200}"}}`
+	if out := redactRidAnswer([]byte(tokenFetch)); bytes.Contains(out, []byte(other)) || !bytes.Contains(out, []byte("expires_in")) {
+		t.Errorf("token fetch's response_body: %s", out)
+	}
 	b, _ := json.Marshal(in)
 	out := redactRidAnswer(b)
 	if bytes.Contains(out, []byte(other)) {
