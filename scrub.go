@@ -233,7 +233,16 @@ func scrubSniffed(resp *http.Response, sb *sniffBody, ns *needleSet) {
 	data := sb.bytes()
 	gz := strings.EqualFold(resp.Header.Get("Content-Encoding"), "gzip")
 	if gz {
-		if plain := gunzip(data); plain != nil {
+		plain := gunzip(data)
+		if len(plain) >= 16*sniffLimit {
+			// Inflates past what gunzip looks at: scrub it as a stream
+			// rather than send a cut answer.
+			resp.Body = &prefixBody{Reader: bytes.NewReader(bytes.Clone(data)), c: io.NopCloser(nil)}
+			sb.Close()
+			streamScrub(resp, ns)
+			return
+		}
+		if plain != nil {
 			data = plain
 		}
 	}
@@ -298,23 +307,24 @@ type scrubReader struct {
 	c   io.Closer
 	gz  bool // src is gzip, inflated on the first Read
 
-	buf  []byte // one read
-	raw  []byte // unexamined input
-	out  []byte // ready output
-	eof  bool
-	err  error
-	hold int
+	buf    []byte // one read
+	raw    []byte // unexamined input
+	out    []byte // ready output
+	outPos int    // how much of out was read
+	eof    bool
+	err    error
+	hold   int
 }
 
 func (s *scrubReader) Read(p []byte) (int, error) {
-	for len(s.out) == 0 {
+	for s.outPos == len(s.out) {
 		if s.err != nil {
 			return 0, s.err
 		}
 		s.fill()
 	}
-	n := copy(p, s.out)
-	s.out = s.out[n:]
+	n := copy(p, s.out[s.outPos:])
+	s.outPos += n
 	return n, nil
 }
 
@@ -342,7 +352,7 @@ func (s *scrubReader) fill() {
 		s.eof = true
 	}
 	pos := 0
-	s.out = s.out[:0]
+	s.out, s.outPos = s.out[:0], 0
 	for {
 		at, nl := -1, 0
 		for _, nd := range s.ns.bytes {

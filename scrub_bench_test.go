@@ -1,6 +1,8 @@
 package wechat
 
 import (
+	"bytes"
+	"io"
 	"net/http"
 	"testing"
 )
@@ -27,5 +29,19 @@ func BenchmarkSniffScrub(b *testing.B) {
 				resp.Body.Close()
 			}
 		})
+	}
+}
+
+// BenchmarkScrubStream is the streaming replacer over a 1 MiB JSON answer.
+func BenchmarkScrubStream(b *testing.B) {
+	ns := scrubTransport().needles()
+	body := bytes.Repeat([]byte(`{"openid":"o1","nickname":"x"},`), 1<<15)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		sr := &scrubReader{ns: ns, src: bytes.NewReader(body), c: io.NopCloser(nil)}
+		if _, err := io.Copy(io.Discard, sr); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -110,6 +110,7 @@ func TestScrubResponse(t *testing.T) {
 		{"html error page", "text/html", "", 502, small, false},
 		{"no content type", "", "", 200, large, false},
 		{"media", "image/jpeg", "", 200, media, true},
+		{"small gzip inflating large", "text/plain", "gzip", 200, gz(large), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tr := scrubTransport()
