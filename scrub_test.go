@@ -300,3 +300,14 @@ func TestCanonicalPath(t *testing.T) {
 		}
 	}
 }
+
+func TestIsRidGet(t *testing.T) {
+	for p, want := range map[string]bool{
+		"/cgi-bin/openapi/rid/get": true, "/CGI-BIN/OpenAPI/RID/GET/": true, "/x/../cgi-bin/openapi/rid//get": true,
+		"/cgi-bin/openapi/rid/get/..": false, "/cgi-bin/openapi/rid/get/.": true, "/cgi-bin/openapi/rid/GET/x/..": true, "/cgi-bin/user/get": false, "/cgi-bin/user/info": false, "": false,
+	} {
+		if got := isRidGet(p); got != want {
+			t.Errorf("isRidGet(%q) = %v", p, got)
+		}
+	}
+}
