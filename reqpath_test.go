@@ -384,3 +384,28 @@ func TestOwnCredentialAlways40001Fake(t *testing.T) {
 		t.Errorf("%d fetches caused by own-credential 40001s", n-fetches)
 	}
 }
+
+func TestCaddyfileRequestPathOptions(t *testing.T) {
+	cfg, err := adapt(`:8080 {
+	wechat {
+		appid wx1
+		secret {env.S}
+		max_buffered_bytes 32MiB
+		body_read_timeout 5s
+		keep_caller_auth
+	}
+}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"max_buffered_bytes":33554432`, `"body_read_timeout":5000000000`, `"keep_caller_auth":true`} {
+		if !strings.Contains(string(cfg), want) {
+			t.Errorf("adapted config lacks %s: %s", want, cfg)
+		}
+	}
+	for _, bad := range []string{"max_buffered_bytes lots", "body_read_timeout soon", "keep_caller_auth yes"} {
+		if _, err := adapt(":8080 {\n\twechat {\n\t\tappid wx1\n\t\tsecret {env.S}\n\t\t" + bad + "\n\t}\n}"); err == nil {
+			t.Errorf("%q was accepted", bad)
+		}
+	}
+}
