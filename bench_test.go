@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caddy-wechat/wechat/internal/credential"
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 )
 
@@ -169,6 +170,7 @@ func stubTransport() reverseproxy.HTTPTransport {
 func benchTransport(b *testing.B) *Transport {
 	t := &Transport{HTTPTransport: stubTransport(), secret: testSecret}
 	t.acct = warmAccount(b)
+	t.provisionRequestPath(caddy.Context{})
 	return t
 }
 

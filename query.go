@@ -57,10 +57,10 @@ func classifyRequest(p, rawQuery string) route {
 // the letter case the caller sent, so that what goes upstream is what was
 // judged: "/cgi-bin/token%2f..%2f..%2fsns%2fx" leaves as "/sns/x".
 func canonicalPath(p string) string {
-	if p == "" {
-		return "/"
+	if p == "" || p[0] != '/' {
+		p = "/" + p
 	}
-	return path.Clean("/" + p)
+	return path.Clean(p) // no allocation for a path already clean
 }
 
 // credential parameter names the gateway owns. A client's copy of any of

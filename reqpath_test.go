@@ -7,12 +7,15 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/caddy-wechat/wechat/fakewechat"
 )
 
 // Issue 10 attacks on the request path, through a real Caddy in front of
@@ -284,5 +287,125 @@ func TestBufferCapStreams(t *testing.T) {
 	}
 	if n := bufferedBytes.Load(); n != 0 {
 		t.Errorf("%d bytes still reserved", n)
+	}
+}
+
+// ridIn finds the rid a client can read in an answer: in the errmsg, or in
+// the fake's own caddy_wechat_fake field.
+var ridRe = regexp.MustCompile(`rid(?:": ?"|: )([A-Za-z0-9_-]+)`)
+
+func ridIn(t *testing.T, body []byte) string {
+	t.Helper()
+	m := ridRe.FindSubmatch(body)
+	if m == nil {
+		t.Fatalf("no rid in %s", body)
+	}
+	return string(m[1])
+}
+
+// The attack of issue 10 §1 against the fake's real rid/get: read the
+// token back through the rid of an ordinary call.
+func TestRidGetTokenReadBackFake(t *testing.T) {
+	f, g := setup(t, "")
+	r := get(t, g.URL+"/cgi-bin/user/info?openid=nobody")
+	rid := ridIn(t, r.Body)
+	tok := f.CurrentStable()
+	if rec, ok := f.RecordOf(rid); !ok || !strings.Contains(rec.RawQuery, "access_token="+tok) {
+		t.Fatalf("the fake kept no record with the token for rid %s: %+v", rid, rec)
+	}
+	a := do(t, http.MethodPost, g.URL+"/cgi-bin/openapi/rid/get", []byte(`{"rid":"`+rid+`"}`))
+	if bytes.Contains(a.Body, []byte(tok)) || bytes.Contains(a.Body, []byte(testSecret)) {
+		t.Fatalf("rid/get read a credential back: %s", a.Body)
+	}
+	req, _ := a.JSON["request"].(map[string]any)
+	if a.errcode() != 0 || req == nil || req["invoke_time"] == nil ||
+		!strings.Contains(req["request_url"].(string), "openid=nobody") || !strings.Contains(req["request_url"].(string), "access_token="+redactedMark) {
+		t.Errorf("rid/get lost its purpose: %s", a.Body)
+	}
+}
+
+// A failed token fetch hands the client WeChat's errmsg, rid included;
+// rid/get of that rid must not give the stable_token body's secret back.
+func TestRidGetSecretReadBackFake(t *testing.T) {
+	f, g := setup(t, "")
+	f.FailTokens(40164, "invalid ip 203.0.113.7 ipv6 ::ffff:203.0.113.7, not in whitelist")
+	r := get(t, g.URL+"/cgi-bin/user/info")
+	if r.errcode() != 40164 {
+		t.Fatalf("want 40164 from the failing fetch, got %s", r.Body)
+	}
+	rid := ridIn(t, r.Body)
+	if rec, ok := f.RecordOf(rid); !ok || !strings.Contains(rec.Body, testSecret) {
+		t.Fatalf("rid %s is not the stable_token fetch with the secret: %+v", rid, rec)
+	}
+	f.FailTokens(0, "")
+	waitOK(t, g.URL+"/cgi-bin/user/info", 20*time.Second) // after the backoff
+	a := do(t, http.MethodPost, g.URL+"/cgi-bin/openapi/rid/get", []byte(`{"rid":"`+rid+`"}`))
+	if bytes.Contains(a.Body, []byte(testSecret)) || bytes.Contains(a.Body, []byte(f.CurrentStable())) {
+		t.Fatalf("rid/get read a credential back: %s", a.Body)
+	}
+	req, _ := a.JSON["request"].(map[string]any)
+	if a.errcode() != 0 || req == nil || !strings.Contains(req["request_body"].(string), testAppID) ||
+		!strings.Contains(req["request_body"].(string), redactedMark) {
+		t.Errorf("rid/get lost its purpose: %s", a.Body)
+	}
+}
+
+// The fake's own header report: no Authorization or Cookie arrives.
+func TestCallerAuthStrippedFake(t *testing.T) {
+	f, g := setup(t, "")
+	for _, p := range []string{"/cgi-bin/user/info", "/sns/jscode2session?js_code=c&grant_type=authorization_code", "/cgi-bin/openapi/rid/get"} {
+		do(t, http.MethodPost, g.URL+p, []byte(`{"rid":"x"}`), "Authorization", "Basic c3ZjOnNlY3JldA==", "Cookie", "sid=caller")
+	}
+	if h := f.Headers(); h.Authorization != 0 || h.Cookie != 0 {
+		t.Errorf("the fake saw caller credentials: %+v", h)
+	}
+}
+
+// The fake's always-40001 API, called with the caller's own credential:
+// one call upstream, our token absent, no fetch.
+func TestOwnCredentialAlways40001Fake(t *testing.T) {
+	f, g := setup(t, "")
+	waitOK(t, g.URL+"/cgi-bin/user/info", 5*time.Second)
+	fetches := f.Fetches("stable")
+	for range 20 {
+		if r := get(t, g.URL+fakewechat.AlwaysInvalidPath+"?component_access_token=CAT"); r.errcode() != 40001 {
+			t.Fatalf("want 40001 passed on, got %s", r.Body)
+		}
+	}
+	if n := f.Fetches("always_40001"); n != 20 {
+		t.Errorf("upstream got %d calls for 20 (a replay?)", n)
+	}
+	for _, rec := range f.Records(fakewechat.AlwaysInvalidPath) {
+		if strings.Contains(strings.ToLower(rec.RawQuery), "&access_token") || strings.HasPrefix(rec.RawQuery, "access_token") {
+			t.Errorf("our token went with a caller's own credential: %q", rec.RawQuery)
+		}
+	}
+	if n := f.Fetches("stable"); n != fetches {
+		t.Errorf("%d fetches caused by own-credential 40001s", n-fetches)
+	}
+}
+
+func TestCaddyfileRequestPathOptions(t *testing.T) {
+	cfg, err := adapt(`:8080 {
+	wechat {
+		appid wx1
+		secret {env.S}
+		max_buffered_bytes 32MiB
+		body_read_timeout 5s
+		keep_caller_auth
+	}
+}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"max_buffered_bytes":33554432`, `"body_read_timeout":5000000000`, `"keep_caller_auth":true`} {
+		if !strings.Contains(string(cfg), want) {
+			t.Errorf("adapted config lacks %s: %s", want, cfg)
+		}
+	}
+	for _, bad := range []string{"max_buffered_bytes lots", "body_read_timeout soon", "keep_caller_auth yes"} {
+		if _, err := adapt(":8080 {\n\twechat {\n\t\tappid wx1\n\t\tsecret {env.S}\n\t\t" + bad + "\n\t}\n}"); err == nil {
+			t.Errorf("%q was accepted", bad)
+		}
 	}
 }

@@ -87,10 +87,6 @@ func (t *Transport) readBody(req *http.Request) (*replayBody, bool, error) {
 	}
 	res := &reservation{limit: t.maxBuffered()}
 	context.AfterFunc(req.Context(), res.release)
-	spill := func(buf []byte) (*replayBody, bool, error) {
-		stream := &prefixBody{Reader: io.MultiReader(bytes.NewReader(buf), body), c: body}
-		return &replayBody{stream: stream, length: req.ContentLength}, false, nil
-	}
 	size := min(want, firstBodyChunk)
 	if !res.take(size) {
 		return &replayBody{stream: body, length: req.ContentLength}, false, nil
@@ -103,7 +99,7 @@ func (t *Transport) readBody(req *http.Request) (*replayBody, bool, error) {
 			}
 			grow := min(want, 2*int64(cap(buf)))
 			if !res.take(grow - int64(cap(buf))) {
-				return spill(buf)
+				return spill(req, body, buf)
 			}
 			nb := make([]byte, len(buf), grow)
 			copy(nb, buf)
@@ -122,7 +118,7 @@ func (t *Transport) readBody(req *http.Request) (*replayBody, bool, error) {
 		return nil, false, io.ErrUnexpectedEOF
 	}
 	if req.ContentLength < 0 && int64(len(buf)) > limit {
-		return spill(buf)
+		return spill(req, body, buf)
 	}
 	caddyhttp.SetVar(req.Context(), replayVar, buf)
 	return &replayBody{data: buf}, true, nil
@@ -139,4 +135,10 @@ func limitBodyIdle(req *http.Request, d time.Duration) {
 		return
 	}
 	r.Override(d, r.Deadline.MinRate) // per request: no need to restore
+}
+
+// spill streams what was read followed by the rest, giving up the replay.
+func spill(req *http.Request, body io.ReadCloser, buf []byte) (*replayBody, bool, error) {
+	stream := &prefixBody{Reader: io.MultiReader(bytes.NewReader(buf), body), c: body}
+	return &replayBody{stream: stream, length: req.ContentLength}, false, nil
 }

@@ -20,8 +20,8 @@ func credentialKey(k string) bool {
 		k == "session_key" || k == "password"
 }
 
-// redactRidAnswer rewrites request.request_url and request.request_body of
-// a rid/get answer; anything it cannot decode is returned as is (the
+// redactRidAnswer rewrites request.request_url, request_body and
+// response_body (a token fetch's answer holds a token) of a rid/get answer; anything it cannot decode is returned as is (the
 // needle scrub still runs over it).
 func redactRidAnswer(data []byte) []byte {
 	var top map[string]json.RawMessage
@@ -39,7 +39,7 @@ func redactRidAnswer(data []byte) []byte {
 	for _, f := range []struct {
 		key    string
 		redact func(string) string
-	}{{"request_url", redactURLString}, {"request_body", redactBodyString}} {
+	}{{"request_url", redactURLString}, {"request_body", redactBodyString}, {"response_body", redactBodyString}} {
 		var s string
 		if v, ok := req[f.key]; !ok || json.Unmarshal(v, &s) != nil {
 			continue

@@ -110,6 +110,7 @@ func TestScrubResponse(t *testing.T) {
 		{"html error page", "text/html", "", 502, small, false},
 		{"no content type", "", "", 200, large, false},
 		{"media", "image/jpeg", "", 200, media, true},
+		{"small gzip inflating large", "text/plain", "gzip", 200, gz(large), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tr := scrubTransport()
@@ -179,6 +180,10 @@ func TestRedactRidAnswer(t *testing.T) {
 			"request_body":  `{"grant_type":"client_credential","appid":"wx1","secret":"` + other + `","nested":{"component_appsecret":"` + other + `","authorizer_refresh_token":"` + other + `"},"force_refresh":false}`,
 			"response_body": `{"errcode":40003,"errmsg":"invalid openid"}`,
 		},
+	}
+	tokenFetch := `{"request":{"request_url":"","request_body":"{}","response_body":"{\"access_token\":\"` + other + `\",\"expires_in\":7200}"}}`
+	if out := redactRidAnswer([]byte(tokenFetch)); bytes.Contains(out, []byte(other)) || !bytes.Contains(out, []byte("expires_in")) {
+		t.Errorf("token fetch's response_body: %s", out)
 	}
 	b, _ := json.Marshal(in)
 	out := redactRidAnswer(b)
@@ -292,6 +297,17 @@ func TestCanonicalPath(t *testing.T) {
 	for in, want := range map[string]string{"": "/", "//a//b/": "/a/b", "/A/./B": "/A/B", "a": "/a"} {
 		if got := canonicalPath(in); got != want {
 			t.Errorf("canonicalPath(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestIsRidGet(t *testing.T) {
+	for p, want := range map[string]bool{
+		"/cgi-bin/openapi/rid/get": true, "/CGI-BIN/OpenAPI/RID/GET/": true, "/x/../cgi-bin/openapi/rid//get": true,
+		"/cgi-bin/openapi/rid/get/..": false, "/cgi-bin/openapi/rid/get/.": true, "/cgi-bin/openapi/rid/GET/x/..": true, "/cgi-bin/user/get": false, "/cgi-bin/user/info": false, "": false,
+	} {
+		if got := isRidGet(p); got != want {
+			t.Errorf("isRidGet(%q) = %v", p, got)
 		}
 	}
 }

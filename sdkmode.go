@@ -74,24 +74,24 @@ func holdsPlaceholder(s string) bool {
 	if s == "" {
 		return false
 	}
-	if containsFold(s, PlaceholderPrefix) {
+	if containsPlaceholderFold(s, PlaceholderPrefix) {
 		return true
 	}
 	if strings.ContainsAny(s, "%+") {
-		if u, err := url.QueryUnescape(s); err == nil && containsFold(u, PlaceholderPrefix) {
+		if u, err := url.QueryUnescape(s); err == nil && containsPlaceholderFold(u, PlaceholderPrefix) {
 			return true
 		}
 		// An undecodable escape may still be read by someone's decoder.
-		return containsFold(strings.ReplaceAll(s, "%", ""), PlaceholderPrefix)
+		return containsPlaceholderFold(strings.ReplaceAll(s, "%", ""), PlaceholderPrefix)
 	}
 	return false
 }
 
-// containsFold is a case-insensitive strings.Contains for a needle whose
+// containsPlaceholderFold is a case-insensitive strings.Contains for a needle whose
 // byte at foldAnchor is '_', a byte without case: IndexByte jumps from one
 // '_' to the next, so the check stays cheap on every header of every
 // request, and it never allocates.
-func containsFold(s, needle string) bool {
+func containsPlaceholderFold(s, needle string) bool {
 	for off := 0; ; {
 		i := strings.IndexByte(s[off:], '_')
 		if i < 0 {
@@ -104,8 +104,8 @@ func containsFold(s, needle string) bool {
 	}
 }
 
-// containsFoldBytes is containsFold for a body, without copying it.
-func containsFoldBytes(b []byte, needle string) bool {
+// containsPlaceholderFoldBytes is containsPlaceholderFold for a body, without copying it.
+func containsPlaceholderFoldBytes(b []byte, needle string) bool {
 	for off := 0; ; {
 		i := bytes.IndexByte(b[off:], '_')
 		if i < 0 {
@@ -154,7 +154,7 @@ func refusePlaceholder(out *http.Request) *http.Response {
 // WeChat never takes the token in a body, so one found there is an SDK
 // bug; refuse it rather than pass it on.
 func bodyHoldsPlaceholder(data []byte) bool {
-	return len(data) >= len(PlaceholderPrefix) && containsFoldBytes(data, PlaceholderPrefix)
+	return len(data) >= len(PlaceholderPrefix) && containsPlaceholderFoldBytes(data, PlaceholderPrefix)
 }
 
 func equalFoldUpperBytes(b []byte, upper string) bool {
