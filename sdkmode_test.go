@@ -184,3 +184,32 @@ func BenchmarkRefusePlaceholder(b *testing.B) {
 		}
 	}
 }
+
+// FuzzPlaceholder: whatever surrounds it and however its letters are cased,
+// a placeholder is found, in a query or header and in a body alike.
+func FuzzPlaceholder(f *testing.F) {
+	f.Add("a=1&b=", "", uint32(0))
+	f.Add("___", "_x_", uint32(0xffffffff))
+	f.Add("access_token=", "&zh_CN", uint32(12345))
+	f.Fuzz(func(t *testing.T, before, after string, cases uint32) {
+		p := []byte(placeholder)
+		for i := range p {
+			if 'A' <= p[i] && p[i] <= 'Z' && cases&(1<<(i%32)) != 0 {
+				p[i] += 'a' - 'A'
+			}
+		}
+		s := before + string(p) + after
+		if !holdsPlaceholder(s) || !bodyHoldsPlaceholder([]byte(s)) {
+			t.Fatalf("placeholder not found in %q", s)
+		}
+		asciiUpper := strings.Map(func(r rune) rune {
+			if 'a' <= r && r <= 'z' {
+				return r - ('a' - 'A')
+			}
+			return r
+		}, before+after)
+		if !strings.Contains(asciiUpper, PlaceholderPrefix) && strings.ContainsAny(before+after, "%+") == false && holdsPlaceholder(before+after) {
+			t.Fatalf("false positive on %q", before+after)
+		}
+	})
+}

@@ -40,7 +40,7 @@ fi
 # a count, not a duration: go1.26's fuzz coordinator can fail a run that
 # ends on a wall-clock -fuzztime with a spurious "context deadline
 # exceeded" (go.dev/issue/75804, fixed in go1.27).
-for target in FuzzErrcode FuzzSniff FuzzRewriteQuery FuzzCaddyfile; do
+for target in FuzzErrcode FuzzSniff FuzzRewriteQuery FuzzCaddyfile FuzzPlaceholder; do
   go test -run '^$' -fuzz "^${target}\$" -fuzztime "${FUZZTIME:-5000x}" .
 done
 go test -run '^$' -fuzz '^FuzzOpenToken$' -fuzztime "${FUZZTIME:-5000x}" ./internal/credential
