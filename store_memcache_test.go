@@ -38,10 +38,10 @@ func TestMemcacheStoreThroughCaddy(t *testing.T) {
 			if strings.Contains(string(it.Value), f.CurrentStable()) {
 				t.Fatal("memcache holds the token in clear")
 			}
-			// A restarted account on the same store adopts it: no fetch.
+			// A restarted gateway in front of the same WeChat adopts
+			// the stored token: no fetch.
 			before := f.Fetches("stable")
-			resetAccounts(t)
-			_, g = setup(t, form)
+			g = restart(t, f, form)
 			if r := get(t, g.URL+"/cgi-bin/user/info"); r.errcode() != 0 || f.Fetches("stable") != before {
 				t.Fatalf("a new instance fetched again (%d → %d): %s", before, f.Fetches("stable"), r.Body)
 			}

@@ -172,3 +172,19 @@ var (
 	_ caddyfile.Unmarshaler = (*RedisStore)(nil)
 	_ StoreProvider         = (*RedisStore)(nil)
 )
+
+// OpTimeout bounds each engine call to Redis: the configured timeout, or
+// 100 ms, so that a black-holed server costs one short wait before the
+// breaker keeps requests local.
+func (s *RedisStore) OpTimeout() time.Duration {
+	if s.Timeout > 0 {
+		return time.Duration(s.Timeout)
+	}
+	return 100 * time.Millisecond
+}
+
+// Durable: Redis keeps its data across its own restarts when persistence
+// is on (its default), so a restarted gateway adopts the stored token on
+// provision instead of waiting for the first request; with nothing stored
+// that costs one read.
+func (s *RedisStore) Durable() bool { return true }

@@ -149,3 +149,16 @@ var (
 	_ caddyfile.Unmarshaler = (*SQLStore)(nil)
 	_ StoreProvider         = (*SQLStore)(nil)
 )
+
+// OpTimeout bounds each engine call to the database: the configured
+// timeout, or 500 ms, which leaves room for a commit's fsync.
+func (s *SQLStore) OpTimeout() time.Duration {
+	if s.Timeout > 0 {
+		return time.Duration(s.Timeout)
+	}
+	return 500 * time.Millisecond
+}
+
+// Durable: rows survive restarts of the database and of the gateway, so a
+// restarted gateway adopts the stored token on provision.
+func (s *SQLStore) Durable() bool { return true }

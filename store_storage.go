@@ -1,6 +1,8 @@
 package wechat
 
 import (
+	"time"
+
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -117,3 +119,13 @@ var (
 	_ caddyfile.Unmarshaler = (*StorageStore)(nil)
 	_ StoreProvider         = (*StorageStore)(nil)
 )
+
+// OpTimeout bounds each engine call to the storage. Writes take the
+// storage's own lock and fsync (about 10 ms on a local disk), and
+// certmagic's file lock is polled, so allow 2 s rather than a cache's
+// 100 ms.
+func (s *StorageStore) OpTimeout() time.Duration { return 2 * time.Second }
+
+// Durable: files survive restarts, so a restarted gateway adopts the
+// stored token on provision.
+func (s *StorageStore) Durable() bool { return true }
