@@ -324,8 +324,10 @@ func TestRidGetTokenReadBackFake(t *testing.T) {
 	}
 }
 
-// A failed token fetch hands the client WeChat's errmsg, rid included;
-// rid/get of that rid must not give the stable_token body's secret back.
+// A failed token fetch's errmsg ends with the rid of the stable_token
+// call, whose body holds the secret. The client's error must not carry
+// that rid, and rid/get of it (had a caller learned it some other way)
+// must not give the secret back.
 func TestRidGetSecretReadBackFake(t *testing.T) {
 	f, g := setup(t, "")
 	f.FailTokens(40164, "invalid ip 203.0.113.7 ipv6 ::ffff:203.0.113.7, not in whitelist")
@@ -333,7 +335,14 @@ func TestRidGetSecretReadBackFake(t *testing.T) {
 	if r.errcode() != 40164 {
 		t.Fatalf("want 40164 from the failing fetch, got %s", r.Body)
 	}
-	rid := ridIn(t, r.Body)
+	if strings.Contains(string(r.Body), "rid") {
+		t.Errorf("the client's error carries the token fetch's rid: %s", r.Body)
+	}
+	recs := f.Records("/cgi-bin/stable_token")
+	if len(recs) == 0 {
+		t.Fatal("the fake recorded no stable_token call")
+	}
+	rid := recs[len(recs)-1].RID
 	if rec, ok := f.RecordOf(rid); !ok || !strings.Contains(rec.Body, testSecret) {
 		t.Fatalf("rid %s is not the stable_token fetch with the secret: %+v", rid, rec)
 	}
