@@ -67,6 +67,15 @@ type Config struct {
 	Ceiling      int           // fetches per account per Beijing day; 0: DefaultCeiling; <0: none
 	Now          func() time.Time
 	Rand         func() float64 // [0,1), for jitter
+	// PeekInterval is how often, with a store, the refresher looks for a
+	// peer's newer token. 0: once a minute; <0: never (thousands of
+	// authorizer caches find a peer's token on their renewal or a
+	// rejection instead, without a store read per cache per minute).
+	PeekInterval time.Duration
+	// Spread moves the first renewal of a freshly fetched token to a
+	// random point of its life, so caches filled in one burst (ten
+	// thousand authorizers after a restart) renew spread out, not together.
+	Spread bool
 	Logger       *zap.Logger
 	Observer     Observer
 }
@@ -99,6 +108,7 @@ type Cache struct {
 	badProbes map[string]probeRecord
 	aux       map[string][]byte // without a store
 	renewAt   time.Time
+	spread    bool // the Spread renewal was placed
 	job       *job // guarded by the scheduler's mutex
 }
 
@@ -472,6 +482,12 @@ func (c *Cache) publish(t *Token) {
 	ttl := t.ExpiresAt.Sub(t.FetchedAt)
 	early := c.cfg.Window.Min + time.Duration(c.cfg.Rand()*float64(c.cfg.Window.Max-c.cfg.Window.Min))
 	c.renewAt = t.ExpiresAt.Add(-min(early, ttl/2))
+	if c.cfg.Spread && !c.spread && t.Source == "fetch" {
+		c.spread = true
+		if life := c.renewAt.Sub(t.FetchedAt); life > 0 {
+			c.renewAt = t.FetchedAt.Add(time.Duration(c.cfg.Rand() * float64(life)))
+		}
+	}
 	c.mu.Unlock()
 	c.reschedule()
 }
@@ -508,6 +524,16 @@ func (c *Cache) failed(err error) {
 	c.reschedule()
 }
 
+// ClearBackoff ends a backoff early, when what it waited for has just
+// changed (a component_verify_ticket was pushed, an authorizer was
+// authorized again): the next request fetches at once.
+func (c *Cache) ClearBackoff() {
+	c.mu.Lock()
+	c.failures, c.retryAt, c.lastErr = 0, time.Time{}, nil
+	c.mu.Unlock()
+	c.reschedule()
+}
+
 func (c *Cache) backoffErr() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -532,6 +558,16 @@ func (c *Cache) Warm(ctx context.Context) bool {
 	}
 	c.publish(t)
 	return true
+}
+
+// Offer publishes a token obtained outside a fetch (api_query_auth hands
+// out an authorizer's first token), and stores it for the cluster, so
+// that it is not fetched again. The newer-wins rule applies.
+func (c *Cache) Offer(ctx context.Context, t *Token) {
+	if c.cfg.Shared != nil {
+		t = c.cfg.Shared.save(ctx, c.cfg.Shared.Key(c.cfg.Name), t, "")
+	}
+	c.publish(t)
 }
 
 // tick is the scheduler's call: renew when due, else (with a store) adopt
@@ -568,8 +604,12 @@ func (c *Cache) next() time.Time {
 		at = c.retryAt
 	}
 	c.mu.Unlock()
-	if c.cfg.Shared != nil && c.cur.Load() != nil {
-		if p := c.cfg.Now().Add(peekInterval); at.IsZero() || p.Before(at) {
+	if c.cfg.Shared != nil && c.cfg.PeekInterval >= 0 && c.cur.Load() != nil {
+		every := c.cfg.PeekInterval
+		if every == 0 {
+			every = peekInterval
+		}
+		if p := c.cfg.Now().Add(every); at.IsZero() || p.Before(at) {
 			at = p
 		}
 	}

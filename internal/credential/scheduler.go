@@ -3,6 +3,7 @@ package credential
 import (
 	"container/heap"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -20,6 +21,7 @@ type Scheduler struct {
 	wake    chan struct{}
 	sem     chan struct{}
 	wg      sync.WaitGroup // ticks in flight
+	ticking atomic.Int64   // the same, readable without waiting
 }
 
 type job struct {
@@ -131,10 +133,11 @@ func (s *Scheduler) runDue() {
 		j := heap.Pop(&s.h).(*job)
 		j.c.job = nil
 		s.wg.Add(1)
+		s.ticking.Add(1)
 		s.mu.Unlock()
 		s.sem <- struct{}{} // bounded: waits for a free slot
 		go func(c *Cache) {
-			defer func() { <-s.sem; s.wg.Done() }()
+			defer func() { <-s.sem; s.ticking.Add(-1); s.wg.Done() }()
 			c.tick()
 		}(j.c)
 	}
