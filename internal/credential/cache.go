@@ -75,9 +75,9 @@ type Config struct {
 	// Spread moves the first renewal of a freshly fetched token to a
 	// random point of its life, so caches filled in one burst (ten
 	// thousand authorizers after a restart) renew spread out, not together.
-	Spread bool
-	Logger       *zap.Logger
-	Observer     Observer
+	Spread   bool
+	Logger   *zap.Logger
+	Observer Observer
 }
 
 // Cache holds one credential: the ReuseTokenSource of this package, with
