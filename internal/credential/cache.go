@@ -72,9 +72,10 @@ type Config struct {
 	// authorizer caches find a peer's token on their renewal or a
 	// rejection instead, without a store read per cache per minute).
 	PeekInterval time.Duration
-	// Spread moves the first renewal of a freshly fetched token to a
-	// random point of its life, so caches filled in one burst (ten
-	// thousand authorizers after a restart) renew spread out, not together.
+	// Spread moves the first renewal of the cache's first token, when it
+	// was fetched (not a peer's), to a random point of its life, so caches
+	// filled in one burst (ten thousand authorizers on a cold start)
+	// renew spread out, not together.
 	Spread   bool
 	Logger   *zap.Logger
 	Observer Observer
@@ -482,9 +483,11 @@ func (c *Cache) publish(t *Token) {
 	ttl := t.ExpiresAt.Sub(t.FetchedAt)
 	early := c.cfg.Window.Min + time.Duration(c.cfg.Rand()*float64(c.cfg.Window.Max-c.cfg.Window.Min))
 	c.renewAt = t.ExpiresAt.Add(-min(early, ttl/2))
-	if c.cfg.Spread && !c.spread && t.Source == "fetch" {
+	if c.cfg.Spread && !c.spread {
+		// Only the cache's first token: a peer's, or one from before a
+		// restart, already has its phase.
 		c.spread = true
-		if life := c.renewAt.Sub(t.FetchedAt); life > 0 {
+		if life := c.renewAt.Sub(t.FetchedAt); life > 0 && t.Source == "fetch" {
 			c.renewAt = t.FetchedAt.Add(time.Duration(c.cfg.Rand() * float64(life)))
 		}
 	}
