@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-wechat/wechat/internal/credential"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 )
 
@@ -30,12 +31,23 @@ var tokenErrBody = []byte(`{"errcode":40001,"errmsg":"invalid credential, access
 // steady state; no refresher runs.
 func warmAccount(tb testing.TB) *account {
 	tb.Helper()
-	a, err := newAccount("bench", testAppID, tokenAPIStable, storeConfig{})
+	a, err := newAccount("bench", accountSettings{appid: testAppID, secret: testSecret, api: tokenAPIStable, ceiling: -1})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	a.publish(newEntry(benchToken, 7200, time.Now(), "fetch"))
+	tb.Cleanup(func() { _ = a.Destruct() })
+	a.tokens.SetSource(fixedSource{})
+	if _, err := a.Token(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
 	return a
+}
+
+// fixedSource hands out benchToken.
+type fixedSource struct{}
+
+func (fixedSource) Fetch(context.Context, credential.FetchOptions) (*tokenEntry, error) {
+	return credential.NewToken(benchToken, 7200, time.Now(), "fetch"), nil
 }
 
 func BenchmarkTokenWarm(b *testing.B) {
@@ -72,7 +84,7 @@ func TestTokenWarmNoAlloc(t *testing.T) {
 }
 
 func BenchmarkRewriteQuery(b *testing.B) {
-	esc := newEntry(benchToken, 7200, time.Now(), "fetch").escaped
+	esc := credential.NewToken(benchToken, 7200, time.Now(), "fetch").Escaped()
 	for _, q := range []struct{ name, raw string }{
 		{"plain", "openid=o1&lang=zh_CN"},
 		{"client_token", "openid=o1&access_token=CLIENT&lang=zh_CN"},

@@ -171,7 +171,7 @@ func (t *Transport) parseOption(d *caddyfile.Dispenser, name string, args []stri
 		if len(args) == 0 {
 			err = d.ArgErr()
 		}
-		t.Upstreams = append(t.Upstreams, args...)
+		t.TokenEndpoints = append(t.TokenEndpoints, args...)
 	case "token_api":
 		err = one(&t.TokenAPI)
 		if err == nil && t.TokenAPI != tokenAPIStable && t.TokenAPI != tokenAPIClassic && t.TokenAPI != tokenAPIWork {
@@ -193,6 +193,17 @@ func (t *Transport) parseOption(d *caddyfile.Dispenser, name string, args []stri
 		err = parseDuration(d, args, &t.MemcacheTimeout)
 	case "fetch_timeout":
 		err = parseDuration(d, args, &t.FetchTimeout)
+	case "store":
+		err = t.parseStore(d, args)
+	case "fetch_ceiling":
+		var s string
+		if err = one(&s); err == nil {
+			if t.FetchCeiling, err = strconv.Atoi(s); err != nil || t.FetchCeiling == 0 || t.FetchCeiling < -1 {
+				err = d.Errf("fetch_ceiling %q: want a number of fetches per day, or -1 for none", s)
+			}
+		}
+	case "min_token_age":
+		err = parseDuration(d, args, &t.MinTokenAge)
 	case "dial_timeout":
 		err = parseDuration(d, args, &t.DialTimeout)
 	case "response_header_timeout":
@@ -232,10 +243,10 @@ func (t *Transport) finishCaddyfile(d *caddyfile.Dispenser, directive string) ([
 	if t.Secret == "" {
 		return nil, d.Errf("%s: secret is required", directive)
 	}
-	if len(t.Upstreams) == 0 && t.TokenAPI == tokenAPIWork {
-		t.Upstreams = []string{defaultWorkUpstream}
+	if len(t.TokenEndpoints) == 0 && t.TokenAPI == tokenAPIWork {
+		t.TokenEndpoints = []string{defaultWorkUpstream}
 	}
-	bases, err := parseUpstreams(t.Upstreams)
+	bases, err := parseUpstreams(t.TokenEndpoints)
 	if err != nil {
 		return nil, d.Err(err.Error())
 	}

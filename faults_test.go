@@ -233,7 +233,7 @@ func TestTokenExpiresInClamped(t *testing.T) {
 			setExpiresIn(f, v)
 			g := startCaddy(t, basicConfig(f.URL, ""))
 			waitOK(t, g.URL+"/cgi-bin/user/info", 5*time.Second)
-			e := onlyAccount(t).cur.Load()
+			e := onlyAccount(t).tokens.Current()
 			if e == nil {
 				t.Fatal("no token cached")
 			}
@@ -241,8 +241,8 @@ func TestTokenExpiresInClamped(t *testing.T) {
 			if ttl <= 0 || ttl > 7200*time.Second {
 				t.Errorf("cached for %s (ExpiresAt %s), want within (0, 7200 s]", ttl, e.ExpiresAt)
 			}
-			if v != "1" && !time.Now().Before(e.useBy) {
-				t.Errorf("token unusable at once: useBy %s", e.useBy)
+			if v != "1" && !time.Now().Before(e.UseBy()) {
+				t.Errorf("token unusable at once: useBy %s", e.UseBy())
 			}
 			before := f.Fetches("stable")
 			for range 5 {

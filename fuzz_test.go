@@ -4,14 +4,12 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 )
@@ -302,52 +300,5 @@ func FuzzCaddyfile(f *testing.F) {
 			}
 		}
 		walk(doc)
-	})
-}
-
-// --- token store values (memcache.go) ---
-
-func FuzzDecodeEntry(f *testing.F) {
-	now := time.Unix(1_800_000_000, 0)
-	good := encodeEntry(newEntry("TOKEN_abc", 7200, now, "fetch"))
-	for _, s := range [][]byte{
-		good,
-		[]byte(memcacheFormat + " 1 2 t"),
-		[]byte(memcacheFormat + " 2 1 t"),
-		[]byte(memcacheFormat + " 1 2 "),
-		[]byte(memcacheFormat + " 1 2 a b"),
-		[]byte(memcacheFormat + " -9223372036854775808 9223372036854775807 t"),
-		[]byte(memcacheFormat + " 1 99999999999999999999 t"),
-		[]byte("w0 1 2 t"),
-		[]byte(""),
-		[]byte("   "),
-		[]byte(memcacheFormat + " +1 +2 t\x00"),
-	} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		e, err := decodeEntry(b)
-		if err != nil {
-			if e != nil {
-				t.Fatal("entry and error both returned")
-			}
-			if len(b) >= 12 && strings.Contains(err.Error(), string(b)) {
-				t.Fatalf("error quotes the stored value: %v", err)
-			}
-			return
-		}
-		if e.Value == "" || strings.ContainsAny(e.Value, " \t\r\n\x00\x7f") {
-			t.Fatalf("decoded token %q", e.Value)
-		}
-		if !e.ExpiresAt.After(e.FetchedAt) {
-			t.Fatalf("decoded ExpiresAt %s not after FetchedAt %s", e.ExpiresAt, e.FetchedAt)
-		}
-		if e.useBy.After(e.ExpiresAt) || e.escaped != url.QueryEscape(e.Value) {
-			t.Fatalf("derived fields wrong: useBy %s expires %s", e.useBy, e.ExpiresAt)
-		}
-		again, err := decodeEntry(encodeEntry(e))
-		if err != nil || again.Value != e.Value || !again.FetchedAt.Equal(e.FetchedAt) || !again.ExpiresAt.Equal(e.ExpiresAt) {
-			t.Fatalf("round trip changed the entry: %v", errors.Join(err))
-		}
 	})
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"strings"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
@@ -50,6 +49,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return t.tokenUnavailable(req, err)
 	}
+	t.checkHost(req.URL.Host)
 	resp, err := t.sendToken(req, body, tok)
 	if err != nil {
 		t.metrics.request("error")
@@ -65,17 +65,17 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, nil
 	}
 
-	// WeChat rejected the token. Drop it only if it is still the cached
-	// one, get a fresh one (one fetch however many requests land here),
-	// and replay once with the same body.
-	t.acct.Invalidate(tok)
+	// WeChat rejected the token. The engine decides what that evidence
+	// is worth (credential.Cache.Rejected: replaced already, too young,
+	// probed valid, or really bad), and whether to replay once with the
+	// same body.
 	if !replayable {
 		t.metrics.retry("not_replayable")
 		t.metrics.request("token_error")
 		return resp, nil
 	}
-	fresh, err := t.acct.Token(req.Context())
-	if err != nil || fresh.Value == tok.Value {
+	fresh, replay, err := t.acct.Rejected(req.Context(), tok)
+	if err != nil || !replay {
 		// No better token: the client gets WeChat's own answer.
 		t.metrics.retry("no_fresh_token")
 		t.metrics.request("token_error")
@@ -95,7 +95,6 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, t.redactErr(err)
 	}
 	if isTokenErrcode(code) {
-		t.acct.Invalidate(fresh)
 		t.metrics.retry("failed")
 		t.metrics.request("token_error")
 		return resp, nil
@@ -107,7 +106,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // sendToken sends req with token tok and a fresh reader over body.
 func (t *Transport) sendToken(req *http.Request, body *replayBody, tok *tokenEntry) (*http.Response, error) {
-	q := rewriteQuery(req.URL.RawQuery, routeToken, tok.escaped, "", "")
+	q := rewriteQuery(req.URL.RawQuery, routeToken, tok.Escaped(), "", "")
 	if body.data != nil {
 		return t.send(req, body.reader(), int64(len(body.data)), q)
 	}
@@ -228,11 +227,7 @@ func gatewayError(req *http.Request, status, code int, msg string) *http.Respons
 // redactErr strips the gateway's credentials from an error's text.
 func (t *Transport) redactErr(err error) error {
 	msg := err.Error()
-	clean := t.acct.redact(msg)
-	if e := t.acct.cur.Load(); e != nil {
-		clean = strings.ReplaceAll(clean, e.Value, "[token]")
-		clean = strings.ReplaceAll(clean, e.escaped, "[token]")
-	}
+	clean := t.acct.redact(msg) // the secret, recent tokens, rids
 	if clean == msg {
 		return err // keep the error's type for reverse_proxy (dial errors fail over)
 	}

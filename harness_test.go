@@ -27,6 +27,11 @@ const (
 	testSecret = "0123456789abcdef0123456789abcdef"
 )
 
+// The tests here run on the real clock and reject tokens fetched a moment
+// ago; the minimum token age (tested in internal/credential on a fake
+// clock) would keep those. Tests of the rule itself set min_token_age.
+func init() { defaultMinTokenAge = -1 }
+
 // fakeWeChat is the fake behind an httptest server, with a hook that lets a
 // test answer some requests itself (for faults the fake does not model).
 type fakeWeChat struct {

@@ -41,9 +41,7 @@ type JSSDK struct {
 	// gateway. Off by default; guard the route (basic_auth, remote_ip).
 	RawToken bool `json:"raw_token,omitempty"`
 
-	tickets map[string]*ticketCache
-	keys    []string
-	logger  *zap.Logger
+	logger *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -67,24 +65,11 @@ func (h *JSSDK) Provision(ctx caddy.Context) error {
 		// WeCom tickets come from other endpoints (get_jsapi_ticket).
 		return errors.New("wechat_jssdk: JS-SDK signatures for WeCom are not supported; raw_token is")
 	}
-	h.tickets = map[string]*ticketCache{}
-	for _, typ := range ticketTypes {
-		key := h.Account.poolKey + "/" + typ
-		v, _, err := tickets.LoadOrNew(key, func() (caddy.Destructor, error) { return &ticketCache{typ: typ}, nil })
-		if err != nil {
-			return err
-		}
-		h.keys = append(h.keys, key)
-		h.tickets[typ] = v.(*ticketCache)
-	}
 	return nil
 }
 
 // Cleanup releases the ticket caches and the account.
 func (h *JSSDK) Cleanup() error {
-	for _, k := range h.keys {
-		_, _ = tickets.Delete(k)
-	}
 	if h.Account != nil {
 		return h.Account.Cleanup()
 	}
@@ -111,8 +96,7 @@ func (h *JSSDK) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Ha
 	if typ == "" {
 		typ = "jsapi"
 	}
-	c := h.tickets[typ]
-	if c == nil {
+	if typ != "jsapi" && typ != "wx_card" {
 		return jsonError(w, http.StatusBadRequest, 40097, "type must be jsapi or wx_card")
 	}
 	page := r.FormValue("url")
@@ -123,16 +107,16 @@ func (h *JSSDK) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Ha
 			return jsonError(w, http.StatusBadRequest, 40097, "url must be the page's absolute http(s) URL")
 		}
 	}
-	t, err := c.get(r.Context(), a, h.Account.fetchTimeout())
+	t, err := a.ticket(typ).Token(r.Context())
 	if err != nil {
 		return h.unavailable(w, typ+" ticket", err)
 	}
 	nonce, ts := nonceStr(), a.now().Unix()
 	if typ == "wx_card" {
-		sig := cardSignature(t.value, strconv.FormatInt(ts, 10), nonce, r.FormValue("card_id"), r.FormValue("code"), r.FormValue("openid"))
+		sig := cardSignature(t.Value, strconv.FormatInt(ts, 10), nonce, r.FormValue("card_id"), r.FormValue("code"), r.FormValue("openid"))
 		return writeNoStore(w, map[string]any{"timestamp": strconv.FormatInt(ts, 10), "nonce_str": nonce, "signature": sig})
 	}
-	return writeNoStore(w, map[string]any{"appId": a.appid, "timestamp": ts, "nonceStr": nonce, "signature": jsapiSignature(t.value, nonce, ts, page)})
+	return writeNoStore(w, map[string]any{"appId": a.appid, "timestamp": ts, "nonceStr": nonce, "signature": jsapiSignature(t.Value, nonce, ts, page)})
 }
 
 // jsapiSignature is wx.config's signature: sha1 of the four fields in

@@ -3,13 +3,8 @@ package wechat
 import (
 	"bufio"
 	"bytes"
-	"context"
-	"errors"
 	"fmt"
 	"net"
-	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"os"
 	"os/exec"
 	"strconv"
@@ -18,12 +13,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/bradfitz/gomemcache/memcache"
-	"github.com/caddy-wechat/wechat/fakewechat"
-	dto "github.com/prometheus/client_model/go"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest/observer"
 )
 
 // memcachedProc is a real memcached process for tests. It can be killed
@@ -225,153 +214,3 @@ type testClock struct{ off atomic.Int64 }
 
 func (c *testClock) Now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
 func (c *testClock) Advance(d time.Duration) { c.off.Add(int64(d)) }
-
-// mcCluster is one fake WeChat and a set of memcache servers; every
-// account it builds is a separate in-process layer sharing the same key,
-// like several gateway instances.
-type mcCluster struct {
-	t       *testing.T
-	api     string
-	fake    *fakewechat.Server
-	srv     *httptest.Server
-	servers []string
-	prefix  string
-	timeout time.Duration
-	clock   *testClock
-	raw     *memcache.Client // the test's own view of memcache
-}
-
-// mcAccountSeq numbers test accounts, for unique metric labels.
-var mcAccountSeq atomic.Int64
-
-func newMCCluster(t *testing.T, api string, servers ...string) *mcCluster {
-	t.Helper()
-	fake := fakewechat.New(fakewechat.Options{AppID: mcAppID, Secret: mcSecret})
-	srv := httptest.NewServer(fake)
-	t.Cleanup(srv.Close)
-	raw := memcache.New(servers...)
-	raw.Timeout = 2 * time.Second
-	t.Cleanup(func() { _ = raw.Close() })
-	return &mcCluster{t: t, api: api, fake: fake, srv: srv, servers: servers, prefix: "wechat:",
-		timeout: time.Second, clock: new(testClock), raw: raw}
-}
-
-// tokenFetches counts calls to the fake's token endpoint of c.api.
-func (c *mcCluster) tokenFetches() int { return c.fake.Fetches(c.api) }
-
-type mcAccount struct {
-	*account
-	s    *memcacheStore
-	logs *observer.ObservedLogs
-	mid  string // metrics appid label
-}
-
-// account builds a new instance's account, fetching through the fake.
-func (c *mcCluster) account() *mcAccount { return c.accountVia(c.srv.URL) }
-
-func (c *mcCluster) accountVia(base string) *mcAccount {
-	t := c.t
-	t.Helper()
-	a, err := newAccount(mcKey, mcAppID, c.api, storeConfig{servers: c.servers, prefix: c.prefix, timeout: c.timeout})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = a.Destruct() })
-	a.now = c.clock.Now
-	a.setFetchTimeout(5 * time.Second)
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.fetcher.Store(&fetcher{rt: http.DefaultTransport, bases: []*url.URL{u}, appid: mcAppID, secret: mcSecret, api: c.api, now: a.now})
-	core, logs := observer.New(zap.InfoLevel)
-	a.logger.Store(zap.New(core))
-	mid := fmt.Sprintf("%s#%d", t.Name(), mcAccountSeq.Add(1)) // unique across -count runs
-	a.metrics.Store(&metrics{appid: mid})
-	return &mcAccount{account: a, s: a.store.(*memcacheStore), logs: logs, mid: mid}
-}
-
-// stored returns what memcache holds under the token key (nil: nothing
-// usable).
-func (c *mcCluster) stored() *tokenEntry {
-	c.t.Helper()
-	key := c.key()
-	it, err := c.raw.Get(key)
-	if errors.Is(err, memcache.ErrCacheMiss) {
-		return nil
-	}
-	if err != nil {
-		c.t.Fatalf("reading %s from memcache: %v", key, err)
-	}
-	e, err := decodeEntry(it.Value)
-	if err != nil {
-		c.t.Fatalf("stored value does not decode: %v", err)
-	}
-	return e
-}
-
-// key is the token key the accounts use.
-func (c *mcCluster) key() string { return c.prefix + mcKey }
-
-func (c *mcCluster) leaseValue() (string, bool) {
-	c.t.Helper()
-	it, err := c.raw.Get(c.key() + ":lease")
-	if errors.Is(err, memcache.ErrCacheMiss) {
-		return "", false
-	}
-	if err != nil {
-		c.t.Fatalf("reading the lease: %v", err)
-	}
-	return string(it.Value), true
-}
-
-func memcacheErrorCount(t *testing.T, mid, op string) float64 {
-	t.Helper()
-	var m dto.Metric
-	if err := metricMemcacheErrors.WithLabelValues(mid, op).Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	return m.GetCounter().GetValue()
-}
-
-func tctx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// concurrentTokens runs n Token calls spread over accounts and returns the
-// distinct token values they got.
-func concurrentTokens(t *testing.T, n int, accts ...*mcAccount) map[string]int {
-	t.Helper()
-	ctx := tctx(t)
-	var mu sync.Mutex
-	got := map[string]int{}
-	var wg sync.WaitGroup
-	for i := range n {
-		a := accts[i%len(accts)]
-		wg.Go(func() {
-			e, err := a.Token(ctx)
-			if err != nil {
-				t.Errorf("Token: %v", err)
-				return
-			}
-			mu.Lock()
-			got[e.Value]++
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	return got
-}
-
-func onlyToken(t *testing.T, got map[string]int) string {
-	t.Helper()
-	if len(got) != 1 {
-		t.Fatalf("callers got %d different tokens, want 1", len(got))
-	}
-	for v := range got {
-		return v
-	}
-	return ""
-}

@@ -6,12 +6,14 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
 )
 
 // The collectors are created once per process and registered into each
 // config's registry (ctx.GetMetricsRegistry()), so counts survive reloads.
-// Labels are bounded: the configured appid and a small result set, never a
-// URL, an openid or a token.
+// Labels are bounded: the configured appid, the account label (a short
+// keyed hash that tells two accounts of one appid apart), and small result
+// sets; never a URL, an openid or a token.
 var (
 	metricFetches = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "wechat", Name: "token_fetches_total",
@@ -29,28 +31,37 @@ var (
 		Namespace: "caddy", Subsystem: "wechat", Name: "requests_total",
 		Help: "Requests proxied by the gateway, by result.",
 	}, []string{"appid", "result"})
-	metricMemcacheErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "caddy", Subsystem: "wechat", Name: "memcache_errors_total",
-		Help: "Failed memcache operations, by operation.",
-	}, []string{"appid", "op"})
+	metricStoreErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "wechat", Name: "store_errors_total",
+		Help: "Failed operations on the shared credential store, by operation.",
+	}, []string{"appid", "account", "op"})
+	metricCeiling = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "wechat", Name: "fetch_ceiling_refusals_total",
+		Help: "Fetches refused because the account reached its daily fetch ceiling.",
+	}, []string{"appid", "account", "credential"})
 	metricAccounts = &accountCollector{
 		age: prometheus.NewDesc("caddy_wechat_token_age_seconds",
-			"Seconds since the current token was issued.", []string{"appid", "api"}, nil),
+			"Seconds since the current token was issued.", accountLabels, nil),
 		ttl: prometheus.NewDesc("caddy_wechat_token_expiry_seconds",
-			"Seconds until the current token expires.", []string{"appid", "api"}, nil),
-		breaker: prometheus.NewDesc("caddy_wechat_memcache_breaker_open",
-			"1 while the memcache breaker is open (memcache skipped).", []string{"appid", "api"}, nil),
+			"Seconds until the current token expires.", accountLabels, nil),
+		breaker: prometheus.NewDesc("caddy_wechat_store_breaker_open",
+			"1 while the store's breaker is open (store skipped).", accountLabels, nil),
 		today: prometheus.NewDesc("caddy_wechat_token_fetches_today",
-			"Token fetches counted today (shared across the cluster with memcache).", []string{"appid", "api"}, nil),
+			"Token fetches counted today (shared across the cluster with a store).", accountLabels, nil),
+		ceiling: prometheus.NewDesc("caddy_wechat_fetch_ceiling_reached",
+			"1 once the account has reached today's fetch ceiling.", accountLabels, nil),
 	}
+	accountLabels = []string{"appid", "account", "api"}
 )
 
-// metrics is one account's view of the collectors, with the hot-path
+// metrics is one config's view of the collectors, with the hot-path
 // counters resolved once so a request pays no label lookup.
 type metrics struct {
-	appid    string
-	requests map[string]prometheus.Counter
-	retries  map[string]prometheus.Counter
+	appid     string
+	account   string
+	quotaWarn float64
+	requests  map[string]prometheus.Counter
+	retries   map[string]prometheus.Counter
 }
 
 var requestResults = []string{"ok", "wechat_error", "token_error", "token_unavailable", "upstream_5xx", "blocked", "error"}
@@ -58,9 +69,9 @@ var retryOutcomes = []string{"ok", "failed", "no_fresh_token", "not_replayable",
 
 // newMetrics registers the collectors in this config's registry and
 // returns the account's counters.
-func newMetrics(ctx caddy.Context, appid string) *metrics {
+func newMetrics(ctx caddy.Context, appid, account string) *metrics {
 	if reg := ctx.GetMetricsRegistry(); reg != nil {
-		for _, c := range []prometheus.Collector{metricFetches, metricEndpointErrors, metricRetries, metricRequests, metricMemcacheErrors, metricAccounts} {
+		for _, c := range []prometheus.Collector{metricFetches, metricEndpointErrors, metricRetries, metricRequests, metricStoreErrors, metricCeiling, metricAccounts} {
 			if err := reg.Register(c); err != nil {
 				var are prometheus.AlreadyRegisteredError
 				if !errors.As(err, &are) {
@@ -69,7 +80,7 @@ func newMetrics(ctx caddy.Context, appid string) *metrics {
 			}
 		}
 	}
-	m := &metrics{appid: appid, requests: map[string]prometheus.Counter{}, retries: map[string]prometheus.Counter{}}
+	m := &metrics{appid: appid, account: account, requests: map[string]prometheus.Counter{}, retries: map[string]prometheus.Counter{}}
 	for _, r := range requestResults {
 		m.requests[r] = metricRequests.WithLabelValues(appid, r)
 	}
@@ -91,15 +102,20 @@ func (m *metrics) retry(outcome string) {
 	}
 }
 
-func (m *metrics) memcacheError(op string) {
-	if m != nil {
-		metricMemcacheErrors.WithLabelValues(m.appid, op).Inc()
-	}
+func (m *metrics) storeError(a *account, op string) {
+	metricStoreErrors.WithLabelValues(a.appid, a.label, op).Inc()
 }
 
-// countFetch records one call to the token endpoint in the metrics and in
-// the daily budget.
-func (a *account) countFetch(api string, force bool, err error) {
+func (m *metrics) ceiling(a *account, name string) {
+	metricCeiling.WithLabelValues(a.appid, a.label, name).Inc()
+}
+
+// fetched records one call to a token or ticket endpoint, and warns once
+// a day when fetches use up a share of WeChat's quota.
+func (m *metrics) fetched(a *account, name string, force bool, err error) {
+	if name != "access_token" {
+		return
+	}
 	result := "ok"
 	if err != nil {
 		code := -1
@@ -110,17 +126,54 @@ func (a *account) countFetch(api string, force bool, err error) {
 		result = "error"
 		metricEndpointErrors.WithLabelValues(a.appid, strconv.Itoa(code)).Inc()
 	}
+	api := a.api
 	if force {
 		api += "_force"
 	}
 	metricFetches.WithLabelValues(a.appid, api, result).Inc()
-	a.budgetCount(force)
+	a.quotaCheck(m)
+}
+
+// WeChat's daily quotas: classic fetches, and stable force_refresh calls.
+const (
+	quotaClassic = 2000
+	quotaForce   = 20
+	// budgetWarnShare is the default share of a quota past which a
+	// warning is logged.
+	budgetWarnShare = 0.5
+)
+
+// quotaCheck warns once a day past the quota_warn share: classic
+// fetches count against 2000/day; with stable only force_refresh is
+// scarce (20/day).
+func (a *account) quotaCheck(m *metrics) {
+	st := a.tokens.Status()
+	quota, used := int64(quotaClassic), st.Fetches
+	if a.api != tokenAPIClassic {
+		quota, used = quotaForce, st.Forced
+	}
+	share := budgetWarnShare
+	if m != nil && m.quotaWarn > 0 {
+		share = m.quotaWarn
+	}
+	if used == 0 || float64(used) < share*float64(quota) {
+		return
+	}
+	a.mu.Lock()
+	first := a.warnedDay != st.Day
+	a.warnedDay = st.Day
+	a.mu.Unlock()
+	if first {
+		a.log().Warn("wechat: token fetches are using up the daily quota",
+			zap.String("appid", a.appid), zap.String("token_api", a.api),
+			zap.Int64("used", used), zap.Int64("quota", quota), zap.String("day", st.Day))
+	}
 }
 
 // accountCollector reports gauges read from the live accounts at scrape
 // time, so they are never stale and cost nothing between scrapes.
 type accountCollector struct {
-	age, ttl, breaker, today *prometheus.Desc
+	age, ttl, breaker, today, ceiling *prometheus.Desc
 }
 
 func (c *accountCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -128,24 +181,39 @@ func (c *accountCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.ttl
 	ch <- c.breaker
 	ch <- c.today
+	ch <- c.ceiling
 }
 
 func (c *accountCollector) Collect(ch chan<- prometheus.Metric) {
+	seen := map[string]bool{}
 	accounts.Range(func(_, v any) bool {
 		a := v.(*account)
-		now := a.now()
-		if e := a.cur.Load(); e != nil {
-			ch <- prometheus.MustNewConstMetric(c.age, prometheus.GaugeValue, now.Sub(e.FetchedAt).Seconds(), a.appid, a.api)
-			ch <- prometheus.MustNewConstMetric(c.ttl, prometheus.GaugeValue, e.ExpiresAt.Sub(now).Seconds(), a.appid, a.api)
+		// Two pool entries can share a label only if they differ in what
+		// the label leaves out (e.g. fetch_timeout); report one.
+		if seen[a.appid+a.label+a.api] {
+			return true
 		}
-		if a.store != nil {
+		seen[a.appid+a.label+a.api] = true
+		lv := []string{a.appid, a.label, a.api}
+		now := a.now()
+		st := a.tokens.Status()
+		if e := a.tokens.Current(); e != nil {
+			ch <- prometheus.MustNewConstMetric(c.age, prometheus.GaugeValue, now.Sub(e.FetchedAt).Seconds(), lv...)
+			ch <- prometheus.MustNewConstMetric(c.ttl, prometheus.GaugeValue, e.ExpiresAt.Sub(now).Seconds(), lv...)
+		}
+		if a.shared != nil {
 			open := 0.0
-			if a.store.breakerOpen(now) {
+			if st.StoreDown {
 				open = 1
 			}
-			ch <- prometheus.MustNewConstMetric(c.breaker, prometheus.GaugeValue, open, a.appid, a.api)
+			ch <- prometheus.MustNewConstMetric(c.breaker, prometheus.GaugeValue, open, lv...)
 		}
-		ch <- prometheus.MustNewConstMetric(c.today, prometheus.GaugeValue, float64(a.fetchesToday()), a.appid, a.api)
+		ch <- prometheus.MustNewConstMetric(c.today, prometheus.GaugeValue, float64(fetchesToday(st, now)), lv...)
+		reached := 0.0
+		if st.CeilingReached {
+			reached = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.ceiling, prometheus.GaugeValue, reached, lv...)
 		return true
 	})
 }

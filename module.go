@@ -7,11 +7,13 @@ package wechat
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"strings"
 	"time"
 
+	"github.com/caddy-wechat/wechat/internal/credential"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"go.uber.org/zap"
@@ -41,13 +43,20 @@ type Transport struct {
 	// "stable" (default) or "classic".
 	TokenAPI string `json:"token_api,omitempty"`
 
-	// Base URLs of the token endpoint, tried in order. They should be
-	// the same hosts as the reverse_proxy upstreams. Default
-	// https://api.weixin.qq.com.
+	// Base URLs of the token endpoints, tried in order. They should be
+	// the same hosts as the reverse_proxy upstreams (a request to another
+	// host is logged once). Default https://api.weixin.qq.com.
+	TokenEndpoints []string `json:"token_endpoints,omitempty"`
+
+	// Deprecated: the old name of token_endpoints.
 	Upstreams []string `json:"upstreams,omitempty"`
 
-	// Memcache servers (host:port) holding the cluster-wide token.
-	// None: the token lives in this process only.
+	// The shared store of the account's credentials: a module of the
+	// wechat.stores namespace (memcache, redis, sql, storage, ...).
+	// None: the credentials live in this process only.
+	Store json.RawMessage `json:"store,omitempty" caddy:"namespace=wechat.stores inline_key=module"`
+
+	// Memcache servers (host:port): the short form of a memcache store.
 	Memcache []string `json:"memcache,omitempty"`
 
 	// Prefix of the memcache keys. Default "wechat:".
@@ -64,11 +73,21 @@ type Transport struct {
 	// replay. Default 10 MiB, WeChat's media upload limit.
 	MaxReplayBody int64 `json:"max_replay_body,omitempty"`
 
+	// Most token fetches per account per day (Beijing), counted across
+	// the cluster with a store. Default 200, far below WeChat's quotas;
+	// -1 for none.
+	FetchCeiling int `json:"fetch_ceiling,omitempty"`
+
+	// A token younger than this is not given up on because of a token
+	// errcode from a request. Default 60s.
+	MinTokenAge caddy.Duration `json:"min_token_age,omitempty"`
+
 	// Share of a daily quota (2000 classic fetches, 20 force_refresh)
 	// past which a warning is logged. Default 0.5.
 	QuotaWarn float64 `json:"quota_warn,omitempty"`
 
 	secret  string
+	bases   []*url.URL
 	acct    *account
 	binding *binding
 	poolKey string
@@ -118,7 +137,11 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	if api != tokenAPIStable && api != tokenAPIClassic && api != tokenAPIWork {
 		return fmt.Errorf("wechat: token_api must be stable, classic or work, not %q", t.TokenAPI)
 	}
-	ups := t.Upstreams
+	ups := t.TokenEndpoints
+	if len(ups) == 0 && len(t.Upstreams) > 0 {
+		t.logger.Warn("wechat: the transport's \"upstreams\" field is deprecated; call it \"token_endpoints\"")
+		ups = t.Upstreams
+	}
 	if len(ups) == 0 && api == tokenAPIWork {
 		ups = []string{defaultWorkUpstream}
 	}
@@ -132,25 +155,90 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	if err := t.HTTPTransport.Provision(ctx); err != nil {
 		return fmt.Errorf("wechat: %v", err)
 	}
-	t.metrics = newMetrics(ctx, appid)
-
-	t.poolKey = accountKey(appid, t.secret, api, t.Memcache, t.MemcachePrefix)
+	t.bases = bases
+	store, err := t.storeProvider(ctx)
+	if err != nil {
+		return err
+	}
+	set := accountSettings{appid: appid, secret: t.secret, api: api, fetchTimeout: t.fetchTimeout(),
+		minAge: t.minTokenAge(), ceiling: t.FetchCeiling, store: store}
+	// Everything that changes how a credential is fetched or shared is in
+	// the key, so two configs that differ get two accounts instead of the
+	// last one provisioned silently winning.
+	var fetchID strings.Builder
+	for _, b := range bases {
+		fetchID.WriteString(b.String() + ",")
+	}
+	tlsJSON, _ := json.Marshal(t.TLS)
+	fmt.Fprintf(&fetchID, "|%s|%s|%d|%s", set.fetchTimeout, set.minAge, set.ceiling, tlsJSON)
+	storeID := ""
+	if store != nil {
+		storeID = store.StoreID()
+		if p, ok := store.(interface{ KeyPrefix() string }); ok {
+			storeID += "|" + p.KeyPrefix()
+		}
+	}
+	t.poolKey = accountKey(appid, t.secret, api, storeID, fetchID.String())
 	val, _, err := accounts.LoadOrNew(t.poolKey, func() (caddy.Destructor, error) {
-		return newAccount(t.poolKey, appid, api, t.storeConfig())
+		return newAccount(t.poolKey, set)
 	})
 	if err != nil {
 		return fmt.Errorf("wechat: %v", err)
 	}
 	t.acct = val.(*account)
-	t.acct.setFetchTimeout(t.fetchTimeout())
+	t.metrics = newMetrics(ctx, appid, t.acct.label)
+	t.metrics.quotaWarn = t.QuotaWarn
 	t.binding = &binding{
-		f:      &fetcher{rt: t.HTTPTransport.Transport, bases: bases, appid: appid, secret: t.secret, api: api, now: t.acct.now, quotaWarn: t.QuotaWarn},
+		src:    &credential.AccessTokenSource{RT: t.HTTPTransport.Transport, Bases: bases, AppID: appid, Secret: t.secret, API: api},
 		logger: t.logger,
 		m:      t.metrics,
 	}
 	t.acct.attach(t.binding)
-	t.acct.refresher.start()
+	t.acct.warm()
 	return nil
+}
+
+// storeProvider loads the store module, or builds a memcache store from
+// the short form.
+func (t *Transport) storeProvider(ctx caddy.Context) (StoreProvider, error) {
+	if len(t.Store) > 0 {
+		if len(t.Memcache) > 0 {
+			return nil, fmt.Errorf("wechat: give either store or memcache, not both")
+		}
+		mod, err := ctx.LoadModule(t, "Store")
+		if err != nil {
+			return nil, fmt.Errorf("wechat: loading store: %v", err)
+		}
+		p, ok := mod.(StoreProvider)
+		if !ok {
+			return nil, fmt.Errorf("wechat: store module %T is not a StoreProvider", mod)
+		}
+		return p, nil
+	}
+	if len(t.Memcache) > 0 {
+		return &MemcacheStore{Servers: t.Memcache, Prefix: t.MemcachePrefix, Timeout: t.MemcacheTimeout}, nil
+	}
+	return nil, nil
+}
+
+// checkHost logs once per account when a proxied request goes to a host
+// that is not a token endpoint: the token would then be fetched from one
+// place and used at another.
+func (t *Transport) checkHost(host string) {
+	for _, b := range t.bases {
+		if b.Host == host {
+			return
+		}
+	}
+	a := t.acct
+	a.mu.Lock()
+	first := !a.warnedUp
+	a.warnedUp = true
+	a.mu.Unlock()
+	if first {
+		t.logger.Warn("wechat: a request went to a host that is not among the token endpoints; set token_endpoints to the same hosts",
+			zap.String("appid", a.appid), zap.String("host", host))
+	}
 }
 
 // Cleanup releases this config's hold on the account; the last config to
@@ -174,6 +262,18 @@ func (t *Transport) fetchTimeout() time.Duration {
 	return defaultFetchTimeout
 }
 
+// defaultMinTokenAge is min_token_age's default; the root tests, which
+// run on the real clock, shorten it (the rule itself is tested in the
+// engine on a fake clock).
+var defaultMinTokenAge = credential.DefaultMinAge
+
+func (t *Transport) minTokenAge() time.Duration {
+	if t.MinTokenAge != 0 {
+		return time.Duration(t.MinTokenAge)
+	}
+	return defaultMinTokenAge
+}
+
 func (t *Transport) maxReplay() int64 {
 	if t.MaxReplayBody > 0 {
 		return t.MaxReplayBody
@@ -181,18 +281,13 @@ func (t *Transport) maxReplay() int64 {
 	return defaultMaxReplayBody
 }
 
-// accountKey names an account without holding its secret: a hash of the
-// secret, so that a changed secret is a new account and two WeCom apps of
-// one corp are two keys, yet the key can sit in memcache and logs.
-func accountKey(appid, secret, api string, memcache []string, prefix string) string {
+// accountKey names an account in the process's pool without holding its
+// secret: a changed secret is a new account, and two WeCom apps of one
+// corp are two keys. It never leaves the process.
+func accountKey(appid, secret, api, storeID, fetchID string) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%s", appid, secret, api)
-	sum := hex.EncodeToString(h.Sum(nil))[:16]
-	key := api + ":" + appid + ":" + sum
-	if len(memcache) > 0 {
-		key += "@" + prefix + "|" + strings.Join(memcache, ",")
-	}
-	return key
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s", appid, secret, api, storeID, fetchID)
+	return api + ":" + appid + ":" + hex.EncodeToString(h.Sum(nil))[:24]
 }
 
 // parseUpstreams checks the upstream URLs: http or https, a host, nothing

@@ -16,3 +16,11 @@ type StoreProvider interface {
 	// OpenBackend opens a new backend (its own connections).
 	OpenBackend() (credential.Backend, error)
 }
+
+// Optional interfaces of a StoreProvider; the account uses them when
+// present:
+//
+//	KeyPrefix() string         // prefix of every key ("wechat:" by default)
+//	OpTimeout() time.Duration  // bound of one backend call (100 ms by default)
+//	Durable() bool             // data survives a server restart: the account
+//	                           // warms its cache from the store on provision

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -99,8 +100,24 @@ func TestWeComTwoAgentsTwoTokens(t *testing.T) {
 	if r := get(t, g.URL+"/b/cgi-bin/user/get?userid=u1"); r.errcode() != 0 {
 		t.Fatalf("after 42001: %s", r.Body)
 	}
-	if fw.Rejected(40014) != 1 || fw.Rejected(42001) != 1 || fw.Fetches("work") != 4 {
-		t.Errorf("40014 %d, 42001 %d, fetches %d; want 1, 1, 4", fw.Rejected(40014), fw.Rejected(42001), fw.Fetches("work"))
+	// Each rejection is seen twice: by the call, then by the probe that
+	// confirms the token is bad.
+	if fw.Rejected(40014) != 2 || fw.Rejected(42001) != 2 || fw.Fetches("work") != 4 {
+		t.Errorf("40014 %d, 42001 %d, fetches %d; want 2, 2, 4", fw.Rejected(40014), fw.Rejected(42001), fw.Fetches("work"))
+	}
+	// Two agents of one corp share an appid: /metrics must still answer,
+	// with the accounts told apart by their label (issue 11).
+	m := get(t, "http://"+g.Admin+"/metrics")
+	if m.Status != 200 {
+		t.Fatalf("/metrics with two agents of one corp: HTTP %d", m.Status)
+	}
+	labels := regexp.MustCompile(`caddy_wechat_token_expiry_seconds\{[^}]*account="([0-9a-f]+)"`).FindAllStringSubmatch(string(m.Body), -1)
+	if len(labels) != 2 || labels[0][1] == labels[1][1] {
+		t.Errorf("want two expiry series with distinct account labels, got %v", labels)
+	}
+	st := get(t, "http://"+g.Admin+"/wechat/status")
+	if c := strings.Count(string(st.Body), `"account":"`); c != 2 {
+		t.Errorf("status view: %d account labels, want 2: %s", c, st.Body)
 	}
 	if strings.Contains(readFile(t, g.LogFile), testAgentA) {
 		t.Error("corpsecret in the log")

@@ -85,6 +85,7 @@ type Config struct {
 // a cluster protocol, backoff and refresh-ahead.
 type Cache struct {
 	cfg    Config
+	logger atomic.Pointer[zap.Logger]
 	cur    atomic.Pointer[Token]
 	src    atomic.Pointer[sourceBox]
 	sf     singleflight.Group
@@ -163,8 +164,21 @@ func New(cfg Config) *Cache {
 	c := &Cache{cfg: cfg, verdicts: map[string]verdict{}, badProbes: map[string]probeRecord{}, aux: map[string][]byte{}}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.src.Store(&sourceBox{cfg.Source})
+	c.logger.Store(cfg.Logger)
 	return c
 }
+
+// SetLogger replaces the logger, e.g. with a reloaded config's.
+func (c *Cache) SetLogger(l *zap.Logger) {
+	if l != nil {
+		c.logger.Store(l)
+	}
+}
+
+func (c *Cache) log() *zap.Logger { return c.logger.Load() }
+
+// FetchTimeout is the deadline of one fetch.
+func (c *Cache) FetchTimeout() time.Duration { return c.cfg.FetchTimeout }
 
 // SetSource replaces the source, e.g. on a config reload that keeps the
 // account: the token survives, the next fetch uses the new transport.
@@ -269,7 +283,7 @@ func (c *Cache) probe(ctx context.Context, t *Token) (valid, known bool) {
 		defer cancel()
 		valid, err := p.Probe(pctx, t)
 		if err != nil {
-			c.cfg.Logger.Warn("wechat: probing a rejected credential failed; keeping it",
+			c.log().Warn("wechat: probing a rejected credential failed; keeping it",
 				zap.String("appid", c.cfg.AppID), zap.String("credential", c.cfg.Name), zap.String("error", err.Error()))
 			return nil, err
 		}
@@ -379,10 +393,10 @@ func (c *Cache) fetch(ctx context.Context, bad string) (*Token, error) {
 			c.logFetch(ft, true)
 			return ft, nil
 		}
-		c.cfg.Logger.Warn("wechat: force_refresh failed; keeping the token the endpoint vouches for",
+		c.log().Warn("wechat: force_refresh failed; keeping the token the endpoint vouches for",
 			zap.String("appid", c.cfg.AppID), zap.String("error", ferr.Error()))
 	}
-	c.cfg.Logger.Info("wechat: the token endpoint returned the token a request had rejected; keeping it",
+	c.log().Info("wechat: the token endpoint returned the token a request had rejected; keeping it",
 		zap.String("appid", c.cfg.AppID), zap.String("credential", c.cfg.Name))
 	return t, nil
 }
@@ -440,7 +454,7 @@ func (c *Cache) spend(ctx context.Context, force bool) error {
 		return nil
 	}
 	if first {
-		c.cfg.Logger.Error("wechat: daily fetch ceiling reached; no more fetches until midnight Beijing time",
+		c.log().Error("wechat: daily fetch ceiling reached; no more fetches until midnight Beijing time",
 			zap.String("appid", c.cfg.AppID), zap.String("credential", c.cfg.Name), zap.Int("ceiling", c.cfg.Ceiling))
 	}
 	if force {
@@ -451,7 +465,7 @@ func (c *Cache) spend(ctx context.Context, force bool) error {
 }
 
 func (c *Cache) logFetch(t *Token, force bool) {
-	c.cfg.Logger.Info("wechat: credential fetched",
+	c.log().Info("wechat: "+c.cfg.Name+" fetched",
 		zap.String("appid", c.cfg.AppID), zap.String("credential", c.cfg.Name), zap.Bool("force_refresh", force),
 		zap.Int64("expires_in", int64(t.ExpiresAt.Sub(t.FetchedAt)/time.Second)))
 }
@@ -523,7 +537,7 @@ func (c *Cache) failed(err error) {
 	if errors.As(err, &ae) {
 		fields = append(fields, zap.Int("errcode", ae.Code))
 	}
-	c.cfg.Logger.Error("wechat: credential fetch failed", fields...)
+	c.log().Error("wechat: credential fetch failed", fields...)
 	c.reschedule()
 }
 
@@ -712,3 +726,19 @@ func (a auxView) Put(ctx context.Context, name string, v []byte) error {
 // Aux gives the Caddy layer the same view of auxiliary values that a
 // Source gets (e.g. to store a pushed component_verify_ticket).
 func (c *Cache) Aux() Aux { return auxView{c} }
+
+// Refresh renews the credential now, as refresh-ahead would, joining a
+// fetch already in flight. With a store, a newer peer value is adopted
+// instead of fetching.
+func (c *Cache) Refresh(ctx context.Context) (*Token, error) {
+	ch := c.sf.DoChan("t", func() (any, error) { return c.load(true) })
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.(*Token), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}

@@ -37,6 +37,14 @@ type Shared struct {
 
 	badLogged atomic.Bool
 	ops       atomic.Int64 // backend calls attempted, for tests
+	logger    atomic.Pointer[zap.Logger]
+}
+
+// SetLogger replaces the logger, e.g. with a reloaded config's.
+func (s *Shared) SetLogger(l *zap.Logger) {
+	if l != nil {
+		s.logger.Store(l)
+	}
 }
 
 // SharedOptions tunes a Shared.
@@ -83,7 +91,9 @@ func NewShared(b Backend, seal *Sealer, opt SharedOptions) *Shared {
 	if opt.Observer == nil {
 		opt.Observer = nopObserver{}
 	}
-	return &Shared{b: b, seal: seal, base: opt.Prefix + seal.KeyName(), opt: opt}
+	s := &Shared{b: b, seal: seal, base: opt.Prefix + seal.KeyName(), opt: opt}
+	s.logger.Store(opt.Logger)
+	return s
 }
 
 // Key is the store key of slot.
@@ -116,7 +126,7 @@ func (s *Shared) do(ctx context.Context, op string, f func(context.Context) erro
 	cancel()
 	if err == nil || errors.Is(err, ErrNotFound) {
 		if s.brk.success() {
-			s.opt.Logger.Info("wechat: credential store reachable again")
+			s.logger.Load().Info("wechat: credential store reachable again")
 		}
 		return err
 	}
@@ -124,7 +134,7 @@ func (s *Shared) do(ctx context.Context, op string, f func(context.Context) erro
 	if s.brk.fail(s.opt.Now().Add(s.opt.Cooloff)) {
 		// The error text of a backend never quotes a value (Backend
 		// contract), and values are sealed anyway.
-		s.opt.Logger.Warn("wechat: credential store failed; going on locally and skipping the store for a while",
+		s.logger.Load().Warn("wechat: credential store failed; going on locally and skipping the store for a while",
 			zap.String("op", op), zap.String("error", err.Error()), zap.Duration("retry_in", s.opt.Cooloff))
 	}
 	return fmt.Errorf("%w: %s", errStoreDown, op)
@@ -196,7 +206,7 @@ func (s *Shared) read(ctx context.Context, key string) (t *Token, ver Version, p
 	}
 	if oerr != nil {
 		if s.badLogged.CompareAndSwap(false, true) {
-			s.opt.Logger.Warn("wechat: a stored credential is unusable (foreign, corrupt or expired); treating it as a miss",
+			s.logger.Load().Warn("wechat: a stored credential is unusable (foreign, corrupt or expired); treating it as a miss",
 				zap.String("key", key), zap.String("reason", oerr.Error()))
 		}
 		return nil, ver, true, nil
