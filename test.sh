@@ -20,3 +20,4 @@ for target in FuzzErrcode FuzzSniff FuzzRewriteQuery FuzzCaddyfile; do
   go test -run '^$' -fuzz "^${target}\$" -fuzztime "${FUZZTIME:-5000x}" .
 done
 go test -run '^$' -fuzz '^FuzzOpenToken$' -fuzztime "${FUZZTIME:-5000x}" ./internal/credential
+go test -run '^$' -fuzz '^FuzzDecrypt$' -fuzztime "${FUZZTIME:-5000x}" ./internal/wxcrypto

@@ -18,20 +18,37 @@ import (
 // Two access_token parameters are rejected with 40001: a gateway must
 // replace the client's token, never append a second one.
 func (s *Server) tokenCheck(w http.ResponseWriter, r *http.Request) (*token, bool) {
+	return s.checkCall(w, r, false)
+}
+
+// checkCall is tokenCheck; probe calls (get_api_domain_ip) are counted
+// apart, in Fetches("probe") and Fetches("probe_rejected"), so a gateway's
+// probes do not blur APICalls and Rejected.
+func (s *Server) checkCall(w http.ResponseWriter, r *http.Request, probe bool) (*token, bool) {
 	q, _ := url.ParseQuery(r.URL.RawQuery)
 	vals := q["access_token"]
 	s.mu.Lock()
+	now := s.opts.Now()
 	s.obs.lastQuery = r.URL.RawQuery
 	code, tk := 41001, (*token)(nil)
 	switch {
 	case len(vals) > 1:
 		code = 40001
 	case len(vals) == 1 && vals[0] != "":
-		code, tk = s.check(vals[0], s.opts.Now())
+		code, tk = s.check(vals[0], now)
 	}
-	if code != 0 {
+	if code == 0 && now.Before(s.ctl.glitchUntil) {
+		code, tk = 40001, nil // a WeChat-wide glitch: every token rejected
+	}
+	switch {
+	case probe:
+		s.obs.fetches["probe"]++
+		if code != 0 {
+			s.obs.fetches["probe_rejected"]++
+		}
+	case code != 0:
 		s.obs.rejected[code]++
-	} else {
+	default:
 		s.obs.apiCalls++
 	}
 	s.mu.Unlock()
@@ -42,20 +59,60 @@ func (s *Server) tokenCheck(w http.ResponseWriter, r *http.Request) (*token, boo
 	return tk, true
 }
 
+// AlwaysInvalidPath answers 40001 whatever the token, like an API that
+// checks a credential of the caller's own (component_access_token): a
+// fresh access_token cannot fix it. Calls count in Fetches("always_40001").
+const AlwaysInvalidPath = "/cgi-bin/test/always_40001"
+
 // apiCall serves every path that is not a token or login endpoint.
 func (s *Server) apiCall(w http.ResponseWriter, r *http.Request) {
-	if _, ok := s.tokenCheck(w, r); !ok {
+	switch r.URL.Path {
+	case AlwaysInvalidPath:
+		s.count("always_40001")
+		writeErr(w, 40001, "")
+		return
+	case "/cgi-bin/get_api_domain_ip":
+		if _, ok := s.checkCall(w, r, true); ok {
+			writeJSON(w, map[string][]string{"ip_list": {"101.226.103.0/25", "101.226.233.128/25", "58.247.206.128/25"}})
+		}
+		return
+	}
+	tk, ok := s.tokenCheck(w, r)
+	if !ok {
 		return
 	}
 	switch r.URL.Path {
+	case "/cgi-bin/openapi/rid/get":
+		s.ridGet(w, r, tk)
 	case "/cgi-bin/media/get":
 		s.media(w, r)
+	case "/cgi-bin/media/upload":
+		// A body that is not multipart is echoed, as before uploads were
+		// modelled: the gateway's streaming tests post raw bytes here.
+		if !strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/") {
+			s.echo(w, r, tk)
+			return
+		}
+		s.mediaUpload(w, r, tk)
 	case "/test/big-json":
 		w.Header().Set("Content-Type", ctJSON)
 		_, _ = w.Write(BigJSON())
 	default:
-		s.echo(w, r)
+		s.echo(w, r, tk)
 	}
+}
+
+// Proof is the caddy_wechat_fake field of an ordinary API answer: it shows
+// a newcomer's first curl that a valid token reached "WeChat", without
+// showing the token itself.
+type Proof struct {
+	Token     string `json:"token"`      // always "valid": invalid ones never get here
+	TokenKind string `json:"token_kind"` // classic, stable, work, oauth, authorizer
+	RID       string `json:"rid"`        // this request's rid, for rid/get
+}
+
+func proofOf(w http.ResponseWriter, tk *token) Proof {
+	return Proof{Token: "valid", TokenKind: kindNames[tk.kind], RID: ridOf(w)}
 }
 
 // Echo is the success body of an ordinary API call: it shows what reached
@@ -70,9 +127,10 @@ type Echo struct {
 	BodySHA256  string `json:"body_sha256"`
 	ContentType string `json:"content_type"`
 	Host        string `json:"host"`
+	Fake        Proof  `json:"caddy_wechat_fake"`
 }
 
-func (s *Server) echo(w http.ResponseWriter, r *http.Request) {
+func (s *Server) echo(w http.ResponseWriter, r *http.Request, tk *token) {
 	h := sha256.New()
 	n, err := io.Copy(h, r.Body)
 	if err != nil {
@@ -90,6 +148,7 @@ func (s *Server) echo(w http.ResponseWriter, r *http.Request) {
 		ContentType: r.Header.Get("Content-Type"),
 		Host:        r.Host,
 		ErrMsg:      "ok",
+		Fake:        proofOf(w, tk),
 	})
 }
 
@@ -103,6 +162,9 @@ const (
 // media streams a deterministic binary body in flushed chunks: it is the
 // case where a gateway must not buffer or sniff the response.
 func (s *Server) media(w http.ResponseWriter, r *http.Request) {
+	if s.uploaded(w, r.URL.Query().Get("media_id")) {
+		return
+	}
 	size := DefaultMediaSize
 	if v := r.URL.Query().Get("size"); v != "" {
 		n, err := strconv.Atoi(v)

@@ -70,6 +70,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	for agent, sec := range h.CorpSecrets {
 		opts.CorpSecrets[agent] = repl.ReplaceKnown(sec, "")
 	}
+	if err := h.checkSecrets(opts); err != nil {
+		return err
+	}
 	h.key = poolKey(opts)
 	v, loaded, err := servers.LoadOrNew(h.key, func() (caddy.Destructor, error) {
 		return pooled{New(opts)}, nil
@@ -83,6 +86,23 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		zap.String("appid", opts.AppID),
 		zap.String("corpid", opts.CorpID),
 		zap.Bool("reused", loaded))
+	return nil
+}
+
+// checkSecrets refuses an empty secret: a fake that accepts one would let
+// a demo run with an unset {env.X} and fail later in a confusing way.
+func (h *Handler) checkSecrets(o Options) error {
+	if o.AppID != "" && o.Secret == "" {
+		if h.Secret == "" {
+			return fmt.Errorf("wechat_fake: appid %s has no secret; add `secret {env.DEMO_SECRET}` and set the variable", o.AppID)
+		}
+		return fmt.Errorf("wechat_fake: the secret of appid %s is empty: %s resolved to nothing (is the environment variable set? e.g. DEMO_SECRET=demo-secret)", o.AppID, h.Secret)
+	}
+	for agent, sec := range o.CorpSecrets {
+		if sec == "" {
+			return fmt.Errorf("wechat_fake: corpsecret %s is empty: %s resolved to nothing", agent, h.CorpSecrets[agent])
+		}
+	}
 	return nil
 }
 

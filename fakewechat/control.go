@@ -16,6 +16,8 @@ type controls struct {
 	down     int
 	raw      string
 	gzip     bool
+	// glitchUntil: until then every API call answers 40001 (Glitch).
+	glitchUntil time.Time
 }
 
 // observations are what tests assert on.
@@ -24,6 +26,51 @@ type observations struct {
 	apiCalls  int
 	rejected  map[int]int
 	lastQuery string
+	headers   HeaderReport
+}
+
+// HeaderReport says whether caller credentials that a gateway should strip
+// reached the fake, on any request since the last Reset.
+type HeaderReport struct {
+	Authorization int    // requests that carried an Authorization header
+	Cookie        int    // requests that carried a Cookie header
+	LastPath      string // path of the last request that carried either
+}
+
+// noteHeaders counts Authorization and Cookie headers.
+func (s *Server) noteHeaders(r *http.Request) {
+	auth, cookie := len(r.Header.Values("Authorization")) > 0, len(r.Header.Values("Cookie")) > 0
+	if !auth && !cookie {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if auth {
+		s.obs.headers.Authorization++
+	}
+	if cookie {
+		s.obs.headers.Cookie++
+	}
+	s.obs.headers.LastPath = r.URL.Path
+}
+
+// Headers reports the Authorization and Cookie headers that arrived.
+func (s *Server) Headers() HeaderReport {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.obs.headers
+}
+
+// Glitch makes every API call answer 40001 for d on the fake's clock, as
+// during a WeChat-wide incident; the token endpoints keep answering
+// normally and no token is revoked. Glitch(0) ends it.
+func (s *Server) Glitch(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ctl.glitchUntil = time.Time{}
+	if d > 0 {
+		s.ctl.glitchUntil = s.opts.Now().Add(d)
+	}
 }
 
 func newObservations() observations {
@@ -33,8 +80,9 @@ func newObservations() observations {
 // Fetches counts calls to a token-like endpoint, failed ones included:
 // "classic" (/cgi-bin/token), "stable" (every /cgi-bin/stable_token call,
 // forced or not), "stable_force" (the force_refresh:true subset), "work"
-// (/cgi-bin/gettoken), "ticket" (/cgi-bin/ticket/getticket) and "sns"
-// (the three /sns/* endpoints).
+// (/cgi-bin/gettoken), "ticket" (/cgi-bin/ticket/getticket), "sns"
+// (the three /sns/* endpoints), "probe" and "probe_rejected"
+// (/cgi-bin/get_api_domain_ip) and "always_40001" (AlwaysInvalidPath).
 func (s *Server) Fetches(api string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()

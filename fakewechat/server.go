@@ -39,6 +39,9 @@ type Options struct {
 	ClassicDailyLimit int
 	// Now is the clock; tests inject one to move time without sleeping.
 	Now func() time.Time
+	// RIDRecords is how many rid records are kept for rid/get (default
+	// DefaultRIDRecords); the oldest is evicted first.
+	RIDRecords int
 }
 
 // Server is the fake. It implements http.Handler and is safe for
@@ -55,9 +58,11 @@ type Server struct {
 	tickets    map[string]*ticket
 	refresh    map[string]string // OAuth refresh_token -> openid
 
-	quota quotas
-	ctl   controls
-	obs   observations
+	quota   quotas
+	ctl     controls
+	obs     observations
+	rids    ridStore
+	uploads mediaStore
 }
 
 // New returns a fake server with o's defaults filled in.
@@ -74,6 +79,9 @@ func New(o Options) *Server {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.RIDRecords <= 0 {
+		o.RIDRecords = DefaultRIDRecords
+	}
 	secrets := make(map[string]string, len(o.CorpSecrets))
 	for k, v := range o.CorpSecrets {
 		secrets[k] = v
@@ -86,17 +94,35 @@ func New(o Options) *Server {
 		tickets: make(map[string]*ticket),
 		refresh: make(map[string]string),
 		obs:     newObservations(),
+		rids:    newRIDStore(o.RIDRecords),
 	}
 }
 
-// ServeHTTP routes token endpoints, /sns/* login endpoints and the ticket
-// endpoint; every other path is treated as an API call needing a token.
+// ServeHTTP gives every request a rid and keeps its record, then routes.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start, invoked := time.Now(), s.opts.Now()
+	s.noteHeaders(r)
 	if s.gzipOn() && strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
 		gw := newGzipWriter(w)
-		defer gw.Close()
+		defer gw.Close() // after the record: runs last
 		w = gw
 	}
+	rw := &recorder{ResponseWriter: w, rid: rid()}
+	tap := &bodyTap{ReadCloser: r.Body}
+	if r.Body == nil {
+		tap.ReadCloser = http.NoBody
+	}
+	r.Body = tap
+	// The record is stored before ServeHTTP returns, so a small answer
+	// (held in net/http's buffer until then) never reaches a client
+	// before its rid can be looked up.
+	defer s.record(rw, r, tap, start, invoked)
+	s.route(rw, r)
+}
+
+// route sends token endpoints, /sns/* login endpoints and the ticket
+// endpoint to their handlers; every other path is an API call.
+func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/cgi-bin/token":
 		s.tokenEndpoint(w, r, "classic", s.classicToken)
@@ -147,6 +173,10 @@ var errmsgs = map[int]string{
 	47001: "data format error",
 	48001: "api unauthorized",
 	61004: "access clientip is not registered",
+	76001: "rid not found",
+	76002: "rid is error",
+	76003: "could not query this rid,no permission",
+	76022: "could not query this rid,sns api not supported",
 	89503: "this call needs admin confirmation",
 }
 
@@ -169,7 +199,7 @@ func writeErr(w http.ResponseWriter, code int, msg string) {
 	body, _ := json.Marshal(struct {
 		ErrCode int    `json:"errcode"`
 		ErrMsg  string `json:"errmsg"`
-	}{code, msg + " rid: " + rid()})
+	}{code, msg + " rid: " + ridOf(w)})
 	w.Header().Set("Content-Type", ctError)
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(body)

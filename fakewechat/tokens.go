@@ -25,6 +25,13 @@ var prefixes = map[kind]string{
 	kindOAuth:   "OAUTH_",
 }
 
+var kindNames = map[kind]string{
+	kindClassic: "classic",
+	kindStable:  "stable",
+	kindWork:    "work",
+	kindOAuth:   "oauth",
+}
+
 // state is what RevokeAll / ExpireAll / force_refresh did to a token.
 type state int
 
