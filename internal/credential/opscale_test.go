@@ -51,7 +51,7 @@ func TestOpenPlatformScale(t *testing.T) {
 	g0 := runtime.NumGoroutine()
 	h0 := heapNow()
 	for i, id := range ids {
-		tok := credential.NewToken(("authorizertoken-"+id+strings.Repeat("x", 136))[:136], 7200, e.clock.Now(), "fetch")
+		tok := credential.NewToken(("authorizertoken-" + id + strings.Repeat("x", 136))[:136], 7200, e.clock.Now(), "fetch")
 		if err := nd.reg.Authorize(ctx, &credential.Authorization{AuthorizerAppID: id, RefreshToken: refresh[i], Token: tok}); err != nil {
 			t.Fatal(err)
 		}
