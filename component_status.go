@@ -81,4 +81,3 @@ func serveAuthorizers(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Cache-Control", "no-store")
 	return json.NewEncoder(w).Encode(page)
 }
-
