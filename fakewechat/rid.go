@@ -184,6 +184,9 @@ func (s *Server) ownerOf(r *http.Request, body []byte) string {
 		}
 		return ""
 	}
+	if owner := s.componentOwner(r, q, body); owner != "" {
+		return owner
+	}
 	if vals := q["access_token"]; len(vals) == 1 {
 		if tk := s.tokens[vals[0]]; tk != nil {
 			return tk.owner

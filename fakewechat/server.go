@@ -5,6 +5,11 @@
 // fetch with a short overlap, stable tokens are shared and renewed only in
 // their last minutes, errors come as HTTP 200 with text/plain bodies, and
 // failures (revocation, expiry, outages, garbage) can be injected.
+//
+// Like WeChat it also keeps every request under a rid and gives it back
+// through /cgi-bin/openapi/rid/get, credentials included (rid.go), and it
+// can act as an open platform that pushes encrypted tickets and events
+// and issues component and authorizer tokens (component.go).
 package fakewechat
 
 import (
@@ -39,6 +44,8 @@ type Options struct {
 	ClassicDailyLimit int
 	// Now is the clock; tests inject one to move time without sleeping.
 	Now func() time.Time
+	// Component makes the fake an open platform (第三方平台) too.
+	Component ComponentOptions
 	// RIDRecords is how many rid records are kept for rid/get (default
 	// DefaultRIDRecords); the oldest is evicted first.
 	RIDRecords int
@@ -49,8 +56,9 @@ type Options struct {
 type Server struct {
 	opts Options
 
-	mu     sync.Mutex
-	tokens map[string]*token // every token ever issued (until purged)
+	mu      sync.Mutex
+	tokens  map[string]*token // every token ever issued (until purged)
+	purgeAt int               // map size that triggers the next purge
 
 	classicCur string            // newest classic token
 	stableCur  string            // current stable token
@@ -63,6 +71,7 @@ type Server struct {
 	obs     observations
 	rids    ridStore
 	uploads mediaStore
+	open    *openPlatform // nil unless Options.Component.AppID is set
 }
 
 // New returns a fake server with o's defaults filled in.
@@ -87,7 +96,7 @@ func New(o Options) *Server {
 		secrets[k] = v
 	}
 	o.CorpSecrets = secrets
-	return &Server{
+	s := &Server{
 		opts:    o,
 		tokens:  make(map[string]*token),
 		workCur: make(map[string]string),
@@ -96,6 +105,8 @@ func New(o Options) *Server {
 		obs:     newObservations(),
 		rids:    newRIDStore(o.RIDRecords),
 	}
+	s.open = newOpenPlatform(&s.opts.Component)
+	return s
 }
 
 // ServeHTTP gives every request a rid and keeps its record, then routes.
@@ -139,6 +150,10 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	case "/sns/oauth2/refresh_token":
 		s.oauthRefresh(w, r)
 	default:
+		if s.open != nil && strings.HasPrefix(r.URL.Path, "/cgi-bin/component/") {
+			s.componentAPI(w, r)
+			return
+		}
 		s.apiCall(w, r)
 	}
 }
@@ -167,12 +182,19 @@ var errmsgs = map[int]string{
 	40164: "invalid ip " + WhitelistIP + " ipv6 ::ffff:" + WhitelistIP + ", not in whitelist",
 	40243: "AppSecret has been frozen",
 	41001: "access_token missing",
+	41018: "missing component_access_token",
 	42001: "access_token expired",
 	45009: "reach max api daily quota limit",
 	45011: "api minute-quota reach limit  mustslower  retry next minute",
 	47001: "data format error",
 	48001: "api unauthorized",
+	61003: "component is not authorized by this account",
 	61004: "access clientip is not registered",
+	61005: "component ticket is expired",
+	61006: "component ticket is invalid",
+	61009: "code is invalid",
+	61010: "code is expired",
+	61023: "refresh_token is invalid",
 	76001: "rid not found",
 	76002: "rid is error",
 	76003: "could not query this rid,no permission",
