@@ -184,12 +184,12 @@ func newPlatform(appid, secret string, bases []*url.URL, store StoreProvider, fe
 	rt := componentHTTP()
 	p.comp = credential.New(credential.Config{
 		Name: "component_access_token", AppID: appid, Shared: p.shared, Scheduler: scheduler,
-		Window: credential.ComponentWindow, FetchTimeout: fetchTimeout, Ceiling: -1, Logger: logger,
+		Window: credential.ComponentWindow, FetchTimeout: fetchTimeout, MinAge: defaultMinTokenAge, Ceiling: -1, Logger: logger,
 		Source: &credential.ComponentTokenSource{RT: rt, Bases: bases, AppID: appid, Secret: secret},
 	})
 	p.plat = &credential.Platform{Component: p.comp, RT: rt, Bases: bases, AppID: appid, Secret: secret, Logger: logger, Events: p.obs}
 	p.reg = credential.NewRegistry(p.plat, credential.RegistryConfig{
-		Shared: p.shared, Scheduler: scheduler, FetchTimeout: fetchTimeout, Logger: logger,
+		Shared: p.shared, Scheduler: scheduler, FetchTimeout: fetchTimeout, MinAge: defaultMinTokenAge, Logger: logger,
 	})
 	// Warm the component token from a durable store.
 	wctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -47,6 +47,7 @@ type RegistryConfig struct {
 	Scheduler    *Scheduler
 	Window       Window // zero: AuthorizerWindow
 	FetchTimeout time.Duration
+	MinAge       time.Duration
 	Ceiling      int
 	Now          func() time.Time
 	Rand         func() float64
@@ -177,6 +178,7 @@ func (r *Registry) newAuthorizer(appid string) *Authorizer {
 		Scheduler:    r.cfg.Scheduler,
 		Window:       r.cfg.Window,
 		FetchTimeout: r.cfg.FetchTimeout,
+		MinAge:       r.cfg.MinAge,
 		Ceiling:      r.cfg.Ceiling,
 		Now:          r.cfg.Now,
 		Rand:         r.cfg.Rand,
