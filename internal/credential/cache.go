@@ -108,7 +108,7 @@ type Cache struct {
 	nrecent   int
 	verdicts  map[string]verdict
 	badProbes map[string]probeRecord
-	aux       map[string][]byte // without a store
+	aux       []auxEntry // without a store; one or two names, so a slice, not a map
 	renewAt   time.Time
 	spread    bool // the Spread renewal was placed
 	job       *job // guarded by the scheduler's mutex
@@ -161,7 +161,9 @@ func New(cfg Config) *Cache {
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
 	}
-	c := &Cache{cfg: cfg, verdicts: map[string]verdict{}, badProbes: map[string]probeRecord{}, aux: map[string][]byte{}}
+	// The maps are made on first write: ten thousand authorizer caches
+	// mostly never probe.
+	c := &Cache{cfg: cfg}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.src.Store(&sourceBox{cfg.Source})
 	c.logger.Store(cfg.Logger)
@@ -294,6 +296,9 @@ func (c *Cache) probe(ctx context.Context, t *Token) (valid, known bool) {
 				delete(c.verdicts, k)
 			}
 		}
+		if c.verdicts == nil {
+			c.verdicts = map[string]verdict{}
+		}
 		c.verdicts[t.Value] = verdict{valid: valid, until: now.Add(c.cfg.ProbeTTL)}
 		if !valid {
 			r := c.badProbes[t.Value]
@@ -303,6 +308,9 @@ func (c *Cache) probe(ctx context.Context, t *Token) (valid, known bool) {
 			}
 			r.n++
 			r.last = now
+			if c.badProbes == nil {
+				c.badProbes = map[string]probeRecord{}
+			}
 			c.badProbes[t.Value] = r
 		}
 		c.mu.Unlock()
@@ -688,6 +696,11 @@ func (c *Cache) Status() Status {
 	return s
 }
 
+type auxEntry struct {
+	name string
+	v    []byte
+}
+
 // auxView gives a Source its credential's auxiliary values: sealed in
 // the store when there is one, in memory otherwise.
 type auxView struct{ c *Cache }
@@ -706,16 +719,26 @@ func (a auxView) Get(ctx context.Context, name string) ([]byte, error) {
 	}
 	a.c.mu.Lock()
 	defer a.c.mu.Unlock()
-	v, ok := a.c.aux[name]
-	if !ok {
-		return nil, ErrNotFound
+	for _, e := range a.c.aux {
+		if e.name == name {
+			return e.v, nil
+		}
 	}
-	return v, nil
+	return nil, ErrNotFound
 }
 
 func (a auxView) Put(ctx context.Context, name string, v []byte) error {
 	a.c.mu.Lock()
-	a.c.aux[name] = append([]byte(nil), v...)
+	cp := append([]byte(nil), v...)
+	found := false
+	for i := range a.c.aux {
+		if a.c.aux[i].name == name {
+			a.c.aux[i].v, found = cp, true
+		}
+	}
+	if !found {
+		a.c.aux = append(a.c.aux, auxEntry{name, cp})
+	}
 	a.c.mu.Unlock()
 	if a.c.cfg.Shared != nil {
 		return a.c.cfg.Shared.auxPut(ctx, a.key(name), v)
