@@ -21,3 +21,4 @@ for target in FuzzErrcode FuzzSniff FuzzRewriteQuery FuzzCaddyfile; do
 done
 go test -run '^$' -fuzz '^FuzzOpenToken$' -fuzztime "${FUZZTIME:-5000x}" ./internal/credential
 go test -run '^$' -fuzz '^FuzzDecrypt$' -fuzztime "${FUZZTIME:-5000x}" ./internal/wxcrypto
+go test -run '^$' -fuzz '^FuzzCallback$' -fuzztime "${FUZZTIME:-5000x}" ./internal/componentcb
