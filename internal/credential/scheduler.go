@@ -73,6 +73,24 @@ func (s *Scheduler) schedule(c *Cache, at time.Time) {
 	}
 }
 
+// Kick makes the loop read its clock again: after a fake clock moved (a
+// benchmark on simulated time), or a suspended machine woke up.
+func (s *Scheduler) Kick() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Idle reports whether no renewal is due on the scheduler's clock and
+// none is running.
+func (s *Scheduler) Idle() bool {
+	s.mu.Lock()
+	due := len(s.h) > 0 && !s.h[0].at.After(s.now())
+	s.mu.Unlock()
+	return !due && s.ticking.Load() == 0
+}
+
 func (s *Scheduler) remove(c *Cache) {
 	s.mu.Lock()
 	s.removeLocked(c)
