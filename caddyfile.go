@@ -243,9 +243,7 @@ func (t *Transport) finishCaddyfile(d *caddyfile.Dispenser, directive string) ([
 	if t.Secret == "" {
 		return nil, d.Errf("%s: secret is required", directive)
 	}
-	if len(t.TokenEndpoints) == 0 && t.TokenAPI == tokenAPIWork {
-		t.TokenEndpoints = []string{defaultWorkUpstream}
-	}
+	t.TokenEndpoints = t.endpoints() // the account's own defaults
 	bases, err := parseUpstreams(t.TokenEndpoints)
 	if err != nil {
 		return nil, d.Err(err.Error())

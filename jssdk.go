@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -96,7 +97,7 @@ func (h *JSSDK) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Ha
 	if typ == "" {
 		typ = "jsapi"
 	}
-	if typ != "jsapi" && typ != "wx_card" {
+	if !slices.Contains(ticketTypes, typ) {
 		return jsonError(w, http.StatusBadRequest, 40097, "type must be jsapi or wx_card")
 	}
 	page := r.FormValue("url")

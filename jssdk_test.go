@@ -155,11 +155,10 @@ func TestJSSDKRetriesOnBadToken(t *testing.T) {
 	if r.Status != 200 || r.JSON["signature"] == nil {
 		t.Fatalf("sign after revocation: %d %s", r.Status, r.Body)
 	}
-	// Rejected twice: getticket, then the probe that confirms the token
-	// is bad before it is dropped.
-	if f.Rejected(40001) != 2 || f.Fetches("stable") != 2 || f.Fetches("ticket") != 2 {
-		t.Errorf("rejected %d, token fetches %d, ticket calls %d; want 2, 2, 2",
-			f.Rejected(40001), f.Fetches("stable"), f.Fetches("ticket"))
+	// The probe confirms the token is bad before it is dropped.
+	if f.Rejected(40001) != 1 || f.Fetches("probe_rejected") != 1 || f.Fetches("stable") != 2 || f.Fetches("ticket") != 2 {
+		t.Errorf("rejected %d, probes rejected %d, token fetches %d, ticket calls %d; want 1, 1, 2, 2",
+			f.Rejected(40001), f.Fetches("probe_rejected"), f.Fetches("stable"), f.Fetches("ticket"))
 	}
 }
 

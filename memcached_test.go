@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -201,16 +200,3 @@ func (b *blackHole) accepted() int {
 	defer b.mu.Unlock()
 	return len(b.conns)
 }
-
-const (
-	mcAppID  = "wx_mc_test_app"
-	mcSecret = "mc-secret-do-not-log"
-	mcKey    = "acct_0123456789abcdef" // what accountKey would give: a hash-like name
-)
-
-// testClock is real time plus an offset tests can move forward, so the
-// breaker's cool-off passes without sleeping.
-type testClock struct{ off atomic.Int64 }
-
-func (c *testClock) Now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
-func (c *testClock) Advance(d time.Duration) { c.off.Add(int64(d)) }

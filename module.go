@@ -32,59 +32,13 @@ func init() {
 type Transport struct {
 	reverseproxy.HTTPTransport
 
-	// The account's appid. Placeholders such as {env.X} and {file.X}
-	// are resolved at provision.
-	AppID string `json:"appid,omitempty"`
-
-	// The account's secret. Write it as a placeholder ({env.X} or
-	// {file.X}) so that the admin API's /config/ never shows it.
-	Secret string `json:"secret,omitempty"`
-
-	// "stable" (default) or "classic".
-	TokenAPI string `json:"token_api,omitempty"`
-
-	// Base URLs of the token endpoints, tried in order. They should be
-	// the same hosts as the reverse_proxy upstreams (a request to another
-	// host is logged once). Default https://api.weixin.qq.com.
-	TokenEndpoints []string `json:"token_endpoints,omitempty"`
-
-	// Deprecated: the old name of token_endpoints.
-	Upstreams []string `json:"upstreams,omitempty"`
-
-	// The shared store of the account's credentials: a module of the
-	// wechat.stores namespace (memcache, redis, sql, storage, ...).
-	// None: the credentials live in this process only.
-	Store json.RawMessage `json:"store,omitempty" caddy:"namespace=wechat.stores inline_key=module"`
-
-	// Memcache servers (host:port): the short form of a memcache store.
-	Memcache []string `json:"memcache,omitempty"`
-
-	// Prefix of the memcache keys. Default "wechat:".
-	MemcachePrefix string `json:"memcache_prefix,omitempty"`
-
-	// Timeout of each memcache operation. Default 100ms.
-	MemcacheTimeout caddy.Duration `json:"memcache_timeout,omitempty"`
-
-	// Deadline of one token fetch, independent of any client. Default 10s.
-	FetchTimeout caddy.Duration `json:"fetch_timeout,omitempty"`
+	// The account: its fields sit at the top level of the JSON.
+	Account
 
 	// Largest request body kept in memory so that it can be replayed
 	// after a token error. Larger bodies stream through without the
 	// replay. Default 10 MiB, WeChat's media upload limit.
 	MaxReplayBody int64 `json:"max_replay_body,omitempty"`
-
-	// Most token fetches per account per day (Beijing), counted across
-	// the cluster with a store. Default 200, far below WeChat's quotas;
-	// -1 for none.
-	FetchCeiling int `json:"fetch_ceiling,omitempty"`
-
-	// A token younger than this is not given up on because of a token
-	// errcode from a request. Default 60s.
-	MinTokenAge caddy.Duration `json:"min_token_age,omitempty"`
-
-	// Share of a daily quota (2000 classic fetches, 20 force_refresh)
-	// past which a warning is logged. Default 0.5.
-	QuotaWarn float64 `json:"quota_warn,omitempty"`
 
 	secret  string
 	bases   []*url.URL
@@ -130,22 +84,14 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 		t.logger.Warn("wechat: the secret is written literally in the config, so the admin API's /config/ shows it; use {env.*} or {file.*}",
 			zap.String("appid", appid))
 	}
-	api := t.TokenAPI
-	if api == "" {
-		api = tokenAPIStable
+	api, err := t.tokenAPI()
+	if err != nil {
+		return err
 	}
-	if api != tokenAPIStable && api != tokenAPIClassic && api != tokenAPIWork {
-		return fmt.Errorf("wechat: token_api must be stable, classic or work, not %q", t.TokenAPI)
-	}
-	ups := t.TokenEndpoints
-	if len(ups) == 0 && len(t.Upstreams) > 0 {
+	if len(t.TokenEndpoints) == 0 && len(t.Upstreams) > 0 {
 		t.logger.Warn("wechat: the transport's \"upstreams\" field is deprecated; call it \"token_endpoints\"")
-		ups = t.Upstreams
 	}
-	if len(ups) == 0 && api == tokenAPIWork {
-		ups = []string{defaultWorkUpstream}
-	}
-	bases, err := parseUpstreams(ups)
+	bases, err := parseUpstreams(t.endpoints())
 	if err != nil {
 		return err
 	}
@@ -225,6 +171,9 @@ func (t *Transport) storeProvider(ctx caddy.Context) (StoreProvider, error) {
 // that is not a token endpoint: the token would then be fetched from one
 // place and used at another.
 func (t *Transport) checkHost(host string) {
+	if len(t.bases) == 0 || t.logger == nil {
+		return // not provisioned (unit tests and benchmarks)
+	}
 	for _, b := range t.bases {
 		if b.Host == host {
 			return
@@ -253,25 +202,6 @@ func (t *Transport) Cleanup() error {
 		}
 	}
 	return t.HTTPTransport.Cleanup()
-}
-
-func (t *Transport) fetchTimeout() time.Duration {
-	if t.FetchTimeout > 0 {
-		return time.Duration(t.FetchTimeout)
-	}
-	return defaultFetchTimeout
-}
-
-// defaultMinTokenAge is min_token_age's default; the root tests, which
-// run on the real clock, shorten it (the rule itself is tested in the
-// engine on a fake clock).
-var defaultMinTokenAge = credential.DefaultMinAge
-
-func (t *Transport) minTokenAge() time.Duration {
-	if t.MinTokenAge != 0 {
-		return time.Duration(t.MinTokenAge)
-	}
-	return defaultMinTokenAge
 }
 
 func (t *Transport) maxReplay() int64 {

@@ -38,6 +38,17 @@ func (MemcacheStore) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "wechat.stores.memcache", New: func() caddy.Module { return new(MemcacheStore) }}
 }
 
+// Provision resolves placeholders ({env.*}, {file.*}) in the servers and
+// prefix.
+func (m *MemcacheStore) Provision(caddy.Context) error {
+	repl := caddy.NewReplacer()
+	for i, s := range m.Servers {
+		m.Servers[i] = repl.ReplaceKnown(s, "")
+	}
+	m.Prefix = repl.ReplaceKnown(m.Prefix, "")
+	return nil
+}
+
 // StoreID names the servers (sorted): no secret in it.
 func (m *MemcacheStore) StoreID() string {
 	s := append([]string(nil), m.Servers...)
@@ -131,6 +142,7 @@ func (t *Transport) parseStore(d *caddyfile.Dispenser, args []string) error {
 }
 
 var (
+	_ caddy.Provisioner     = (*MemcacheStore)(nil)
 	_ StoreProvider         = (*MemcacheStore)(nil)
 	_ caddyfile.Unmarshaler = (*MemcacheStore)(nil)
 )

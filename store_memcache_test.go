@@ -63,3 +63,53 @@ func TestMemcacheStoreBlackHoled(t *testing.T) {
 		t.Error("the breaker is not open after the store timed out")
 	}
 }
+
+// The store block parses in both directives, and the options after it
+// are still read.
+func TestStoreCaddyfileBlock(t *testing.T) {
+	for _, dir := range []string{"wechat", "wechat_jssdk"} {
+		cfg, err := adapt(`http://127.0.0.1:1 {
+	` + dir + ` {
+		appid wx1
+		secret {env.S}
+		store memcache {
+			servers 127.0.0.1:11211 127.0.0.1:11212
+			prefix p:
+			timeout 250ms
+		}
+		fetch_timeout 7s
+		fetch_ceiling 50
+	}
+}`)
+		if err != nil {
+			t.Fatalf("%s: %v", dir, err)
+		}
+		js := string(cfg)
+		for _, want := range []string{`"module":"memcache"`, `"servers":["127.0.0.1:11211","127.0.0.1:11212"]`, `"prefix":"p:"`, `"fetch_timeout":7000000000`, `"fetch_ceiling":50`} {
+			if !strings.Contains(js, want) {
+				t.Errorf("%s: adapted config lacks %s:\n%s", dir, want, js)
+			}
+		}
+	}
+}
+
+// Everything that changes how a credential is fetched or shared names a
+// different account.
+func TestAccountKeyCoversFetchSettings(t *testing.T) {
+	base := accountKey("wx", "s", "stable", "memcache:a", "https://api.weixin.qq.com,|10s")
+	for _, k := range []string{
+		accountKey("wx", "s2", "stable", "memcache:a", "https://api.weixin.qq.com,|10s"),
+		accountKey("wx", "s", "classic", "memcache:a", "https://api.weixin.qq.com,|10s"),
+		accountKey("wx", "s", "stable", "memcache:b", "https://api.weixin.qq.com,|10s"),
+		accountKey("wx", "s", "stable", "memcache:a|p2:", "https://api.weixin.qq.com,|10s"),
+		accountKey("wx", "s", "stable", "memcache:a", "https://api2.weixin.qq.com,|10s"),
+		accountKey("wx", "s", "stable", "memcache:a", "https://api.weixin.qq.com,|5s"),
+	} {
+		if k == base {
+			t.Fatalf("two settings share the key %s", k)
+		}
+	}
+	if strings.Contains(base, "s\x00") || strings.Contains(base, ":s:") {
+		t.Fatal("the key holds the secret")
+	}
+}

@@ -206,6 +206,10 @@ func (a *account) Rejected(ctx context.Context, e *tokenEntry) (*tokenEntry, boo
 	return a.tokens.Rejected(ctx, e)
 }
 
+// Recent lists the last few token values the account held, so that the
+// request path can scrub them from answers (rid/get and the like).
+func (a *account) Recent() []string { return a.tokens.Recent() }
+
 // warm adopts a stored token on provision, so that after a restart on a
 // durable store the first requests wait for no fetch.
 func (a *account) warm() {

@@ -100,10 +100,10 @@ func TestWeComTwoAgentsTwoTokens(t *testing.T) {
 	if r := get(t, g.URL+"/b/cgi-bin/user/get?userid=u1"); r.errcode() != 0 {
 		t.Fatalf("after 42001: %s", r.Body)
 	}
-	// Each rejection is seen twice: by the call, then by the probe that
-	// confirms the token is bad.
-	if fw.Rejected(40014) != 2 || fw.Rejected(42001) != 2 || fw.Fetches("work") != 4 {
-		t.Errorf("40014 %d, 42001 %d, fetches %d; want 2, 2, 4", fw.Rejected(40014), fw.Rejected(42001), fw.Fetches("work"))
+	// Each rejection is confirmed by a probe before the token is dropped.
+	if fw.Rejected(40014) != 1 || fw.Rejected(42001) != 1 || fw.Fetches("probe_rejected") != 2 || fw.Fetches("work") != 4 {
+		t.Errorf("40014 %d, 42001 %d, probes rejected %d, fetches %d; want 1, 1, 2, 4",
+			fw.Rejected(40014), fw.Rejected(42001), fw.Fetches("probe_rejected"), fw.Fetches("work"))
 	}
 	// Two agents of one corp share an appid: /metrics must still answer,
 	// with the accounts told apart by their label (issue 11).

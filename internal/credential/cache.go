@@ -100,6 +100,8 @@ type Cache struct {
 	lastErr   error
 	lastErrAt time.Time
 	lastForce time.Time
+	vouched   string    // a rejected token the endpoint handed back …
+	vouchedAt time.Time // … at this time
 	day       string
 	fetches   int64 // today's, the cluster's when counted through the store
 	forced    int64
@@ -161,9 +163,7 @@ func New(cfg Config) *Cache {
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
 	}
-	// The maps are made on first write: ten thousand authorizer caches
-	// mostly never probe.
-	c := &Cache{cfg: cfg}
+	c := &Cache{cfg: cfg} // maps are made on first use: thousands of caches stay small
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.src.Store(&sourceBox{cfg.Source})
 	c.logger.Store(cfg.Logger)
@@ -252,6 +252,12 @@ func (c *Cache) Rejected(ctx context.Context, t *Token) (fresh *Token, replay bo
 	}
 	if c.cfg.MinAge > 0 && now.Sub(cur.FetchedAt) < c.cfg.MinAge {
 		return cur, false, nil
+	}
+	c.mu.Lock()
+	vouched := c.vouched == cur.Value && now.Sub(c.vouchedAt) < c.cfg.ProbeTTL
+	c.mu.Unlock()
+	if vouched {
+		return cur, false, nil // the endpoint vouched for it a moment ago
 	}
 	valid, known := c.probe(ctx, cur)
 	if valid || !known {
@@ -404,6 +410,9 @@ func (c *Cache) fetch(ctx context.Context, bad string) (*Token, error) {
 		c.log().Warn("wechat: force_refresh failed; keeping the token the endpoint vouches for",
 			zap.String("appid", c.cfg.AppID), zap.String("error", ferr.Error()))
 	}
+	c.mu.Lock()
+	c.vouched, c.vouchedAt = bad, c.cfg.Now()
+	c.mu.Unlock()
 	c.log().Info("wechat: the token endpoint returned the token a request had rejected; keeping it",
 		zap.String("appid", c.cfg.AppID), zap.String("credential", c.cfg.Name))
 	return t, nil

@@ -442,7 +442,8 @@ func TestBreakerSingleProbe(t *testing.T) {
 	clock := storetest.NewClock()
 	seal, _ := credential.NewSealer(testSecret, "wxunit")
 	obs := &countObs{}
-	sh := credential.NewShared(memstore.New().Open(), seal, credential.SharedOptions{Now: clock.Now, Observer: obs})
+	core, logs := observer.New(zap.InfoLevel)
+	sh := credential.NewShared(memstore.New().Open(), seal, credential.SharedOptions{Now: clock.Now, Observer: obs, Logger: zap.New(core)})
 	ctx := context.Background()
 	boom := errors.New("boom")
 	if err := sh.Do(ctx, "get", func(context.Context) error { return boom }); err == nil || !sh.BreakerOpen() {
@@ -486,5 +487,168 @@ func TestBreakerSingleProbe(t *testing.T) {
 	}
 	if obs.storeErrors.Load() != 1 {
 		t.Fatalf("%d store errors", obs.storeErrors.Load())
+	}
+	// One warning per opening, however many failures keep it open.
+	clock.Advance(6 * time.Second)
+	_ = sh.Do(ctx, "get", func(context.Context) error { return boom })
+	clock.Advance(6 * time.Second)
+	_ = sh.Do(ctx, "get", func(context.Context) error { return boom }) // the probe fails: still the same opening
+	if n := logs.FilterMessageSnippet("credential store failed").Len(); n != 2 {
+		t.Fatalf("%d warnings for two openings; want 2", n)
+	}
+}
+
+// Without a minimum age, a token the endpoint vouched for is not given up
+// on again by every following rejection: one fetch, not one per call.
+func TestVouchedTokenNotRefetchedPerCall(t *testing.T) {
+	e := newEnv(t, credential.APIStable, false, func(c *credential.Config) { c.MinAge = -1 })
+	tok, _ := e.cache.Token(context.Background())
+	e.fake.Break(tok.Value)
+	for range 50 {
+		e.clock.Advance(200 * time.Millisecond)
+		e.call(t, false)
+	}
+	if f := e.fake.Fetches.Load(); f != 2 {
+		t.Fatalf("50 rejections of a vouched token in 10 s: %d fetches; want 2", f)
+	}
+}
+
+// The once-a-minute peek adopts a peer's newer token, never an older one,
+// and writes the instance's own token back into an emptied store.
+func TestPeekAdoptsPeerToken(t *testing.T) {
+	clock := storetest.NewClock()
+	fake := storetest.NewFake(clock, credential.APIStable)
+	store := memstore.New()
+	seal, _ := credential.NewSealer(testSecret, "wxunit")
+	sh := credential.NewShared(store.Open(), seal, credential.SharedOptions{Now: clock.Now})
+	c := credential.New(credential.Config{Source: fake, Shared: sh, Now: clock.Now})
+	defer c.Close()
+	ctx := context.Background()
+	mine, _ := c.Token(ctx)
+	clock.Advance(time.Minute)
+	older := credential.NewToken("OLDER", 7200, mine.FetchedAt.Add(-time.Second), "fetch")
+	if err := store.Open().Delete(ctx, sh.Key("access_token")); err != nil {
+		t.Fatal(err)
+	}
+	sh.Store(ctx, "access_token", older)
+	c.Tick()
+	if c.Current().Value != mine.Value {
+		t.Fatal("peek adopted an older token")
+	}
+	newer := credential.NewToken("NEWER", 7200, clock.Now(), "fetch")
+	if err := store.Open().Delete(ctx, sh.Key("access_token")); err != nil {
+		t.Fatal(err)
+	}
+	sh.Store(ctx, "access_token", newer)
+	c.Tick()
+	if c.Current().Value != "NEWER" {
+		t.Fatal("peek did not adopt a peer's newer token")
+	}
+	_ = store.Open().Delete(ctx, sh.Key("access_token"))
+	c.Tick()
+	if got := sh.Load(ctx, "access_token"); got == nil || got.Value != "NEWER" {
+		t.Fatal("peek did not write the token back into an emptied store")
+	}
+	if fake.Fetches.Load() != 1 {
+		t.Fatalf("%d fetches", fake.Fetches.Load())
+	}
+}
+
+// force_refresh keeps WeChat's limits: 30 s apart and 20 a day, however
+// much evidence there is.
+func TestForceRefreshLimits(t *testing.T) {
+	e := newEnv(t, credential.APIStable, false, func(c *credential.Config) { c.Ceiling = -1 })
+	// Start just after midnight in Beijing, so the run stays in one day.
+	bj := e.clock.Now().In(time.FixedZone("UTC+8", 8*3600))
+	midnight := time.Date(bj.Year(), bj.Month(), bj.Day()+1, 0, 1, 0, 0, bj.Location())
+	e.clock.Advance(midnight.Sub(bj))
+	ctx := context.Background()
+	for range 200 {
+		tok, err := e.cache.Token(ctx)
+		if err != nil {
+			e.clock.Advance(time.Minute)
+			continue
+		}
+		e.fake.Break(tok.Value)
+		e.clock.Advance(61 * time.Second)
+		e.call(t, false)
+	}
+	if f := e.fake.Forced.Load(); f != 20 {
+		t.Fatalf("%d force_refresh in a day of evidence; want the 20 allowed", f)
+	}
+	if st := e.cache.Status(); st.Forced > 20 {
+		t.Fatalf("status counts %d force_refresh", st.Forced)
+	}
+}
+
+// A simulated day on a fake clock: refresh-ahead renews every token
+// before any request needs it, alone and in a 3-instance cluster where
+// one instance renews and the others adopt its token.
+func TestRefreshAheadDay(t *testing.T) {
+	for _, n := range []int{1, 3} {
+		for _, api := range []string{credential.APIStable, credential.APIClassic} {
+			clock := storetest.NewClock()
+			fake := storetest.NewFake(clock, api)
+			store := memstore.New()
+			store.Now = clock.Now
+			window := credential.StableWindow
+			if api == credential.APIClassic {
+				window = credential.ClassicWindow
+			}
+			var caches []*credential.Cache
+			for range n {
+				cfg := credential.Config{Source: fake, Now: clock.Now, Window: window}
+				if n > 1 {
+					seal, _ := credential.NewSealer(testSecret, "wxday")
+					cfg.Shared = credential.NewShared(store.Open(), seal, credential.SharedOptions{Now: clock.Now})
+				}
+				c := credential.New(cfg)
+				defer c.Close()
+				caches = append(caches, c)
+			}
+			ctx := context.Background()
+			for _, c := range caches {
+				if _, err := c.Token(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waited := 0
+			for range 24 * 60 {
+				clock.Advance(time.Minute)
+				for _, c := range caches {
+					c.Tick() // what the scheduler does when due, and the minute peek
+					if !c.Current().UseBy().After(clock.Now()) {
+						waited++
+					}
+					if _, err := c.Token(ctx); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			f := fake.Fetches.Load()
+			if waited != 0 || f < 11 || f > 16 {
+				t.Errorf("%s × %d: %d requests waited, %d fetches in 24 h; want 0 and about 13", api, n, waited, f)
+			}
+		}
+	}
+}
+
+// publish never replaces a token with an older one, whoever hands it in.
+func TestPublishNewerWins(t *testing.T) {
+	clock := storetest.NewClock()
+	store := memstore.New()
+	seal, _ := credential.NewSealer(testSecret, "wxunit")
+	sh := credential.NewShared(store.Open(), seal, credential.SharedOptions{Now: clock.Now})
+	c := credential.New(credential.Config{Source: storetest.NewFake(clock, credential.APIStable), Shared: sh, Now: clock.Now})
+	defer c.Close()
+	ctx := context.Background()
+	mine, _ := c.Token(ctx)
+	if err := store.Open().Delete(ctx, sh.Key("access_token")); err != nil {
+		t.Fatal(err)
+	}
+	sh.Store(ctx, "access_token", credential.NewToken("OLDER", 7200, mine.FetchedAt.Add(-time.Minute), "fetch"))
+	c.Warm(ctx)
+	if c.Current().Value != mine.Value {
+		t.Fatal("publish replaced a token with an older one")
 	}
 }

@@ -52,7 +52,9 @@ func (s *Scheduler) Len() int {
 func (s *Scheduler) schedule(c *Cache, at time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if at.IsZero() {
+	// Checked under the lock: Close cancels, then removes under it, so a
+	// tick finishing concurrently cannot put a closed cache back.
+	if at.IsZero() || c.ctx.Err() != nil {
 		s.removeLocked(c)
 		return
 	}

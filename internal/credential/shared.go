@@ -202,11 +202,11 @@ func (s *Shared) read(ctx context.Context, key string) (t *Token, ver Version, p
 	}
 	t, oerr := s.seal.OpenToken(key, v, s.opt.Now())
 	if oerr == nil && !s.opt.Now().Before(t.ExpiresAt) {
-		t, oerr = nil, errors.New("expired")
+		return nil, ver, true, nil // expired: a miss, nothing to report
 	}
 	if oerr != nil {
 		if s.badLogged.CompareAndSwap(false, true) {
-			s.logger.Load().Warn("wechat: a stored credential is unusable (foreign, corrupt or expired); treating it as a miss",
+			s.logger.Load().Warn("wechat: a stored credential is unusable (foreign or corrupt); treating it as a miss",
 				zap.String("key", key), zap.String("reason", oerr.Error()))
 		}
 		return nil, ver, true, nil

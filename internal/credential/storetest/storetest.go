@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -34,6 +35,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("RejectionStorm", func(t *testing.T) { rejectionStorm(t, h) })
 	t.Run("NewerWins", func(t *testing.T) { newerWins(t, h) })
 	t.Run("LeaseHolderDies", func(t *testing.T) { leaseTakeover(t, h) })
+	t.Run("RecheckAfterLease", func(t *testing.T) { recheckAfterLease(t, h) })
 	t.Run("CorruptOrForeignIsMiss", func(t *testing.T) { corruptOrForeign(t, h) })
 	t.Run("CountersShared", func(t *testing.T) { countersShared(t, h) })
 	t.Run("TicketsShared", func(t *testing.T) { ticketsShared(t, h) })
@@ -362,5 +364,40 @@ func durableRestart(t *testing.T, h Harness) {
 	}
 	if n := c.fake.Fetches.Load(); n != 1 {
 		t.Fatalf("a restarted cluster made %d more fetches; want 0", n-1)
+	}
+}
+
+// hooked runs before once, just before the first Add of a lease key.
+type hooked struct {
+	credential.Backend
+	once   sync.Once
+	before func()
+}
+
+func (b *hooked) Add(ctx context.Context, key string, v []byte, ttl time.Duration) (bool, error) {
+	if strings.HasSuffix(key, ":lease") {
+		b.once.Do(b.before)
+	}
+	return b.Backend.Add(ctx, key, v, ttl)
+}
+
+// recheckAfterLease: a peer stores a token between our read and our
+// lease; we must find it after taking the lease, not fetch over it.
+func recheckAfterLease(t *testing.T, h Harness) {
+	c := newCluster(t, h, credential.APIStable)
+	peer := c.instance(secret)
+	cx := ctx(t)
+	peerTok := credential.NewToken("PEER-TOKEN", 7200, c.clock.Now(), "fetch")
+	seal, _ := credential.NewSealer(secret, appid)
+	hb := &hooked{Backend: c.h.Open(t), before: func() { peer.shared.Store(cx, "access_token", peerTok) }}
+	sh := credential.NewShared(hb, seal, credential.SharedOptions{Prefix: c.prefix, OpTimeout: opTimeout, Now: c.clock.Now})
+	a := credential.New(credential.Config{Source: c.fake, Shared: sh, Now: c.clock.Now, FetchTimeout: time.Second})
+	defer a.Close()
+	tok, err := a.Token(cx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.Value != "PEER-TOKEN" || c.fake.Fetches.Load() != 0 {
+		t.Fatalf("got %q with %d fetches; want the peer's token and no fetch", tok.Value, c.fake.Fetches.Load())
 	}
 }
