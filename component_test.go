@@ -28,6 +28,7 @@ type componentFake struct {
 	*fakewechat.Server
 	URL        string
 	sawHeader  atomic.Bool
+	lastQuery  atomic.Value // string: the raw query of the last request
 	mu         sync.Mutex
 	rejectToks map[string]bool
 }
@@ -40,6 +41,7 @@ func newComponentFake(t *testing.T, rotateEvery int) *componentFake {
 		if r.Header.Get(AuthorizerHeader) != "" {
 			f.sawHeader.Store(true)
 		}
+		f.lastQuery.Store(r.URL.RawQuery)
 		f.mu.Lock()
 		bad := f.rejectToks[r.URL.Query().Get("access_token")]
 		f.mu.Unlock()
@@ -225,6 +227,11 @@ func TestComponentEndToEnd(t *testing.T) {
 	if r.errcode() != 0 || strings.Contains(string(r.Body), "refreshtoken@@@") || !strings.Contains(string(r.Body), `"authorizer_refresh_token":""`) {
 		t.Fatalf("api_get_authorizer_info: %s", r.Body)
 	}
+	// /sns/* (a user's OAuth token) passes untouched.
+	get(t, g.URL+"/authorizer/"+merchant+"/sns/auth?access_token=USERTOKEN&openid=o1")
+	if q, _ := f.lastQuery.Load().(string); q != "access_token=USERTOKEN&openid=o1" {
+		t.Fatalf("/sns/auth: the query was changed: %q", q)
+	}
 	// The gateway's own component endpoints are refused.
 	if r := do(t, http.MethodPost, g.URL+"/cgi-bin/component/api_authorizer_token", []byte(`{}`)); r.Status != 403 {
 		t.Fatalf("api_authorizer_token through the gateway: %d", r.Status)
@@ -272,6 +279,20 @@ func TestComponentEndToEnd(t *testing.T) {
 			if s != "" && strings.Contains(hay, s) {
 				t.Fatalf("a credential leaked: %.14s…", s)
 			}
+		}
+	}
+}
+
+func TestComponentCaddyfileErrors(t *testing.T) {
+	for _, c := range []struct{ cfg, want string }{
+		{"wechat_component_callback {\n appid a\n secret {env.S}\n token {env.T}\n}", "aes_key are required"},
+		{"wechat_component_callback {\n appid a\n secret s\n token t\n aes_key k\n bogus 1\n}", "unknown subdirective"},
+		{"wechat_component {\n secret {env.S}\n}", "appid is required"},
+		{"wechat_component {\n appid a\n secret s\n to http://x\n}", "not allowed"},
+	} {
+		_, err := adapt(":8080 {\n" + c.cfg + "\n}\n")
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: %v, want %q", c.cfg, err, c.want)
 		}
 	}
 }

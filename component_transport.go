@@ -120,6 +120,12 @@ func (t *ComponentTransport) RoundTrip(req *http.Request) (*http.Response, error
 			"caddy-wechat: this endpoint is the gateway's own; call the API you need without a token"), nil
 	}
 	componentCall := strings.HasPrefix(clean, "/cgi-bin/component/") || strings.HasPrefix(clean, "/sns/component/")
+	if strings.HasPrefix(clean, "/sns/") && !componentCall {
+		// The user's own OAuth token (/sns/userinfo, /sns/auth): untouched.
+		resp, err := t.send(req, p, "", streamOf(req), nil)
+		t.count(resultOf(resp, err), named)
+		return resp, err
+	}
 	if !named && !componentCall {
 		t.count("no_authorizer", false)
 		return gatewayError(req, http.StatusBadRequest, 41001,
@@ -232,7 +238,9 @@ func (t *ComponentTransport) send(req *http.Request, p, param string, body *repl
 	*out = *req
 	u := *req.URL
 	u.Path, u.RawPath = p, ""
-	u.RawQuery = componentQuery(req.URL.RawQuery, param, tok.Escaped())
+	if tok != nil {
+		u.RawQuery = componentQuery(req.URL.RawQuery, param, tok.Escaped())
+	}
 	u.ForceQuery = false
 	out.URL = &u
 	out.Host = u.Host
@@ -254,6 +262,14 @@ func (t *ComponentTransport) send(req *http.Request, p, param string, body *repl
 		return nil, t.redact(err)
 	}
 	return resp, nil
+}
+
+// streamOf sends the request body once, as it came.
+func streamOf(req *http.Request) *replayBody {
+	if req.Body == nil || req.Body == http.NoBody {
+		return emptyBody
+	}
+	return &replayBody{stream: req.Body, length: req.ContentLength}
 }
 
 // componentQuery drops every credential a client sent (access_token,
