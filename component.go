@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddy-wechat/wechat/internal/componentcb"
 	"github.com/caddy-wechat/wechat/internal/credential"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -63,6 +64,7 @@ type platform struct {
 	plat   *credential.Platform
 	reg    *credential.Registry
 	obs    *componentObserver
+	guard  componentcb.ReplayGuard // outlives config reloads
 }
 
 var platforms = caddy.NewUsagePool()

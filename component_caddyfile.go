@@ -147,39 +147,39 @@ func parseComponentCallbackCaddyfile(h httpcaddyfile.Helper) (caddyhttp.Middlewa
 	return cb, nil
 }
 
+// parseOption reads one subdirective of wechat_component_callback; the
+// component's own are parsed as in wechat, into t.
 func (cb *ComponentCallback) parseOption(d *caddyfile.Dispenser, t *Transport) error {
 	name := d.Val()
 	args := d.RemainingArgs()
-	{
-		one := func(into *string) error {
-			if len(args) != 1 {
-				return d.ArgErr()
-			}
-			*into = args[0]
-			return nil
+	one := func(into *string) error {
+		if len(args) != 1 {
+			return d.ArgErr()
 		}
-		var err error
-		switch name {
-		case "token":
-			err = one(&cb.Token)
-		case "aes_key":
-			err = one(&cb.AESKey)
-		case "max_body":
-			var s string
-			if err = one(&s); err == nil {
-				var n uint64
-				if n, err = humanize.ParseBytes(s); err != nil {
-					err = d.Errf("max_body %q: %v", s, err)
-				}
-				cb.MaxBody = int64(n)
-			}
-		case "max_skew":
-			err = parseDuration(d, args, &cb.MaxSkew)
-		case "appid", "secret", "upstream", "store", "memcache", "memcache_prefix", "memcache_timeout", "fetch_timeout":
-			_, err = t.parseOption(d, name, args)
-		default:
-			err = d.Errf("wechat_component_callback: unknown subdirective %q", name)
+		*into = args[0]
+		return nil
+	}
+	switch name {
+	case "token":
+		return one(&cb.Token)
+	case "aes_key":
+		return one(&cb.AESKey)
+	case "max_body":
+		var s string
+		if err := one(&s); err != nil {
+			return err
 		}
+		n, err := humanize.ParseBytes(s)
+		if err != nil {
+			return d.Errf("max_body %q: %v", s, err)
+		}
+		cb.MaxBody = int64(n)
+		return nil
+	case "max_skew":
+		return parseDuration(d, args, &cb.MaxSkew)
+	case "appid", "secret", "upstream", "store", "memcache", "memcache_prefix", "memcache_timeout", "fetch_timeout":
+		_, err := t.parseOption(d, name, args)
 		return err
 	}
+	return d.Errf("wechat_component_callback: unknown subdirective %q", name)
 }

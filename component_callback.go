@@ -72,7 +72,7 @@ func (c *ComponentCallback) Provision(ctx caddy.Context) error {
 	}
 	c.poolKey = poolKey
 	c.h = &componentcb.Handler{Crypter: cr, Component: p.comp, Platform: p.plat, Registry: p.reg,
-		MaxBody: c.MaxBody, MaxSkew: time.Duration(c.MaxSkew), Logger: ctx.Logger(), Events: p.obs}
+		MaxBody: c.MaxBody, MaxSkew: time.Duration(c.MaxSkew), Logger: ctx.Logger(), Events: p.obs, Guard: &p.guard}
 	return nil
 }
 

@@ -44,9 +44,24 @@ type Handler struct {
 	MaxSkew   time.Duration // how far timestamp may be from now; 0: DefaultMaxSkew
 	Logger    *zap.Logger
 	Events    Events
+	// Guard remembers signed pushes; share one across config reloads so
+	// a reload does not reopen the replay window. nil: the handler's own.
+	Guard *ReplayGuard
 
+	own ReplayGuard
+}
+
+// ReplayGuard remembers the pushes already received.
+type ReplayGuard struct {
 	mu   sync.Mutex
 	seen map[string]time.Time
+}
+
+func (h *Handler) guard() *ReplayGuard {
+	if h.Guard != nil {
+		return h.Guard
+	}
+	return &h.own
 }
 
 // Events counts callback outcomes for metrics: bounded labels only.
@@ -190,10 +205,11 @@ func (h *Handler) Parse(r *http.Request) (msg *Message, release func(), err erro
 		return nil, nil, &Reject{http.StatusForbidden, ResultSignature, "msg_signature does not match"}
 	}
 	key := ts + "\x00" + nonce + "\x00" + sig
-	if !h.remember(key, now, skew) {
+	g := h.guard()
+	if !g.remember(key, now, skew) {
 		return nil, nil, &Reject{http.StatusConflict, ResultReplay, "this push was already received (same timestamp, nonce and signature)"}
 	}
-	release = func() { h.forget(key) }
+	release = func() { g.forget(key) }
 	plain, derr := h.Crypter.Decrypt(env.Encrypt)
 	if derr != nil {
 		release()
@@ -278,35 +294,35 @@ func (h *Handler) apply(ctx context.Context, m *Message) error {
 
 // remember records a signed push, and reports false if it was seen within
 // twice the skew (after which its timestamp is refused anyway).
-func (h *Handler) remember(key string, now time.Time, skew time.Duration) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.seen == nil {
-		h.seen = map[string]time.Time{}
+func (g *ReplayGuard) remember(key string, now time.Time, skew time.Duration) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.seen == nil {
+		g.seen = map[string]time.Time{}
 	}
-	if until, ok := h.seen[key]; ok && now.Before(until) {
+	if until, ok := g.seen[key]; ok && now.Before(until) {
 		return false
 	}
-	if len(h.seen) >= replayMax {
+	if len(g.seen) >= replayMax {
 		var oldest string
 		var ot time.Time
-		for k, t := range h.seen {
+		for k, t := range g.seen {
 			if !now.Before(t) {
-				delete(h.seen, k)
+				delete(g.seen, k)
 			} else if oldest == "" || t.Before(ot) {
 				oldest, ot = k, t
 			}
 		}
-		if len(h.seen) >= replayMax {
-			delete(h.seen, oldest)
+		if len(g.seen) >= replayMax {
+			delete(g.seen, oldest)
 		}
 	}
-	h.seen[key] = now.Add(2 * skew)
+	g.seen[key] = now.Add(2 * skew)
 	return true
 }
 
-func (h *Handler) forget(key string) {
-	h.mu.Lock()
-	delete(h.seen, key)
-	h.mu.Unlock()
+func (g *ReplayGuard) forget(key string) {
+	g.mu.Lock()
+	delete(g.seen, key)
+	g.mu.Unlock()
 }

@@ -296,3 +296,20 @@ func envEncryptOr(body []byte) string {
 	}
 	return env.Encrypt
 }
+
+// A config reload builds a new handler; a shared guard keeps the replay
+// window closed across it.
+func TestReplayGuardSurvivesReload(t *testing.T) {
+	e := newEnv(t)
+	g := new(componentcb.ReplayGuard)
+	e.h.Guard = g
+	req := e.push(ticketXML(e.fake.PushTicket()))
+	body, _ := httpBody(req)
+	if w := serve(e.h, clone(req, body)); w.Code != 200 {
+		t.Fatal(w.Code)
+	}
+	reloaded := &componentcb.Handler{Crypter: e.wx, Component: e.comp, Platform: e.plat, Registry: e.reg, Now: e.clock.Now, Guard: g}
+	if w := serve(reloaded, clone(req, body)); w.Code != http.StatusConflict {
+		t.Fatalf("replay after reload: %d", w.Code)
+	}
+}
