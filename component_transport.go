@@ -86,8 +86,11 @@ func (t *ComponentTransport) Cleanup() error {
 func authorizerOf(req *http.Request) (appid, p string, ok bool) {
 	p = req.URL.Path
 	if rest, found := strings.CutPrefix(p, authorizerPrefix); found {
-		id, tail, _ := strings.Cut(rest, "/")
-		return id, "/" + tail, true
+		id, _, _ := strings.Cut(rest, "/")
+		if p = rest[len(id):]; p == "" {
+			p = "/"
+		}
+		return id, p, true // p still starts with "/": no allocation
 	}
 	if h := req.Header.Get(AuthorizerHeader); h != "" {
 		return h, p, true
@@ -113,7 +116,10 @@ func (t *ComponentTransport) RoundTrip(req *http.Request) (*http.Response, error
 		return gatewayError(req, http.StatusMethodNotAllowed, 43002, "caddy-wechat: CONNECT is not allowed"), nil
 	}
 	appid, p, named := authorizerOf(req)
-	clean := strings.ToLower(path.Clean("/" + p))
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + p
+	}
+	clean := strings.ToLower(path.Clean(p)) // no allocation for a clean, lower-case path
 	if classify(clean) == routeBlocked || componentBlocked(clean) {
 		t.count("blocked", named)
 		return gatewayError(req, http.StatusForbidden, 40002,
@@ -244,18 +250,26 @@ func (t *ComponentTransport) send(req *http.Request, p, param string, body *repl
 	u.ForceQuery = false
 	out.URL = &u
 	out.Host = u.Host
-	out.Header = req.Header.Clone()
-	out.Header.Del(AuthorizerHeader)
-	if strings.Contains(p, "api_get_authorizer_") {
-		out.Header.Del("Accept-Encoding") // scrubbed below: plain text
+	// The caller's header map is kept intact: reverse_proxy sends the same
+	// request again on a retry, and it must still name the authorizer.
+	scrub := strings.Contains(p, "api_get_authorizer_")
+	if _, ok := req.Header[AuthorizerHeader]; ok || scrub {
+		out.Header = req.Header.Clone()
+		out.Header.Del(AuthorizerHeader)
+		if scrub {
+			out.Header.Del("Accept-Encoding") // scrubbed below: plain text
+		}
 	}
-	if body.data != nil {
+	switch {
+	case body.data != nil && len(body.data) > 0:
 		out.Body, out.ContentLength = body.reader(), int64(len(body.data))
-	} else {
+	case body.data != nil:
+		out.Body, out.ContentLength = http.NoBody, 0
+	default:
 		out.Body, out.ContentLength = body.stream, body.length
-	}
-	if out.ContentLength == 0 {
-		out.Body = http.NoBody
+		if out.ContentLength == 0 {
+			out.Body = http.NoBody
+		}
 	}
 	resp, err := t.HTTPTransport.RoundTrip(out)
 	if err != nil {
