@@ -45,3 +45,4 @@ for target in FuzzErrcode FuzzSniff FuzzRewriteQuery FuzzCaddyfile FuzzPlacehold
 done
 go test -run '^$' -fuzz '^FuzzOpenToken$' -fuzztime "${FUZZTIME:-5000x}" ./internal/credential
 go test -run '^$' -fuzz '^FuzzDecrypt$' -fuzztime "${FUZZTIME:-5000x}" ./internal/wxcrypto
+go test -run '^$' -fuzz '^FuzzCallback$' -fuzztime "${FUZZTIME:-5000x}" ./internal/componentcb

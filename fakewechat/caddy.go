@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -38,6 +39,9 @@ type Handler struct {
 	// TokenTTL overrides the 7200 s token lifetime (short TTLs make the
 	// demo show renewals).
 	TokenTTL caddy.Duration `json:"token_ttl,omitempty"`
+	// Component makes the fake an open platform too (component_verify_ticket
+	// pushes are driven by tests, through Server()).
+	Component *HandlerComponent `json:"component,omitempty"`
 
 	srv *Server
 	key string
@@ -49,6 +53,15 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 		ID:  "http.handlers.wechat_fake",
 		New: func() caddy.Module { return new(Handler) },
 	}
+}
+
+// HandlerComponent is the open platform part of the handler's config.
+type HandlerComponent struct {
+	AppID          string `json:"appid,omitempty"`
+	Secret         string `json:"secret,omitempty"`
+	Token          string `json:"token,omitempty"`
+	EncodingAESKey string `json:"encoding_aes_key,omitempty"`
+	RotateEvery    int    `json:"rotate_every,omitempty"`
 }
 
 // pooled wraps a Server for the usage pool, which needs a Destructor.
@@ -69,6 +82,18 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	for agent, sec := range h.CorpSecrets {
 		opts.CorpSecrets[agent] = repl.ReplaceKnown(sec, "")
+	}
+	if c := h.Component; c != nil {
+		opts.Component = ComponentOptions{
+			AppID:          repl.ReplaceKnown(c.AppID, ""),
+			Secret:         repl.ReplaceKnown(c.Secret, ""),
+			Token:          repl.ReplaceKnown(c.Token, ""),
+			EncodingAESKey: repl.ReplaceKnown(c.EncodingAESKey, ""),
+			RotateEvery:    c.RotateEvery,
+		}
+		if opts.Component.AppID == "" || opts.Component.Secret == "" || len(opts.Component.EncodingAESKey) != 43 {
+			return fmt.Errorf("wechat_fake: component needs an appid, a non-empty secret and a 43-character encoding_aes_key")
+		}
 	}
 	if err := h.checkSecrets(opts); err != nil {
 		return err
@@ -111,6 +136,7 @@ func (h *Handler) checkSecrets(o Options) error {
 func poolKey(o Options) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%q\x00%q\x00%q\x00%d\x00", o.AppID, o.Secret, o.CorpID, o.TokenTTL)
+	fmt.Fprintf(h, "%+v\x00", o.Component)
 	agents := make([]string, 0, len(o.CorpSecrets))
 	for a := range o.CorpSecrets {
 		agents = append(agents, a)
@@ -127,8 +153,8 @@ func (h *Handler) Validate() error {
 	if h.srv == nil {
 		return fmt.Errorf("wechat_fake: not provisioned")
 	}
-	if h.srv.opts.AppID == "" && h.srv.opts.CorpID == "" {
-		return fmt.Errorf("wechat_fake: appid or corpid is required")
+	if h.srv.opts.AppID == "" && h.srv.opts.CorpID == "" && h.srv.open == nil {
+		return fmt.Errorf("wechat_fake: appid, corpid or component is required")
 	}
 	return nil
 }
@@ -160,6 +186,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 //	    corpid     <corpid>
 //	    corpsecret <agent> <corpsecret>
 //	    token_ttl  <duration>
+//	    component  <appid> <secret> <token> <encoding_aes_key> [rotate_every]
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -188,6 +215,20 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("bad token_ttl %q", arg)
 			}
 			h.TokenTTL = caddy.Duration(dur)
+		case "component":
+			args := d.RemainingArgs()
+			if len(args) != 4 && len(args) != 5 {
+				return d.ArgErr()
+			}
+			c := &HandlerComponent{AppID: args[0], Secret: args[1], Token: args[2], EncodingAESKey: args[3]}
+			if len(args) == 5 {
+				n, err := strconv.Atoi(args[4])
+				if err != nil || n < 0 {
+					return d.Errf("bad rotate_every %q", args[4])
+				}
+				c.RotateEvery = n
+			}
+			h.Component = c
 		case "corpsecret":
 			var agent, sec string
 			if !d.Args(&agent, &sec) || d.NextArg() {

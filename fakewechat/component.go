@@ -24,6 +24,10 @@ type ComponentOptions struct {
 	Token, EncodingAESKey string
 	// TicketTTL is how long a pushed component_verify_ticket works (12h).
 	TicketTTL time.Duration
+	// LatestTicketOnly makes a superseded ticket answer 61006 at once, to
+	// prove a platform uses the newest one; by default a ticket works for
+	// its whole TicketTTL.
+	LatestTicketOnly bool
 	// AuthCodeTTL is the life of an authorization_code (10m).
 	AuthCodeTTL time.Duration
 	// RotateEvery makes every Nth api_authorizer_token call of an
@@ -203,6 +207,8 @@ func (s *Server) componentToken(w http.ResponseWriter, req componentReq) {
 	code := 0
 	switch {
 	case req.Ticket == "" || !ok:
+		code = 61006
+	case op.o.LatestTicketOnly && req.Ticket != op.latest:
 		code = 61006
 	case now.Sub(pushed) >= op.o.TicketTTL:
 		code = 61005

@@ -288,3 +288,38 @@ func TestComponentHelpersNeedComponent(t *testing.T) {
 	}()
 	New(Options{AppID: "a", Secret: "s"}).NewTicket()
 }
+
+func TestLatestTicketOnly(t *testing.T) {
+	e := newComponentEnv(t, 0)
+	e.fw.opts.Component.LatestTicketOnly = true
+	t1 := e.fw.NewTicket()
+	wantCode(t, "latest ticket", e.componentToken(t1).code(), 0)
+	t2 := e.fw.NewTicket()
+	wantCode(t, "superseded ticket", e.componentToken(t1).code(), 61006)
+	wantCode(t, "new latest", e.componentToken(t2).code(), 0)
+}
+
+// BenchmarkAuthorizerToken measures one api_authorizer_token call among
+// 10,000 authorizers, without HTTP.
+func BenchmarkAuthorizerToken(b *testing.B) {
+	fw := New(Options{Component: ComponentOptions{AppID: compAppID, Secret: "CSECRET", Token: compToken, EncodingAESKey: compKey}})
+	creds := fw.AddAuthorizers(10000)
+	rec := httptest.NewRecorder()
+	body, _ := json.Marshal(map[string]string{"component_appid": compAppID, "component_appsecret": "CSECRET", "component_verify_ticket": fw.NewTicket()})
+	fw.ServeHTTP(rec, httptest.NewRequest("POST", "/cgi-bin/component/api_component_token", strings.NewReader(string(body))))
+	var ans map[string]any
+	_ = json.Unmarshal(rec.Body.Bytes(), &ans)
+	path := "/cgi-bin/component/api_authorizer_token?component_access_token=" + url.QueryEscape(ans["component_access_token"].(string))
+	reqs := make([]string, len(creds))
+	for i, c := range creds {
+		b, _ := json.Marshal(map[string]string{"component_appid": compAppID, "authorizer_appid": c.AppID, "authorizer_refresh_token": c.RefreshToken})
+		reqs[i] = string(b)
+	}
+	for i := 0; b.Loop(); i++ {
+		rec := httptest.NewRecorder()
+		fw.ServeHTTP(rec, httptest.NewRequest("POST", path, strings.NewReader(reqs[i%len(reqs)])))
+		if rec.Code != 200 || strings.Contains(rec.Body.String(), "errcode") {
+			b.Fatalf("%d %s", rec.Code, rec.Body)
+		}
+	}
+}

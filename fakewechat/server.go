@@ -5,6 +5,11 @@
 // fetch with a short overlap, stable tokens are shared and renewed only in
 // their last minutes, errors come as HTTP 200 with text/plain bodies, and
 // failures (revocation, expiry, outages, garbage) can be injected.
+//
+// Like WeChat it also keeps every request under a rid and gives it back
+// through /cgi-bin/openapi/rid/get, credentials included (rid.go), and it
+// can act as an open platform that pushes encrypted tickets and events
+// and issues component and authorizer tokens (component.go).
 package fakewechat
 
 import (

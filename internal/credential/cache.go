@@ -67,8 +67,18 @@ type Config struct {
 	Ceiling      int           // fetches per account per Beijing day; 0: DefaultCeiling; <0: none
 	Now          func() time.Time
 	Rand         func() float64 // [0,1), for jitter
-	Logger       *zap.Logger
-	Observer     Observer
+	// PeekInterval is how often, with a store, the refresher looks for a
+	// peer's newer token. 0: once a minute; <0: never (thousands of
+	// authorizer caches find a peer's token on their renewal or a
+	// rejection instead, without a store read per cache per minute).
+	PeekInterval time.Duration
+	// Spread moves the first renewal of the cache's first token, when it
+	// was fetched (not a peer's), to a random point of its life, so caches
+	// filled in one burst (ten thousand authorizers on a cold start)
+	// renew spread out, not together.
+	Spread   bool
+	Logger   *zap.Logger
+	Observer Observer
 }
 
 // Cache holds one credential: the ReuseTokenSource of this package, with
@@ -100,8 +110,9 @@ type Cache struct {
 	nrecent   int
 	verdicts  map[string]verdict
 	badProbes map[string]probeRecord
-	aux       map[string][]byte // without a store
+	aux       []auxEntry // without a store; one or two names, so a slice, not a map
 	renewAt   time.Time
+	spread    bool // the Spread renewal was placed
 	job       *job // guarded by the scheduler's mutex
 }
 
@@ -503,6 +514,14 @@ func (c *Cache) publish(t *Token) {
 	ttl := t.ExpiresAt.Sub(t.FetchedAt)
 	early := c.cfg.Window.Min + time.Duration(c.cfg.Rand()*float64(c.cfg.Window.Max-c.cfg.Window.Min))
 	c.renewAt = t.ExpiresAt.Add(-min(early, ttl/2))
+	if c.cfg.Spread && !c.spread {
+		// Only the cache's first token: a peer's, or one from before a
+		// restart, already has its phase.
+		c.spread = true
+		if life := c.renewAt.Sub(t.FetchedAt); life > 0 && t.Source == "fetch" {
+			c.renewAt = t.FetchedAt.Add(time.Duration(c.cfg.Rand() * float64(life)))
+		}
+	}
 	c.mu.Unlock()
 	c.reschedule()
 }
@@ -539,6 +558,16 @@ func (c *Cache) failed(err error) {
 	c.reschedule()
 }
 
+// ClearBackoff ends a backoff early, when what it waited for has just
+// changed (a component_verify_ticket was pushed, an authorizer was
+// authorized again): the next request fetches at once.
+func (c *Cache) ClearBackoff() {
+	c.mu.Lock()
+	c.failures, c.retryAt, c.lastErr = 0, time.Time{}, nil
+	c.mu.Unlock()
+	c.reschedule()
+}
+
 func (c *Cache) backoffErr() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -563,6 +592,16 @@ func (c *Cache) Warm(ctx context.Context) bool {
 	}
 	c.publish(t)
 	return true
+}
+
+// Offer publishes a token obtained outside a fetch (api_query_auth hands
+// out an authorizer's first token), and stores it for the cluster, so
+// that it is not fetched again. The newer-wins rule applies.
+func (c *Cache) Offer(ctx context.Context, t *Token) {
+	if c.cfg.Shared != nil {
+		t = c.cfg.Shared.save(ctx, c.cfg.Shared.Key(c.cfg.Name), t, "")
+	}
+	c.publish(t)
 }
 
 // tick is the scheduler's call: renew when due, else (with a store) adopt
@@ -599,8 +638,12 @@ func (c *Cache) next() time.Time {
 		at = c.retryAt
 	}
 	c.mu.Unlock()
-	if c.cfg.Shared != nil && c.cur.Load() != nil {
-		if p := c.cfg.Now().Add(peekInterval); at.IsZero() || p.Before(at) {
+	if c.cfg.Shared != nil && c.cfg.PeekInterval >= 0 && c.cur.Load() != nil {
+		every := c.cfg.PeekInterval
+		if every == 0 {
+			every = peekInterval
+		}
+		if p := c.cfg.Now().Add(every); at.IsZero() || p.Before(at) {
 			at = p
 		}
 	}
@@ -662,6 +705,11 @@ func (c *Cache) Status() Status {
 	return s
 }
 
+type auxEntry struct {
+	name string
+	v    []byte
+}
+
 // auxView gives a Source its credential's auxiliary values: sealed in
 // the store when there is one, in memory otherwise.
 type auxView struct{ c *Cache }
@@ -680,19 +728,26 @@ func (a auxView) Get(ctx context.Context, name string) ([]byte, error) {
 	}
 	a.c.mu.Lock()
 	defer a.c.mu.Unlock()
-	v, ok := a.c.aux[name]
-	if !ok {
-		return nil, ErrNotFound
+	for _, e := range a.c.aux {
+		if e.name == name {
+			return e.v, nil
+		}
 	}
-	return v, nil
+	return nil, ErrNotFound
 }
 
 func (a auxView) Put(ctx context.Context, name string, v []byte) error {
 	a.c.mu.Lock()
-	if a.c.aux == nil {
-		a.c.aux = map[string][]byte{}
+	cp := append([]byte(nil), v...)
+	found := false
+	for i := range a.c.aux {
+		if a.c.aux[i].name == name {
+			a.c.aux[i].v, found = cp, true
+		}
 	}
-	a.c.aux[name] = append([]byte(nil), v...)
+	if !found {
+		a.c.aux = append(a.c.aux, auxEntry{name, cp})
+	}
 	a.c.mu.Unlock()
 	if a.c.cfg.Shared != nil {
 		return a.c.cfg.Shared.auxPut(ctx, a.key(name), v)

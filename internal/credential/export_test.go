@@ -5,6 +5,31 @@ import (
 	"time"
 )
 
+// Settle runs every due renewal on the fake clock and returns once none
+// is due and none is in flight.
+func (s *Scheduler) Settle() {
+	for {
+		s.mu.Lock()
+		due := len(s.h) > 0 && !s.h[0].at.After(s.now())
+		s.mu.Unlock()
+		switch {
+		case due:
+			s.runDue()
+		case s.ticking.Load() == 0:
+			s.mu.Lock()
+			due = len(s.h) > 0 && !s.h[0].at.After(s.now())
+			s.mu.Unlock()
+			if !due && s.ticking.Load() == 0 {
+				return
+			}
+		default:
+			time.Sleep(50 * time.Microsecond)
+		}
+	}
+}
+
+func (a *Authorizer) Unsaved() bool { return a.src.unsaved.Load() != nil }
+
 // Test hooks.
 func (s *Shared) Do(ctx context.Context, op string, f func(context.Context) error) error {
 	return s.do(ctx, op, f)

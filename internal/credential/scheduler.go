@@ -3,6 +3,7 @@ package credential
 import (
 	"container/heap"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -20,6 +21,7 @@ type Scheduler struct {
 	wake    chan struct{}
 	sem     chan struct{}
 	wg      sync.WaitGroup // ticks in flight
+	ticking atomic.Int64   // the same, readable without waiting
 }
 
 type job struct {
@@ -71,6 +73,24 @@ func (s *Scheduler) schedule(c *Cache, at time.Time) {
 	case s.wake <- struct{}{}:
 	default:
 	}
+}
+
+// Kick makes the loop read its clock again: after a fake clock moved (a
+// benchmark on simulated time), or a suspended machine woke up.
+func (s *Scheduler) Kick() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Idle reports whether no renewal is due on the scheduler's clock and
+// none is running.
+func (s *Scheduler) Idle() bool {
+	s.mu.Lock()
+	due := len(s.h) > 0 && !s.h[0].at.After(s.now())
+	s.mu.Unlock()
+	return !due && s.ticking.Load() == 0
 }
 
 func (s *Scheduler) remove(c *Cache) {
@@ -133,10 +153,11 @@ func (s *Scheduler) runDue() {
 		j := heap.Pop(&s.h).(*job)
 		j.c.job = nil
 		s.wg.Add(1)
+		s.ticking.Add(1)
 		s.mu.Unlock()
 		s.sem <- struct{}{} // bounded: waits for a free slot
 		go func(c *Cache) {
-			defer func() { <-s.sem; s.wg.Done() }()
+			defer func() { <-s.sem; s.ticking.Add(-1); s.wg.Done() }()
 			c.tick()
 		}(j.c)
 	}

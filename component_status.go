@@ -1,0 +1,83 @@
+package wechat
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/caddy-wechat/wechat/internal/credential"
+	"github.com/caddyserver/caddy/v2"
+)
+
+func init() {
+	caddy.RegisterModule(componentAdmin{})
+}
+
+// componentAdmin serves GET /wechat/status/authorizers on Caddy's admin
+// endpoint: per-authorizer detail, paged, since ten thousand of them
+// would explode Prometheus. Read-only; no token, refresh token or ticket.
+type componentAdmin struct{}
+
+// CaddyModule returns the Caddy module information.
+func (componentAdmin) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "admin.api.wechat_component", New: func() caddy.Module { return new(componentAdmin) }}
+}
+
+// Routes returns the admin routes.
+func (componentAdmin) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{{Pattern: "/wechat/status/authorizers", Handler: caddy.AdminHandlerFunc(serveAuthorizers)}}
+}
+
+// authorizersPage is one page of the view.
+type authorizersPage struct {
+	Component   string                        `json:"component"`
+	Authorizers int                           `json:"authorizers"` // held by this instance
+	Ticket      bool                          `json:"ticket_stored"`
+	Token       credential.Status             `json:"component_token"`
+	Items       []credential.AuthorizerStatus `json:"items"`
+	NextCursor  string                        `json:"next_cursor,omitempty"`
+}
+
+const maxPage = 1000
+
+// serveAuthorizers: ?component=<appid> (needed when several components
+// are configured), cursor (the last appid of the previous page), limit
+// (default 100, at most 1000).
+func serveAuthorizers(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet {
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: errors.New("GET only")}
+	}
+	q := r.URL.Query()
+	limit := 100
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n <= 0 {
+			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: errors.New("limit: want a positive number")}
+		}
+		limit = min(n, maxPage)
+	}
+	want := q.Get("component")
+	var found []*platform
+	platforms.Range(func(_, v any) bool {
+		if p := v.(*platform); want == "" || p.appid == want {
+			found = append(found, p)
+		}
+		return true
+	})
+	switch {
+	case len(found) == 0:
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: errors.New("no such component")}
+	case len(found) > 1:
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: errors.New("several components: name one with ?component=<appid>")}
+	}
+	p := found[0]
+	items, next := p.reg.Page(q.Get("cursor"), limit)
+	page := authorizersPage{Component: p.appid, Authorizers: p.reg.Len(), Token: p.comp.Status(), Items: items, NextCursor: next}
+	if v, err := p.comp.Aux().Get(r.Context(), credential.AuxVerifyTicket); err == nil && len(v) > 0 {
+		page.Ticket = true
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	return json.NewEncoder(w).Encode(page)
+}

@@ -1,0 +1,328 @@
+// Package componentcb serves the open platform's 授权事件接收URL: it takes
+// WeChat's encrypted pushes (component_verify_ticket every 10 minutes,
+// authorized, updateauthorized, unauthorized) and stores what they carry
+// through the credential engine. It imports nothing from Caddy; the
+// wechat_component_callback module is a thin layer over it.
+//
+// Anything that is not a fresh, correctly signed, correctly encrypted push
+// for this component gets a 4xx and changes nothing.
+package componentcb
+
+import (
+	"context"
+	"encoding/xml"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/caddy-wechat/wechat/internal/credential"
+	"github.com/caddy-wechat/wechat/internal/wxcrypto"
+	"go.uber.org/zap"
+)
+
+// Defaults of a Handler.
+const (
+	DefaultMaxBody = 64 << 10 // a real push is under 2 KiB
+	DefaultMaxSkew = 5 * time.Minute
+	// replayMax bounds the replay guard; only correctly signed pushes
+	// enter it, so only someone holding the token can fill it.
+	replayMax      = 10000
+	processTimeout = 15 * time.Second
+)
+
+// Handler is one component's callback.
+type Handler struct {
+	Crypter   *wxcrypto.Crypter
+	Component *credential.Cache // the ticket goes into its Aux
+	Platform  *credential.Platform
+	Registry  *credential.Registry
+	Now       func() time.Time
+	MaxBody   int64         // 0: DefaultMaxBody
+	MaxSkew   time.Duration // how far timestamp may be from now; 0: DefaultMaxSkew
+	Logger    *zap.Logger
+	Events    Events
+	// Guard remembers signed pushes; share one across config reloads so
+	// a reload does not reopen the replay window. nil: the handler's own.
+	Guard *ReplayGuard
+
+	own ReplayGuard
+}
+
+// ReplayGuard remembers the pushes already received.
+type ReplayGuard struct {
+	mu   sync.Mutex
+	seen map[string]time.Time
+}
+
+func (h *Handler) guard() *ReplayGuard {
+	if h.Guard != nil {
+		return h.Guard
+	}
+	return &h.own
+}
+
+// Events counts callback outcomes for metrics: bounded labels only.
+type Events interface {
+	Callback(infoType, result string)
+}
+
+// Result labels, also the reasons of rejections.
+const (
+	ResultOK           = "ok"
+	ResultMethod       = "method"
+	ResultParams       = "params"
+	ResultStale        = "stale_timestamp"
+	ResultTooLarge     = "too_large"
+	ResultEnvelope     = "envelope"
+	ResultSignature    = "signature"
+	ResultReplay       = "replay"
+	ResultDecrypt      = "decrypt"
+	ResultAppID        = "appid"
+	ResultMessage      = "message"
+	ResultStoreFailed  = "store_failed"
+	ResultQueryFailed  = "query_auth_failed"
+	ResultIgnoredEvent = "ignored"
+)
+
+// Message is a decrypted open-platform event.
+type Message struct {
+	AppID        string `xml:"AppId"`
+	CreateTime   int64  `xml:"CreateTime"`
+	InfoType     string `xml:"InfoType"`
+	Ticket       string `xml:"ComponentVerifyTicket"`
+	Authorizer   string `xml:"AuthorizerAppid"`
+	AuthCode     string `xml:"AuthorizationCode"`
+	AuthCodeTill int64  `xml:"AuthorizationCodeExpiredTime"`
+}
+
+// Reject is a refused push: its status and a clear reason, never quoting
+// what was sent.
+type Reject struct {
+	Status int
+	Result string
+	Msg    string
+}
+
+func (r *Reject) Error() string { return r.Msg }
+
+func (h *Handler) now() time.Time {
+	if h.Now != nil {
+		return h.Now()
+	}
+	return time.Now()
+}
+
+func (h *Handler) log() *zap.Logger {
+	if h.Logger == nil {
+		return zap.NewNop()
+	}
+	return h.Logger
+}
+
+// ServeHTTP answers "success" to a push it has stored, else a 4xx (bad
+// push) or a 5xx (the push is fine but could not be stored: WeChat pushes
+// again).
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	infoType, err := h.Handle(r)
+	result := ResultOK
+	if err != nil {
+		var rj *Reject
+		if !errors.As(err, &rj) {
+			rj = &Reject{http.StatusInternalServerError, "error", "internal error"}
+		}
+		result = rj.Result
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("X-Wechat-Gateway", "error")
+		w.WriteHeader(rj.Status)
+		_, _ = io.WriteString(w, "caddy-wechat component callback: "+rj.Msg+"\n")
+	} else {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = io.WriteString(w, "success")
+	}
+	if h.Events != nil {
+		h.Events.Callback(boundInfoType(infoType), result)
+	}
+}
+
+func boundInfoType(s string) string {
+	switch s {
+	case "component_verify_ticket", "authorized", "updateauthorized", "unauthorized", "":
+		return s
+	}
+	return "other"
+}
+
+// Parse checks a push (method, parameters, freshness, size, signature,
+// replay, padding, appid) and returns its message. It changes nothing but
+// the replay guard, and only for a correctly signed push; the returned
+// release undoes that, for a push that could not be stored.
+func (h *Handler) Parse(r *http.Request) (msg *Message, release func(), err error) {
+	if r.Method != http.MethodPost {
+		return nil, nil, &Reject{http.StatusMethodNotAllowed, ResultMethod, "POST only"}
+	}
+	q := r.URL.Query()
+	ts, nonce, sig := q.Get("timestamp"), q.Get("nonce"), q.Get("msg_signature")
+	if ts == "" || nonce == "" || sig == "" || len(nonce) > 64 || len(sig) > 64 {
+		return nil, nil, &Reject{http.StatusBadRequest, ResultParams, "timestamp, nonce and msg_signature are required"}
+	}
+	if et := q.Get("encrypt_type"); et != "" && et != "aes" {
+		return nil, nil, &Reject{http.StatusBadRequest, ResultParams, "only encrypt_type=aes is supported"}
+	}
+	sec, perr := strconv.ParseInt(ts, 10, 64)
+	if perr != nil {
+		return nil, nil, &Reject{http.StatusBadRequest, ResultParams, "timestamp is not a number"}
+	}
+	skew := h.MaxSkew
+	if skew <= 0 {
+		skew = DefaultMaxSkew
+	}
+	now := h.now()
+	if d := now.Sub(time.Unix(sec, 0)); d > skew || d < -skew {
+		return nil, nil, &Reject{http.StatusBadRequest, ResultStale, "timestamp too far from now (a replay, or a clock off by more than " + skew.String() + ")"}
+	}
+	limit := h.MaxBody
+	if limit <= 0 {
+		limit = DefaultMaxBody
+	}
+	if r.ContentLength > limit {
+		return nil, nil, &Reject{http.StatusRequestEntityTooLarge, ResultTooLarge, "body too large"}
+	}
+	body, rerr := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if rerr != nil {
+		return nil, nil, &Reject{http.StatusBadRequest, ResultEnvelope, "reading the body failed"}
+	}
+	if int64(len(body)) > limit {
+		return nil, nil, &Reject{http.StatusRequestEntityTooLarge, ResultTooLarge, "body too large"}
+	}
+	env, eerr := wxcrypto.ParseEnvelope(body)
+	if eerr != nil {
+		return nil, nil, &Reject{http.StatusBadRequest, ResultEnvelope, "body is not an <xml><Encrypt> envelope"}
+	}
+	if !h.Crypter.Verify(sig, ts, nonce, env.Encrypt) {
+		return nil, nil, &Reject{http.StatusForbidden, ResultSignature, "msg_signature does not match"}
+	}
+	key := ts + "\x00" + nonce + "\x00" + sig
+	g := h.guard()
+	if !g.remember(key, now, skew) {
+		return nil, nil, &Reject{http.StatusConflict, ResultReplay, "this push was already received (same timestamp, nonce and signature)"}
+	}
+	release = func() { g.forget(key) }
+	plain, derr := h.Crypter.Decrypt(env.Encrypt)
+	if derr != nil {
+		release()
+		if errors.Is(derr, wxcrypto.ErrAppID) {
+			return nil, nil, &Reject{http.StatusForbidden, ResultAppID, "the message is for another appid"}
+		}
+		return nil, nil, &Reject{http.StatusBadRequest, ResultDecrypt, "decryption failed (" + derr.Error() + ")"}
+	}
+	var m Message
+	if xerr := xml.Unmarshal(plain, &m); xerr != nil || m.InfoType == "" {
+		release()
+		return nil, nil, &Reject{http.StatusBadRequest, ResultMessage, "the decrypted message is not an open-platform event"}
+	}
+	if m.AppID != h.Crypter.AppID() {
+		release()
+		return nil, nil, &Reject{http.StatusForbidden, ResultAppID, "the event is for another component appid"}
+	}
+	return &m, release, nil
+}
+
+// Handle parses a push and stores what it carries.
+func (h *Handler) Handle(r *http.Request) (infoType string, err error) {
+	m, release, err := h.Parse(r)
+	if err != nil {
+		return "", err
+	}
+	// Detached from the client: WeChat hangs up after 5 s, and a store
+	// write half done must still finish.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), processTimeout)
+	defer cancel()
+	if err := h.apply(ctx, m); err != nil {
+		release() // let WeChat's retry through
+		return m.InfoType, err
+	}
+	return m.InfoType, nil
+}
+
+func (h *Handler) apply(ctx context.Context, m *Message) error {
+	switch m.InfoType {
+	case "component_verify_ticket":
+		if m.Ticket == "" || len(m.Ticket) > 512 {
+			return &Reject{http.StatusBadRequest, ResultMessage, "component_verify_ticket event without a ticket"}
+		}
+		if err := h.Component.Aux().Put(ctx, credential.AuxVerifyTicket, []byte(m.Ticket)); err != nil {
+			h.log().Error("wechat: storing the component_verify_ticket failed; answering 503 so WeChat pushes it again", zap.String("error", err.Error()))
+			return &Reject{http.StatusServiceUnavailable, ResultStoreFailed, "the ticket could not be stored durably"}
+		}
+		h.Component.ClearBackoff()
+		h.log().Debug("wechat: component_verify_ticket stored")
+	case "authorized", "updateauthorized":
+		if !credential.ValidAppID(m.Authorizer) || m.AuthCode == "" {
+			return &Reject{http.StatusBadRequest, ResultMessage, m.InfoType + " event without AuthorizerAppid or AuthorizationCode"}
+		}
+		au, err := h.Platform.QueryAuth(ctx, m.AuthCode)
+		if err != nil {
+			h.log().Error("wechat: api_query_auth failed; answering 502 so WeChat pushes the event again",
+				zap.String("authorizer", m.Authorizer), zap.String("error", credential.ClientText(err)))
+			return &Reject{http.StatusBadGateway, ResultQueryFailed, "api_query_auth failed: " + credential.ClientText(err)}
+		}
+		if au.AuthorizerAppID != m.Authorizer {
+			return &Reject{http.StatusBadRequest, ResultMessage, "api_query_auth answered for another authorizer"}
+		}
+		if err := h.Registry.Authorize(ctx, au); err != nil {
+			h.log().Error("wechat: storing an authorizer's refresh token failed; answering 503 so WeChat pushes the event again",
+				zap.String("authorizer", m.Authorizer), zap.String("error", err.Error()))
+			return &Reject{http.StatusServiceUnavailable, ResultStoreFailed, "the refresh token could not be stored durably"}
+		}
+		h.log().Info("wechat: authorizer authorized", zap.String("authorizer", m.Authorizer), zap.String("event", m.InfoType))
+	case "unauthorized":
+		if !credential.ValidAppID(m.Authorizer) {
+			return &Reject{http.StatusBadRequest, ResultMessage, "unauthorized event without AuthorizerAppid"}
+		}
+		if err := h.Registry.Forget(ctx, m.Authorizer, "unauthorized"); err != nil {
+			return &Reject{http.StatusServiceUnavailable, ResultStoreFailed, "the authorizer could not be forgotten durably"}
+		}
+		h.log().Info("wechat: authorizer revoked the platform; forgotten", zap.String("authorizer", m.Authorizer))
+	default:
+		h.log().Debug("wechat: open-platform event ignored", zap.String("info_type", boundInfoType(m.InfoType)))
+	}
+	return nil
+}
+
+// remember records a signed push, and reports false if it was seen within
+// twice the skew (after which its timestamp is refused anyway).
+func (g *ReplayGuard) remember(key string, now time.Time, skew time.Duration) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.seen == nil {
+		g.seen = map[string]time.Time{}
+	}
+	if until, ok := g.seen[key]; ok && now.Before(until) {
+		return false
+	}
+	if len(g.seen) >= replayMax {
+		var oldest string
+		var ot time.Time
+		for k, t := range g.seen {
+			if !now.Before(t) {
+				delete(g.seen, k)
+			} else if oldest == "" || t.Before(ot) {
+				oldest, ot = k, t
+			}
+		}
+		if len(g.seen) >= replayMax {
+			delete(g.seen, oldest)
+		}
+	}
+	g.seen[key] = now.Add(2 * skew)
+	return true
+}
+
+func (g *ReplayGuard) forget(key string) {
+	g.mu.Lock()
+	delete(g.seen, key)
+	g.mu.Unlock()
+}
