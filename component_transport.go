@@ -110,8 +110,38 @@ func componentBlocked(clean string) bool {
 	return false
 }
 
-// RoundTrip sends one proxied call with the credential it needs.
+// RoundTrip sends one proxied call with the credential it needs, and
+// scrubs the answer as the account transport does: rid/get field by
+// field, and the platform's secret, its component tokens and the named
+// authorizer's tokens wherever they appear in headers or text.
 func (t *ComponentTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.roundTrip(req)
+	if err != nil || resp == nil {
+		return resp, err
+	}
+	if err := scrubAnswer(req, resp, t.needles(req)); err != nil {
+		resp.Body.Close()
+		t.count("error", false)
+		return nil, t.redact(err)
+	}
+	return resp, nil
+}
+
+// needles are the values no answer may carry: the platform's secret, its
+// recent component tokens, and the recent tokens of the authorizer the
+// call names (only that one: scanning for all of ten thousand would put
+// the registry on every answer's path).
+func (t *ComponentTransport) needles(req *http.Request) *needleSet {
+	vals := append(t.p.comp.Recent(), t.p.plat.Secret)
+	if appid, _, named := authorizerOf(req); named {
+		if a := t.p.reg.Lookup(appid); a != nil {
+			vals = append(vals, a.Cache().Recent()...)
+		}
+	}
+	return newNeedleSet(vals...)
+}
+
+func (t *ComponentTransport) roundTrip(req *http.Request) (*http.Response, error) {
 	if req.Method == http.MethodConnect {
 		return gatewayError(req, http.StatusMethodNotAllowed, 43002, "caddy-wechat: CONNECT is not allowed"), nil
 	}
@@ -137,7 +167,7 @@ func (t *ComponentTransport) RoundTrip(req *http.Request) (*http.Response, error
 		return gatewayError(req, http.StatusBadRequest, 41001,
 			"caddy-wechat: name the authorizer with the "+AuthorizerHeader+" header or a /authorizer/{appid}/ path prefix"), nil
 	}
-	body, replayable, err := readBody(req, t.maxReplay())
+	body, replayable, err := bufferBody(req, t.maxReplay(), defaultMaxBuffered, defaultBodyReadTimeout)
 	if err != nil {
 		return nil, err
 	}

@@ -69,15 +69,21 @@ func (t *Transport) provisionRequestPath(caddy.Context) {
 // through without the replay, and is never refused. Every read must make
 // progress within body_read_timeout.
 func (t *Transport) readBody(req *http.Request) (*replayBody, bool, error) {
+	return bufferBody(req, t.maxReplay(), t.maxBuffered(), t.bodyReadTimeout())
+}
+
+// bufferBody is readBody for any of the gateway's transports (the account
+// transport and the open platform's): limit is max_replay_body, maxBuffered
+// the gateway-wide cap it reserves against, idle the body read timeout.
+func bufferBody(req *http.Request, limit, maxBuffered int64, idle time.Duration) (*replayBody, bool, error) {
 	if req.Body == nil || req.Body == http.NoBody || req.ContentLength == 0 {
 		return emptyBody, true, nil
 	}
 	if data, ok := caddyhttp.GetVar(req.Context(), replayVar).([]byte); ok {
 		return &replayBody{data: data}, true, nil // reverse_proxy's retry
 	}
-	limitBodyIdle(req, t.bodyReadTimeout())
+	limitBodyIdle(req, idle)
 	body := req.Body
-	limit := t.maxReplay()
 	if req.ContentLength > limit {
 		return &replayBody{stream: body, length: req.ContentLength}, false, nil
 	}
@@ -85,7 +91,7 @@ func (t *Transport) readBody(req *http.Request) (*replayBody, bool, error) {
 	if want < 0 {
 		want = limit + 1 // unknown length: one byte past the limit tells
 	}
-	res := &reservation{limit: t.maxBuffered()}
+	res := &reservation{limit: maxBuffered}
 	context.AfterFunc(req.Context(), res.release)
 	size := min(want, firstBodyChunk)
 	if !res.take(size) {

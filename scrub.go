@@ -117,7 +117,18 @@ func (t *Transport) needles() *needleSet {
 			return ns
 		}
 	}
-	ns := &needleSet{cur: cur, gen: gen}
+	ns := newNeedleSet(append(t.recentTokens(nil), t.secret)...)
+	ns.cur, ns.gen = cur, gen
+	if t.needleCache != nil {
+		t.needleCache.Store(ns)
+	}
+	return ns
+}
+
+// newNeedleSet is the set of values to scrub: each credential raw, query-
+// and path-escaped; values too short to be credentials are left out.
+func newNeedleSet(values ...string) *needleSet {
+	ns := new(needleSet)
 	add := func(s string) {
 		if len(s) < minNeedle {
 			return
@@ -133,13 +144,10 @@ func (t *Transport) needles() *needleSet {
 			ns.min = len(s)
 		}
 	}
-	for _, v := range append(t.recentTokens(nil), t.secret) {
+	for _, v := range values {
 		add(v)
 		add(url.QueryEscape(v))
 		add(url.PathEscape(v))
-	}
-	if t.needleCache != nil {
-		t.needleCache.Store(ns)
 	}
 	return ns
 }
@@ -204,7 +212,13 @@ func (ns *needleSet) scrubHeader(h http.Header) {
 // replacer; rid/get answers decoded and redacted field by field. Binary
 // media is left untouched.
 func (t *Transport) scrubResponse(req *http.Request, resp *http.Response) error {
-	ns := t.needles()
+	return scrubAnswer(req, resp, t.needles())
+}
+
+// scrubAnswer removes every value in ns from an answer's headers and, for
+// text, its body, and redacts rid/get field by field. Every transport of
+// the gateway runs its answers through it.
+func scrubAnswer(req *http.Request, resp *http.Response, ns *needleSet) error {
 	ns.scrubHeader(resp.Header)
 	ns.scrubHeader(resp.Trailer)
 	if resp.Body == nil || resp.Body == http.NoBody || resp.StatusCode == http.StatusSwitchingProtocols {
