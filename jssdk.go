@@ -211,10 +211,10 @@ func parseJSSDK(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 			return nil, err
 		}
 		if !known {
-			return nil, d.Errf("unknown wechat_jssdk option %q", name)
+			return nil, unknownSubdirective(d, "wechat_jssdk", name, "")
 		}
 	}
-	if _, err := t.finishCaddyfile(d, "wechat_jssdk"); err != nil {
+	if _, err := t.finishCaddyfile(d); err != nil {
 		return nil, err
 	}
 	return m, nil
