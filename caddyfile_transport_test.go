@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
@@ -192,5 +193,27 @@ func TestAccountOptionsKnown(t *testing.T) {
 	}
 	if !isHTTPTransportSubdirective("tls") || isHTTPTransportSubdirective("appid") {
 		t.Error("the http transport's parser is not telling its subdirectives apart")
+	}
+}
+
+// JSON gets the same fix for a bare host as the Caddyfile.
+func TestUpstreamWithoutScheme(t *testing.T) {
+	_, err := parseUpstreams([]string{"127.0.0.1:9081"})
+	if err == nil || !strings.Contains(err.Error(), "scheme is missing; write http://127.0.0.1:9081") {
+		t.Errorf("got %v", err)
+	}
+}
+
+// Caddy names the module in front of a provision error; ours adds no
+// second "wechat:".
+func TestProvisionErrorHasOnePrefix(t *testing.T) {
+	resetAccounts(t)
+	err := caddy.Load([]byte(`{"apps":{"http":{"servers":{"s":{"listen":["127.0.0.1:0"],"routes":[{"handle":[
+		{"handler":"reverse_proxy","transport":{"protocol":"wechat","appid":"wx1","secret":"{env.TEST_NO_SUCH_VAR}"}}]}]}}}}}`), true)
+	if err == nil || !strings.Contains(err.Error(), "secret is required") {
+		t.Fatalf("want a load error, got %v", err)
+	}
+	if !strings.Contains(err.Error(), "transport.wechat: secret is required") {
+		t.Errorf("a hand-written prefix: %v", err)
 	}
 }

@@ -56,14 +56,14 @@ var ticketTypes = []string{"jsapi", "wx_card"}
 func (h *JSSDK) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	if h.Account == nil {
-		return errors.New("wechat_jssdk: appid and secret are required")
+		return errors.New("appid and secret are required")
 	}
 	if err := h.Account.Provision(ctx); err != nil {
 		return err
 	}
 	if h.Account.acct.api == tokenAPIWork && !h.RawToken {
 		// WeCom tickets come from other endpoints (get_jsapi_ticket).
-		return errors.New("wechat_jssdk: JS-SDK signatures for WeCom are not supported; raw_token is")
+		return errors.New("JS-SDK signatures for WeCom are not supported; raw_token is")
 	}
 	return nil
 }
