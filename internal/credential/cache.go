@@ -454,7 +454,7 @@ func (c *Cache) spend(ctx context.Context, force bool) error {
 }
 
 func (c *Cache) logFetch(t *Token, force bool) {
-	c.log().Info(""+c.cfg.Name+" fetched",
+	c.log().Info(c.cfg.Name+" fetched",
 		zap.String("appid", c.cfg.AppID), zap.String("credential", c.cfg.Name), zap.Bool("force_refresh", force),
 		zap.Int64("expires_in", int64(t.ExpiresAt.Sub(t.FetchedAt)/time.Second)))
 }
