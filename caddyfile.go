@@ -49,7 +49,9 @@ func init() {
 //	    sdk_token_endpoints on|off               # placeholder answers on the token endpoints; default on
 //
 //	    # any other reverse_proxy subdirective (lb_*, fail_duration,
-//	    # header_up, flush_interval, ...) is passed to reverse_proxy
+//	    # header_up, flush_interval, ...) is passed to reverse_proxy, and
+//	    # any http transport one (tls_*, keepalive, resolvers, ...) to the
+//	    # transport
 //	}
 //
 // It expands into reverse_proxy with the wechat transport, as php_fastcgi
@@ -63,8 +65,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 	t := newCaddyfileTransport()
 
 	// Read our subdirectives, deleting them as we go, so that what is left
-	// can be handed to reverse_proxy's own parser.
+	// can be handed to reverse_proxy's own parser; the http transport's
+	// (tls_*, keepalive, resolvers, ...) are set aside for the transport.
 	rest := h.NewFromNextSegment()
+	var httpToks []caddyfile.Token
 	for rest.Next() {
 		for rest.NextBlock(0) {
 			if rest.Nesting() != 1 {
@@ -78,12 +82,25 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 				return nil, err
 			case name == "to" || name == "transport":
 				return nil, rest.Errf("%s is not allowed in wechat: use upstream, and the timeouts listed in the docs", name)
-			case !known && !isProxySubdirective(name):
-				return nil, unknownSubdirective(rest, "wechat", name, "reverse_proxy's")
-			case !known:
-				continue // reverse_proxy's to parse
+			case known:
+				rest.DeleteN(len(args) + 1)
+			case isProxySubdirective(name):
+				// reverse_proxy's to parse
+			case isHTTPTransportSubdirective(name):
+				for range args {
+					rest.Prev()
+				}
+				seg := rest.NextSegment()
+				httpToks = append(httpToks, seg...)
+				rest.DeleteN(len(seg))
+			default:
+				return nil, unknownSubdirective(rest, "wechat", name, "reverse_proxy's or the http transport's")
 			}
-			rest.DeleteN(len(args) + 1)
+		}
+	}
+	if len(httpToks) > 0 {
+		if err := t.HTTPTransport.UnmarshalCaddyfile(caddyfile.NewDispenser(wrapBlock("wechat", httpToks))); err != nil {
+			return nil, err
 		}
 	}
 	bases, err := t.finishCaddyfile(d)

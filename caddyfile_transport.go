@@ -176,6 +176,18 @@ func knownTo(name, directive string, parse func(*caddyfile.Dispenser) error) (kn
 	return err == nil || !strings.Contains(err.Error(), "unrecognized subdirective")
 }
 
+// wrapBlock puts subdirective tokens back into a `name { ... }` block,
+// for a parser that reads one.
+func wrapBlock(name string, toks []caddyfile.Token) []caddyfile.Token {
+	first, last := toks[0], toks[len(toks)-1]
+	out := []caddyfile.Token{
+		{File: first.File, Line: first.Line - 1, Text: name},
+		{File: first.File, Line: first.Line - 1, Text: "{"},
+	}
+	out = append(out, toks...)
+	return append(out, caddyfile.Token{File: last.File, Line: last.Line + 1, Text: "}"})
+}
+
 // guessScheme picks the scheme to show in the fix for a bare host:
 // http for loopback and private addresses (a fake, a local proxy),
 // https for names (WeChat's own hosts).

@@ -108,6 +108,31 @@ func TestTransportCaddyfilePassesHTTPOptions(t *testing.T) {
 	}
 }
 
+// The directive hands the http transport's subdirectives to its transport,
+// as the transport block does.
+func TestDirectivePassesHTTPTransportOptions(t *testing.T) {
+	opts := `appid wx1
+	secret {env.S}
+	tls_server_name api.weixin.qq.com
+	resolvers 119.29.29.29 223.5.5.5
+	keepalive 30s
+	tls_trust_pool inline {
+		trust_der MIIB
+	}`
+	dir, _ := transportJSON(t, "wechat {\n"+opts+"\nflush_interval -1\n}")
+	tr, _ := transportJSON(t, "reverse_proxy https://api.weixin.qq.com {\nflush_interval -1\ntransport wechat {\n"+opts+"\n}\n}")
+	if !reflect.DeepEqual(dir, tr) {
+		t.Errorf("transports differ:\nwechat:        %v\nreverse_proxy: %v", dir, tr)
+	}
+	if dir["resolver"] == nil || dir["keep_alive"] == nil {
+		t.Errorf("transport: %v", dir)
+	}
+	tls, _ := dir["tls"].(map[string]any)
+	if tls["server_name"] != "api.weixin.qq.com" || tls["ca"] == nil {
+		t.Errorf("tls: %v", dir["tls"])
+	}
+}
+
 // Real reverse_proxy subdirectives still pass through the directive.
 func TestDirectivePassesProxySubdirectives(t *testing.T) {
 	cfg, err := adapt(`:8080 {
