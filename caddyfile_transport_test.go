@@ -67,6 +67,8 @@ func TestTransportCaddyfileMatchesDirective(t *testing.T) {
 			"reverse_proxy http://127.0.0.1:9081 {\ntransport wechat {\n" + opts + "\n}\n}"},
 		"https": {"wechat {\nappid wx1\nsecret {env.S}\n}",
 			"reverse_proxy https://api.weixin.qq.com {\ntransport wechat {\nappid wx1\nsecret {env.S}\n}\n}"},
+		"store": {"wechat {\nappid wx1\nsecret {env.S}\nstore memcache {\nservers 10.0.0.5:11211\nprefix gw:\n}\nkeepalive 30s\n}",
+			"reverse_proxy https://api.weixin.qq.com {\ntransport wechat {\nappid wx1\nsecret {env.S}\nstore memcache {\nservers 10.0.0.5:11211\nprefix gw:\n}\nkeepalive 30s\n}\n}"},
 		"wecom": {"wechat {\ncorpid ww1\ncorpsecret {env.S}\n}",
 			"reverse_proxy https://qyapi.weixin.qq.com {\ntransport wechat {\ncorpid ww1\ncorpsecret {env.S}\n}\n}"},
 	} {
@@ -78,6 +80,9 @@ func TestTransportCaddyfileMatchesDirective(t *testing.T) {
 			}
 			if !reflect.DeepEqual(dirUp, trUp) {
 				t.Errorf("upstreams differ: %v, %v", dirUp, trUp)
+			}
+			if name == "store" && (dir["store"] == nil || dir["keep_alive"] == nil) {
+				t.Errorf("store or keepalive lost: %v", dir)
 			}
 			if dir["protocol"] != "wechat" {
 				t.Errorf("not the wechat transport: %v", dir)
