@@ -81,7 +81,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 			case err != nil:
 				return nil, err
 			case name == "to" || name == "transport":
-				return nil, rest.Errf("%s is not allowed in wechat: use upstream, and the timeouts listed in the docs", name)
+				return nil, rest.Errf("%s is not allowed in wechat: use upstream; for a reverse_proxy of your own, write reverse_proxy { transport wechat { ... } }", name)
 			case known:
 				rest.DeleteN(len(args) + 1)
 			case isProxySubdirective(name):

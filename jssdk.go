@@ -181,8 +181,8 @@ func writeNoStore(w http.ResponseWriter, v any) error {
 //
 //	wechat_jssdk [<matcher>] {
 //	    appid / secret / corpid / corpsecret / upstream / token_api
-//	    memcache / memcache_prefix / memcache_timeout
-//	    fetch_timeout / dial_timeout / response_header_timeout
+//	    store / memcache / memcache_prefix / memcache_timeout
+//	    fetch_timeout / fetch_ceiling / min_token_age / ... # any account subdirective of wechat
 //	    raw_token            # serve the access_token instead (opt-in)
 //	}
 //
