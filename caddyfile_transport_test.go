@@ -247,3 +247,14 @@ func TestProvisionErrorHasOnePrefix(t *testing.T) {
 		t.Errorf("a hand-written prefix: %v", err)
 	}
 }
+
+func TestSuggest(t *testing.T) {
+	for in, want := range map[string]string{
+		"secert": "secret", "apid": "appid", "upstreams": "upstream", "memcahce": "memcache",
+		"sdk_token_endpoint": "sdk_token_endpoints", "lb_polcy": "", "frobnicate": "", "tls": "",
+	} {
+		if got := suggest(in, accountOptions); got != want {
+			t.Errorf("suggest(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
