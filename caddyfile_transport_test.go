@@ -2,7 +2,11 @@ package wechat
 
 import (
 	"encoding/json"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -256,5 +260,36 @@ func TestSuggest(t *testing.T) {
 		if got := suggest(in, accountOptions); got != want {
 			t.Errorf("suggest(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// Caddy puts the module's id in front of a Provision or Unmarshal error,
+// and the logger's name on each log line: a hand-written "wechat: " doubles
+// it. This keeps branches merged later from bringing one back.
+func TestNoHandWrittenPrefix(t *testing.T) {
+	re := regexp.MustCompile(`(Errorf|errors\.New|Errf|Err|\.Warn|\.Info|\.Error|\.Debug)\("(wechat|wechat_jssdk|wechat_fake): `)
+	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (path == "sdktest" || path == "bench" || path == "testdata" || strings.HasPrefix(d.Name(), ".")) && path != "." {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for i, line := range strings.Split(string(b), "\n") {
+			if re.MatchString(line) {
+				t.Errorf("%s:%d: hand-written prefix: %s", path, i+1, strings.TrimSpace(line))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
