@@ -32,10 +32,13 @@ func init() {
 //	    token_api       stable|classic|work      # default stable; work = WeCom
 //	    corpid          <corpid>                 # WeCom: appid + token_api work
 //	    corpsecret      <corpsecret>             # WeCom: secret; upstream default https://qyapi.weixin.qq.com
-//	    memcache        <host:port> [...]        # share the token across a cluster
+//	    store           <module> { ... }         # shared credential store (memcache, redis, ...)
+//	    memcache        <host:port> [...]        # short form of store memcache
 //	    memcache_prefix <prefix>                 # default wechat:
 //	    memcache_timeout <duration>              # default 100ms
 //	    fetch_timeout   <duration>               # deadline of one token fetch; default 10s
+//	    fetch_ceiling   <n>|-1                   # token fetches per day; default 200, -1 for none
+//	    min_token_age   <duration>               # a younger token is kept despite a token errcode; default 60s
 //	    max_replay_body <size>                   # bodies replayable after a token error; default 10MiB
 //	    dial_timeout    <duration>               # upstream dial timeout; default 3s
 //	    response_header_timeout <duration>       # upstream response header timeout; default 30s
@@ -43,9 +46,12 @@ func init() {
 //	    max_buffered_bytes <size>                # request bytes held for replay, gateway-wide; default 64MiB
 //	    body_read_timeout <duration>             # abort a request body idle this long; default 30s
 //	    keep_caller_auth                         # pass Authorization/Cookie on to WeChat; default: stripped
+//	    sdk_token_endpoints on|off               # placeholder answers on the token endpoints; default on
 //
 //	    # any other reverse_proxy subdirective (lb_*, fail_duration,
-//	    # header_up, flush_interval, ...) is passed to reverse_proxy
+//	    # header_up, flush_interval, ...) is passed to reverse_proxy, and
+//	    # any http transport one (tls_*, keepalive, resolvers, ...) to the
+//	    # transport
 //	}
 //
 // It expands into reverse_proxy with the wechat transport, as php_fastcgi
@@ -59,8 +65,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 	t := newCaddyfileTransport()
 
 	// Read our subdirectives, deleting them as we go, so that what is left
-	// can be handed to reverse_proxy's own parser.
+	// can be handed to reverse_proxy's own parser; the http transport's
+	// (tls_*, keepalive, resolvers, ...) are set aside for the transport.
 	rest := h.NewFromNextSegment()
+	var httpToks []caddyfile.Token
 	for rest.Next() {
 		for rest.NextBlock(0) {
 			if rest.Nesting() != 1 {
@@ -73,14 +81,29 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 			case err != nil:
 				return nil, err
 			case name == "to" || name == "transport":
-				return nil, rest.Errf("%s is not allowed in wechat: use upstream, and the timeouts listed in the docs", name)
-			case !known:
-				continue // reverse_proxy's to parse
+				return nil, rest.Errf("%s is not allowed in wechat: use upstream; for a reverse_proxy of your own, write reverse_proxy { transport wechat { ... } }", name)
+			case known:
+				rest.DeleteN(len(args) + 1)
+			case isProxySubdirective(name):
+				// reverse_proxy's to parse
+			case isHTTPTransportSubdirective(name):
+				for range args {
+					rest.Prev()
+				}
+				seg := rest.NextSegment()
+				httpToks = append(httpToks, seg...)
+				rest.DeleteN(len(seg))
+			default:
+				return nil, unknownSubdirective(rest, "wechat", name, "reverse_proxy's or the http transport's")
 			}
-			rest.DeleteN(len(args) + 1)
 		}
 	}
-	bases, err := t.finishCaddyfile(d, "wechat")
+	if len(httpToks) > 0 {
+		if err := t.HTTPTransport.UnmarshalCaddyfile(caddyfile.NewDispenser(wrapBlock("wechat", httpToks))); err != nil {
+			return nil, err
+		}
+	}
+	bases, err := t.finishCaddyfile(d)
 	if err != nil {
 		return nil, err
 	}
@@ -174,6 +197,11 @@ func (t *Transport) parseOption(d *caddyfile.Dispenser, name string, args []stri
 		if len(args) == 0 {
 			err = d.ArgErr()
 		}
+		for _, a := range args {
+			if !strings.Contains(a, "://") && err == nil {
+				err = d.Errf("upstream %s has no scheme; write upstream %s://%s", a, guessScheme(a), a)
+			}
+		}
 		t.TokenEndpoints = append(t.TokenEndpoints, args...)
 	case "token_api":
 		err = one(&t.TokenAPI)
@@ -231,6 +259,19 @@ func (t *Transport) parseOption(d *caddyfile.Dispenser, name string, args []stri
 		}
 	case "body_read_timeout":
 		err = parseDuration(d, args, &t.BodyReadTimeout)
+	case "sdk_token_endpoints":
+		var s string
+		if err = one(&s); err == nil {
+			var on bool
+			switch s {
+			case "on", "true":
+				on = true
+			case "off", "false":
+			default:
+				err = d.Errf("sdk_token_endpoints %q: want on or off", s)
+			}
+			t.SDKTokenEndpoints = &on
+		}
 	case "keep_caller_auth":
 		if len(args) != 0 {
 			err = d.ArgErr()
@@ -254,20 +295,21 @@ func (t *Transport) parseOption(d *caddyfile.Dispenser, name string, args []stri
 }
 
 // finishCaddyfile checks what every account needs, fills the WeCom default
-// upstream, and turns on TLS for https upstreams.
-func (t *Transport) finishCaddyfile(d *caddyfile.Dispenser, directive string) ([]*url.URL, error) {
+// upstream, and turns on TLS for https upstreams. Its messages carry no
+// directive name: Caddy's own "parsing caddyfile tokens for" names it.
+func (t *Transport) finishCaddyfile(d *caddyfile.Dispenser) ([]*url.URL, error) {
 	if t.AppID == "" {
-		return nil, d.Errf("%s: appid is required", directive)
+		return nil, d.Err("appid is required (corpid for WeCom)")
 	}
 	if t.Secret == "" {
-		return nil, d.Errf("%s: secret is required", directive)
+		return nil, d.Err("secret is required (corpsecret for WeCom); write it as {env.*} or {file.*}")
 	}
 	t.TokenEndpoints = t.endpoints() // the account's own defaults
 	bases, err := parseUpstreams(t.TokenEndpoints)
 	if err != nil {
 		return nil, d.Err(err.Error())
 	}
-	if bases[0].Scheme == "https" {
+	if bases[0].Scheme == "https" && t.TLS == nil {
 		t.TLS = new(reverseproxy.TLSConfig)
 	}
 	return bases, nil

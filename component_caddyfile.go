@@ -75,7 +75,7 @@ func parseComponentCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandle
 			rest.DeleteN(len(args) + 1)
 		}
 	}
-	bases, err := t.finishCaddyfile(d, "wechat_component")
+	bases, err := t.finishCaddyfile(d)
 	if err != nil {
 		return nil, err
 	}

@@ -57,14 +57,14 @@ var ticketTypes = []string{"jsapi", "wx_card"}
 func (h *JSSDK) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	if h.Account == nil {
-		return errors.New("wechat_jssdk: appid and secret are required")
+		return errors.New("appid and secret are required")
 	}
 	if err := h.Account.Provision(ctx); err != nil {
 		return err
 	}
 	if h.Account.acct.api == tokenAPIWork && !h.RawToken {
 		// WeCom tickets come from other endpoints (get_jsapi_ticket).
-		return errors.New("wechat_jssdk: JS-SDK signatures for WeCom are not supported; raw_token is")
+		return errors.New("JS-SDK signatures for WeCom are not supported; raw_token is")
 	}
 	return nil
 }
@@ -184,8 +184,8 @@ func writeNoStore(w http.ResponseWriter, v any) error {
 //
 //	wechat_jssdk [<matcher>] {
 //	    appid / secret / corpid / corpsecret / upstream / token_api
-//	    memcache / memcache_prefix / memcache_timeout
-//	    fetch_timeout / dial_timeout / response_header_timeout
+//	    store / memcache / memcache_prefix / memcache_timeout
+//	    fetch_timeout / fetch_ceiling / min_token_age / ... # any account subdirective of wechat
 //	    raw_token            # serve the access_token instead (opt-in)
 //	}
 //
@@ -214,10 +214,10 @@ func parseJSSDK(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 			return nil, err
 		}
 		if !known {
-			return nil, d.Errf("unknown wechat_jssdk option %q", name)
+			return nil, unknownSubdirective(d, "wechat_jssdk", name, "")
 		}
 	}
-	if _, err := t.finishCaddyfile(d, "wechat_jssdk"); err != nil {
+	if _, err := t.finishCaddyfile(d); err != nil {
 		return nil, err
 	}
 	return m, nil

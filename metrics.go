@@ -75,7 +75,7 @@ func newMetrics(ctx caddy.Context, appid, account string) *metrics {
 			if err := reg.Register(c); err != nil {
 				var are prometheus.AlreadyRegisteredError
 				if !errors.As(err, &are) {
-					ctx.Logger().Warn("wechat: registering metrics failed")
+					ctx.Logger().Warn("registering metrics failed")
 				}
 			}
 		}
@@ -164,7 +164,7 @@ func (a *account) quotaCheck(m *metrics) {
 	a.warnedDay = st.Day
 	a.mu.Unlock()
 	if first {
-		a.log().Warn("wechat: token fetches are using up the daily quota",
+		a.log().Warn("token fetches are using up the daily quota",
 			zap.String("appid", a.appid), zap.String("token_api", a.api),
 			zap.Int64("used", used), zap.Int64("quota", quota), zap.String("day", st.Day))
 	}

@@ -97,13 +97,13 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	appid := strings.TrimSpace(repl.ReplaceKnown(t.AppID, ""))
 	t.secret = strings.TrimSpace(repl.ReplaceKnown(t.Secret, ""))
 	if appid == "" {
-		return fmt.Errorf("wechat: appid is required (got %q after resolving placeholders)", t.AppID)
+		return fmt.Errorf("appid is required (got %q after resolving placeholders)", t.AppID)
 	}
 	if t.secret == "" {
-		return fmt.Errorf("wechat: secret is required for appid %s (got an empty value after resolving %q)", appid, t.Secret)
+		return fmt.Errorf("secret is required for appid %s (got an empty value after resolving %q)", appid, t.Secret)
 	}
 	if !strings.Contains(t.Secret, "{") {
-		t.logger.Warn("wechat: the secret is written literally in the config, so the admin API's /config/ shows it; use {env.*} or {file.*}",
+		t.logger.Warn("the secret is written literally in the config, so the admin API's /config/ shows it; use {env.*} or {file.*}",
 			zap.String("appid", appid))
 	}
 	api, err := t.tokenAPI()
@@ -111,7 +111,7 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if len(t.TokenEndpoints) == 0 && len(t.Upstreams) > 0 {
-		t.logger.Warn("wechat: the transport's \"upstreams\" field is deprecated; call it \"token_endpoints\"")
+		t.logger.Warn("the transport's \"upstreams\" field is deprecated; call it \"token_endpoints\"")
 	}
 	bases, err := parseUpstreams(t.endpoints())
 	if err != nil {
@@ -121,7 +121,7 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 		t.TLS = new(reverseproxy.TLSConfig)
 	}
 	if err := t.HTTPTransport.Provision(ctx); err != nil {
-		return fmt.Errorf("wechat: %v", err)
+		return err
 	}
 	t.bases = bases
 	store, err := t.storeProvider(ctx)
@@ -152,7 +152,7 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 		return newAccount(t.poolKey, set)
 	})
 	if err != nil {
-		return fmt.Errorf("wechat: %v", err)
+		return err
 	}
 	t.acct = val.(*account)
 	t.metrics = newMetrics(ctx, appid, t.acct.label)
@@ -172,15 +172,15 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 func (t *Transport) storeProvider(ctx caddy.Context) (StoreProvider, error) {
 	if len(t.Store) > 0 {
 		if len(t.Memcache) > 0 {
-			return nil, fmt.Errorf("wechat: give either store or memcache, not both")
+			return nil, fmt.Errorf("give either store or memcache, not both")
 		}
 		mod, err := ctx.LoadModule(t, "Store")
 		if err != nil {
-			return nil, fmt.Errorf("wechat: loading store: %v", err)
+			return nil, fmt.Errorf("loading store: %v", err)
 		}
 		p, ok := mod.(StoreProvider)
 		if !ok {
-			return nil, fmt.Errorf("wechat: store module %T is not a StoreProvider", mod)
+			return nil, fmt.Errorf("store module %T is not a StoreProvider", mod)
 		}
 		return p, nil
 	}
@@ -208,7 +208,7 @@ func (t *Transport) checkHost(host string) {
 	a.warnedUp = true
 	a.mu.Unlock()
 	if first {
-		t.logger.Warn("wechat: a request went to a host that is not among the token endpoints; set token_endpoints to the same hosts",
+		t.logger.Warn("a request went to a host that is not among the token endpoints; set token_endpoints to the same hosts",
 			zap.String("appid", a.appid), zap.String("host", host))
 	}
 }
@@ -251,21 +251,24 @@ func parseUpstreams(raw []string) ([]*url.URL, error) {
 	}
 	var out []*url.URL
 	for _, s := range raw {
+		if !strings.Contains(s, "://") {
+			return nil, fmt.Errorf("bad upstream %q: the scheme is missing; write %s://%s", s, guessScheme(s), s)
+		}
 		u, err := url.Parse(s)
 		if err != nil {
-			return nil, fmt.Errorf("wechat: bad upstream %q: %v", s, err)
+			return nil, fmt.Errorf("bad upstream %q: %v", s, err)
 		}
 		if u.Scheme != "http" && u.Scheme != "https" {
-			return nil, fmt.Errorf("wechat: bad upstream %q: the scheme must be http or https", s)
+			return nil, fmt.Errorf("bad upstream %q: the scheme must be http or https", s)
 		}
 		if u.Host == "" || u.Hostname() == "" {
-			return nil, fmt.Errorf("wechat: bad upstream %q: no host", s)
+			return nil, fmt.Errorf("bad upstream %q: no host", s)
 		}
 		if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-			return nil, fmt.Errorf("wechat: bad upstream %q: give only scheme://host[:port]", s)
+			return nil, fmt.Errorf("bad upstream %q: give only scheme://host[:port]", s)
 		}
 		if len(out) > 0 && out[0].Scheme != u.Scheme {
-			return nil, fmt.Errorf("wechat: upstreams mix http and https (%s, %s); use one scheme", out[0], u)
+			return nil, fmt.Errorf("upstreams mix http and https (%s, %s); use one scheme", out[0], u)
 		}
 		out = append(out, &url.URL{Scheme: u.Scheme, Host: u.Host})
 	}

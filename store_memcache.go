@@ -59,7 +59,7 @@ func (m *MemcacheStore) StoreID() string {
 // OpenBackend opens a client of its own.
 func (m *MemcacheStore) OpenBackend() (credential.Backend, error) {
 	if len(m.Servers) == 0 {
-		return nil, fmt.Errorf("wechat: store memcache: no servers")
+		return nil, fmt.Errorf("store memcache: no servers")
 	}
 	return memcachestore.New(m.Servers, m.OpTimeout())
 }

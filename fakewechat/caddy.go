@@ -119,13 +119,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 func (h *Handler) checkSecrets(o Options) error {
 	if o.AppID != "" && o.Secret == "" {
 		if h.Secret == "" {
-			return fmt.Errorf("wechat_fake: appid %s has no secret; add `secret {env.DEMO_SECRET}` and set the variable", o.AppID)
+			return fmt.Errorf("appid %s has no secret; add `secret {env.DEMO_SECRET}` and set the variable", o.AppID)
 		}
-		return fmt.Errorf("wechat_fake: the secret of appid %s is empty: %s resolved to nothing (is the environment variable set? e.g. DEMO_SECRET=demo-secret)", o.AppID, h.Secret)
+		return fmt.Errorf("the secret of appid %s is empty: %s resolved to nothing (is the environment variable set? e.g. DEMO_SECRET=demo-secret)", o.AppID, h.Secret)
 	}
 	for agent, sec := range o.CorpSecrets {
 		if sec == "" {
-			return fmt.Errorf("wechat_fake: corpsecret %s is empty: %s resolved to nothing", agent, h.CorpSecrets[agent])
+			return fmt.Errorf("corpsecret %s is empty: %s resolved to nothing", agent, h.CorpSecrets[agent])
 		}
 	}
 	return nil
@@ -151,10 +151,10 @@ func poolKey(o Options) string {
 // Validate requires at least one credential set.
 func (h *Handler) Validate() error {
 	if h.srv == nil {
-		return fmt.Errorf("wechat_fake: not provisioned")
+		return fmt.Errorf("not provisioned")
 	}
 	if h.srv.opts.AppID == "" && h.srv.opts.CorpID == "" && h.srv.open == nil {
-		return fmt.Errorf("wechat_fake: appid, corpid or component is required")
+		return fmt.Errorf("appid, corpid or component is required")
 	}
 	return nil
 }

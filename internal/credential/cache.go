@@ -291,7 +291,7 @@ func (c *Cache) probe(ctx context.Context, t *Token) (valid, known bool) {
 		defer cancel()
 		valid, err := p.Probe(pctx, t)
 		if err != nil {
-			c.log().Warn("wechat: probing a rejected credential failed; keeping it",
+			c.log().Warn("probing a rejected credential failed; keeping it",
 				zap.String("appid", c.cfg.AppID), zap.String("credential", c.cfg.Name), zap.String("error", err.Error()))
 			return nil, err
 		}
@@ -407,13 +407,13 @@ func (c *Cache) fetch(ctx context.Context, bad string) (*Token, error) {
 			c.logFetch(ft, true)
 			return ft, nil
 		}
-		c.log().Warn("wechat: force_refresh failed; keeping the token the endpoint vouches for",
+		c.log().Warn("force_refresh failed; keeping the token the endpoint vouches for",
 			zap.String("appid", c.cfg.AppID), zap.String("error", ferr.Error()))
 	}
 	c.mu.Lock()
 	c.vouched, c.vouchedAt = bad, c.cfg.Now()
 	c.mu.Unlock()
-	c.log().Info("wechat: the token endpoint returned the token a request had rejected; keeping it",
+	c.log().Info("the token endpoint returned the token a request had rejected; keeping it",
 		zap.String("appid", c.cfg.AppID), zap.String("credential", c.cfg.Name))
 	return t, nil
 }
@@ -471,7 +471,7 @@ func (c *Cache) spend(ctx context.Context, force bool) error {
 		return nil
 	}
 	if first {
-		c.log().Error("wechat: daily fetch ceiling reached; no more fetches until midnight Beijing time",
+		c.log().Error("daily fetch ceiling reached; no more fetches until midnight Beijing time",
 			zap.String("appid", c.cfg.AppID), zap.String("credential", c.cfg.Name), zap.Int("ceiling", c.cfg.Ceiling))
 	}
 	if force {
@@ -482,7 +482,7 @@ func (c *Cache) spend(ctx context.Context, force bool) error {
 }
 
 func (c *Cache) logFetch(t *Token, force bool) {
-	c.log().Info("wechat: "+c.cfg.Name+" fetched",
+	c.log().Info(c.cfg.Name+" fetched",
 		zap.String("appid", c.cfg.AppID), zap.String("credential", c.cfg.Name), zap.Bool("force_refresh", force),
 		zap.Int64("expires_in", int64(t.ExpiresAt.Sub(t.FetchedAt)/time.Second)))
 }
@@ -554,7 +554,7 @@ func (c *Cache) failed(err error) {
 	if errors.As(err, &ae) {
 		fields = append(fields, zap.Int("errcode", ae.Code))
 	}
-	c.log().Error("wechat: credential fetch failed", fields...)
+	c.log().Error("credential fetch failed", fields...)
 	c.reschedule()
 }
 

@@ -126,7 +126,7 @@ func (s *Shared) do(ctx context.Context, op string, f func(context.Context) erro
 	cancel()
 	if err == nil || errors.Is(err, ErrNotFound) {
 		if s.brk.success() {
-			s.logger.Load().Info("wechat: credential store reachable again")
+			s.logger.Load().Info("credential store reachable again")
 		}
 		return err
 	}
@@ -134,7 +134,7 @@ func (s *Shared) do(ctx context.Context, op string, f func(context.Context) erro
 	if s.brk.fail(s.opt.Now().Add(s.opt.Cooloff)) {
 		// The error text of a backend never quotes a value (Backend
 		// contract), and values are sealed anyway.
-		s.logger.Load().Warn("wechat: credential store failed; going on locally and skipping the store for a while",
+		s.logger.Load().Warn("credential store failed; going on locally and skipping the store for a while",
 			zap.String("op", op), zap.String("error", err.Error()), zap.Duration("retry_in", s.opt.Cooloff))
 	}
 	return fmt.Errorf("%w: %s", errStoreDown, op)
@@ -206,7 +206,7 @@ func (s *Shared) read(ctx context.Context, key string) (t *Token, ver Version, p
 	}
 	if oerr != nil {
 		if s.badLogged.CompareAndSwap(false, true) {
-			s.logger.Load().Warn("wechat: a stored credential is unusable (foreign or corrupt); treating it as a miss",
+			s.logger.Load().Warn("a stored credential is unusable (foreign, corrupt or expired); treating it as a miss",
 				zap.String("key", key), zap.String("reason", oerr.Error()))
 		}
 		return nil, ver, true, nil
