@@ -72,7 +72,7 @@ func (a *Account) tokenAPI() (string, error) {
 	case tokenAPIStable, tokenAPIClassic, tokenAPIWork:
 		return a.TokenAPI, nil
 	}
-	return "", fmt.Errorf("wechat: token_api must be stable, classic or work, not %q", a.TokenAPI)
+	return "", fmt.Errorf("token_api must be stable, classic or work, not %q", a.TokenAPI)
 }
 
 // endpoints is token_endpoints with its defaults: the deprecated

@@ -92,7 +92,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			RotateEvery:    c.RotateEvery,
 		}
 		if opts.Component.AppID == "" || opts.Component.Secret == "" || len(opts.Component.EncodingAESKey) != 43 {
-			return fmt.Errorf("wechat_fake: component needs an appid, a non-empty secret and a 43-character encoding_aes_key")
+			return fmt.Errorf("component needs an appid, a non-empty secret and a 43-character encoding_aes_key")
 		}
 	}
 	if err := h.checkSecrets(opts); err != nil {

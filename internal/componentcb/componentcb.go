@@ -254,18 +254,18 @@ func (h *Handler) apply(ctx context.Context, m *Message) error {
 			return &Reject{http.StatusBadRequest, ResultMessage, "component_verify_ticket event without a ticket"}
 		}
 		if err := h.Component.Aux().Put(ctx, credential.AuxVerifyTicket, []byte(m.Ticket)); err != nil {
-			h.log().Error("wechat: storing the component_verify_ticket failed; answering 503 so WeChat pushes it again", zap.String("error", err.Error()))
+			h.log().Error("storing the component_verify_ticket failed; answering 503 so WeChat pushes it again", zap.String("error", err.Error()))
 			return &Reject{http.StatusServiceUnavailable, ResultStoreFailed, "the ticket could not be stored durably"}
 		}
 		h.Component.ClearBackoff()
-		h.log().Debug("wechat: component_verify_ticket stored")
+		h.log().Debug("component_verify_ticket stored")
 	case "authorized", "updateauthorized":
 		if !credential.ValidAppID(m.Authorizer) || m.AuthCode == "" {
 			return &Reject{http.StatusBadRequest, ResultMessage, m.InfoType + " event without AuthorizerAppid or AuthorizationCode"}
 		}
 		au, err := h.Platform.QueryAuth(ctx, m.AuthCode)
 		if err != nil {
-			h.log().Error("wechat: api_query_auth failed; answering 502 so WeChat pushes the event again",
+			h.log().Error("api_query_auth failed; answering 502 so WeChat pushes the event again",
 				zap.String("authorizer", m.Authorizer), zap.String("error", credential.ClientText(err)))
 			return &Reject{http.StatusBadGateway, ResultQueryFailed, "api_query_auth failed: " + credential.ClientText(err)}
 		}
@@ -273,11 +273,11 @@ func (h *Handler) apply(ctx context.Context, m *Message) error {
 			return &Reject{http.StatusBadRequest, ResultMessage, "api_query_auth answered for another authorizer"}
 		}
 		if err := h.Registry.Authorize(ctx, au); err != nil {
-			h.log().Error("wechat: storing an authorizer's refresh token failed; answering 503 so WeChat pushes the event again",
+			h.log().Error("storing an authorizer's refresh token failed; answering 503 so WeChat pushes the event again",
 				zap.String("authorizer", m.Authorizer), zap.String("error", err.Error()))
 			return &Reject{http.StatusServiceUnavailable, ResultStoreFailed, "the refresh token could not be stored durably"}
 		}
-		h.log().Info("wechat: authorizer authorized", zap.String("authorizer", m.Authorizer), zap.String("event", m.InfoType))
+		h.log().Info("authorizer authorized", zap.String("authorizer", m.Authorizer), zap.String("event", m.InfoType))
 	case "unauthorized":
 		if !credential.ValidAppID(m.Authorizer) {
 			return &Reject{http.StatusBadRequest, ResultMessage, "unauthorized event without AuthorizerAppid"}
@@ -285,9 +285,9 @@ func (h *Handler) apply(ctx context.Context, m *Message) error {
 		if err := h.Registry.Forget(ctx, m.Authorizer, "unauthorized"); err != nil {
 			return &Reject{http.StatusServiceUnavailable, ResultStoreFailed, "the authorizer could not be forgotten durably"}
 		}
-		h.log().Info("wechat: authorizer revoked the platform; forgotten", zap.String("authorizer", m.Authorizer))
+		h.log().Info("authorizer revoked the platform; forgotten", zap.String("authorizer", m.Authorizer))
 	default:
-		h.log().Debug("wechat: open-platform event ignored", zap.String("info_type", boundInfoType(m.InfoType)))
+		h.log().Debug("open-platform event ignored", zap.String("info_type", boundInfoType(m.InfoType)))
 	}
 	return nil
 }

@@ -261,7 +261,7 @@ func (s *AuthorizerTokenSource) Fetch(ctx context.Context, opt FetchOptions) (*T
 	if errors.As(err, &ae) && ae.Code == 61003 {
 		_ = opt.Aux.Put(ctx, AuxRefreshToken, nil)
 		p.events().Forgotten("revoked")
-		p.logger().Warn("wechat: authorizer revoked the platform (61003); forgetting it", zap.String("authorizer", s.AppID))
+		p.logger().Warn("authorizer revoked the platform (61003); forgetting it", zap.String("authorizer", s.AppID))
 		return nil, &AuthorizerError{s.AppID, ErrAuthorizerRevoked}
 	}
 	p.events().Renewed(err)
@@ -285,7 +285,7 @@ func (s *AuthorizerTokenSource) rotate(ctx context.Context, aux Aux, next string
 		}
 	}
 	s.unsaved.Store(&next)
-	s.P.logger().Error("wechat: the store refused a rotated authorizer_refresh_token; keeping it in memory and writing it again on the next renewal",
+	s.P.logger().Error("the store refused a rotated authorizer_refresh_token; keeping it in memory and writing it again on the next renewal",
 		zap.String("authorizer", s.AppID), zap.String("error", err.Error()))
 }
 
@@ -296,7 +296,7 @@ func (s *AuthorizerTokenSource) recover(ctx context.Context, aux Aux, ctok *Toke
 	rt, err := p.AuthorizerInfoRefreshToken(ctx, ctok, s.AppID)
 	if err != nil || rt == "" || rt == old {
 		p.events().Recovered(false)
-		p.logger().Error("wechat: authorizer_refresh_token invalid (61023) and api_get_authorizer_info gave no other; the merchant must authorize again",
+		p.logger().Error("authorizer_refresh_token invalid (61023) and api_get_authorizer_info gave no other; the merchant must authorize again",
 			zap.String("authorizer", s.AppID))
 		return "", orig
 	}
@@ -304,7 +304,7 @@ func (s *AuthorizerTokenSource) recover(ctx context.Context, aux Aux, ctok *Toke
 		s.unsaved.Store(&rt)
 	}
 	p.events().Recovered(true)
-	p.logger().Warn("wechat: authorizer_refresh_token recovered through api_get_authorizer_info after 61023", zap.String("authorizer", s.AppID))
+	p.logger().Warn("authorizer_refresh_token recovered through api_get_authorizer_info after 61023", zap.String("authorizer", s.AppID))
 	return rt, nil
 }
 
