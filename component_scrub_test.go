@@ -1,0 +1,53 @@
+package wechat
+
+import (
+	"bytes"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// TestComponentRidGetReadBack attacks the open platform's transport the
+// way issue 10 attacked the account's: a call on behalf of a merchant
+// ends with "rid: R", and rid/get of R (sent on behalf of the same
+// merchant, so WeChat finds it) returns the call's query, with the
+// authorizer's access_token in it. The answer must explain the call
+// without giving the token back.
+func TestComponentRidGetReadBack(t *testing.T) {
+	resetAccounts(t)
+	t.Setenv("TEST_COMPONENT_APPID", testComponentAppID)
+	t.Setenv("TEST_COMPONENT_SECRET", testComponentSecret)
+	t.Setenv("TEST_COMPONENT_TOKEN", testComponentToken)
+	t.Setenv("TEST_COMPONENT_AES_KEY", testComponentAESKey)
+	f := newComponentFake(t, 0)
+	g := startCaddy(t, componentConfig(f.URL))
+	t.Cleanup(func() { caddy.Stop() })
+	cb := g.URL + "/wechat/component/callback"
+	const merchant = "wxmerchant0000009"
+	if _, err := f.PushTicket(cb); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.PushAuthorized(cb, merchant); err != nil {
+		t.Fatal(err)
+	}
+	r := do(t, http.MethodGet, g.URL+"/cgi-bin/user/info?openid=nobody", nil, AuthorizerHeader, merchant)
+	if r.errcode() != 0 {
+		t.Fatalf("call on behalf of the merchant: %s", r.Body)
+	}
+	tok := f.CurrentAuthorizerToken(merchant)
+	recs := f.Records("/cgi-bin/user/info")
+	if tok == "" || len(recs) == 0 || !strings.Contains(recs[len(recs)-1].RawQuery, tok) {
+		t.Fatal("the fake did not record the call with the authorizer's token")
+	}
+	rid := recs[len(recs)-1].RID
+	a := do(t, http.MethodPost, g.URL+"/cgi-bin/openapi/rid/get", []byte(`{"rid":"`+rid+`"}`), AuthorizerHeader, merchant)
+	if bytes.Contains(a.Body, []byte(tok)) || bytes.Contains(a.Body, []byte(testComponentSecret)) {
+		t.Fatalf("rid/get through the open platform read a credential back: %s", a.Body)
+	}
+	req, _ := a.JSON["request"].(map[string]any)
+	if a.errcode() != 0 || req == nil || !strings.Contains(req["request_url"].(string), "openid=nobody") {
+		t.Errorf("rid/get lost its purpose: %s", a.Body)
+	}
+}
