@@ -221,3 +221,48 @@ func BenchmarkRoundTrip(b *testing.B) {
 		}
 	})
 }
+
+// TestRoundTripAllocs pins issue 13's work: beyond what the plain HTTP
+// transport allocates, a GET costs the gateway only its query string and
+// its one request copy (which also holds the sniffed body's handle).
+func TestRoundTripAllocs(t *testing.T) {
+	gw := &Transport{HTTPTransport: stubTransport(), secret: testSecret}
+	gw.acct = warmAccount(t)
+	gw.provisionRequestPath(caddy.Context{})
+	plain := stubTransport()
+	greq, _ := http.NewRequest(http.MethodGet, "http://api.weixin.qq.com/cgi-bin/user/info?openid=o1&lang=zh_CN", nil)
+	preq, _ := http.NewRequest(http.MethodGet, "http://api.weixin.qq.com/cgi-bin/user/info?openid=o1&lang=zh_CN&access_token="+benchToken, nil)
+	run := func(rt http.RoundTripper, req *http.Request) float64 {
+		return testing.AllocsPerRun(200, func() {
+			resp, err := rt.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		})
+	}
+	g, p := run(gw, greq), run(&plain, preq)
+	if g > p+2 {
+		t.Errorf("gateway RoundTrip: %v allocations, plain %v: want at most 2 more", g, p)
+	}
+}
+
+// A sniffed body says io.EOF with its last bytes, so reverse_proxy's copy
+// loop ends after one read, as with net/http's own bodies.
+func TestSniffBodyEOFWithLastBytes(t *testing.T) {
+	resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}},
+		ContentLength: int64(len(okBody)), Body: io.NopCloser(bytes.NewReader(okBody))}
+	if _, err := sniff(resp); err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	buf := make([]byte, 4096)
+	n, err := resp.Body.Read(buf)
+	if n != len(okBody) || err != io.EOF || !bytes.Equal(buf[:n], okBody) {
+		t.Fatalf("Read = %d, %v; want %d, io.EOF", n, err, len(okBody))
+	}
+	if n, err := resp.Body.Read(buf); n != 0 || err != io.EOF {
+		t.Fatalf("second Read = %d, %v; want 0, io.EOF", n, err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 )
 
 // replayVar keeps a buffered request body in the request's vars, so that
@@ -39,7 +40,7 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 	case routeUserSNS, routeLogin, routeAppIDOnly, routeOwnCred:
 		// No access_token here: login calls get appid (and secret), and
 		// other /sns calls carry the user's own OAuth token untouched.
-		resp, err := t.send(req, req.Body, req.ContentLength, rewriteQuery(req.URL.RawQuery, r, "", t.acct.appid, t.secret))
+		resp, _, err := t.send(req, req.Body, req.ContentLength, rewriteQuery(req.URL.RawQuery, r, "", t.acct.appid, t.secret))
 		t.metrics.request(resultOf(resp, err))
 		return resp, err
 	}
@@ -57,12 +58,12 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 		return t.tokenUnavailable(req, err)
 	}
 	t.checkHost(req.URL.Host)
-	resp, err := t.sendToken(req, body, tok)
+	resp, slot, err := t.sendToken(req, body, tok)
 	if err != nil {
 		t.metrics.request("error")
 		return nil, err
 	}
-	code, err := sniff(resp)
+	code, err := sniffInto(resp, slot)
 	if err != nil {
 		t.metrics.request("error")
 		return nil, t.redactErr(err)
@@ -89,13 +90,13 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 		return resp, nil
 	}
 	resp.Body.Close()
-	resp, err = t.sendToken(req, body, fresh)
+	resp, slot, err = t.sendToken(req, body, fresh)
 	if err != nil {
 		t.metrics.retry("error")
 		t.metrics.request("error")
 		return nil, err
 	}
-	code, err = sniff(resp)
+	code, err = sniffInto(resp, slot)
 	if err != nil {
 		t.metrics.retry("error")
 		t.metrics.request("error")
@@ -112,42 +113,55 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // sendToken sends req with token tok and a fresh reader over body.
-func (t *Transport) sendToken(req *http.Request, body *replayBody, tok *tokenEntry) (*http.Response, error) {
+func (t *Transport) sendToken(req *http.Request, body *replayBody, tok *tokenEntry) (*http.Response, *sniffBody, error) {
 	t.sent.note(tok)
 	q := rewriteQuery(req.URL.RawQuery, routeToken, tok.Escaped(), "", "")
-	if body.data != nil {
+	if len(body.data) > 0 {
 		return t.send(req, body.reader(), int64(len(body.data)), q)
+	}
+	if body.data != nil {
+		return t.send(req, nil, 0, q) // a reader over nothing would be two allocations wasted
 	}
 	return t.send(req, body.stream, body.length, q)
 }
 
 // send performs one round trip of a shallow copy of req with the new query.
 // The Host header is always the upstream's own: a client's Host is never
-// passed on, so it cannot steer anything at WeChat's edge.
-func (t *Transport) send(req *http.Request, body io.ReadCloser, length int64, rawQuery string) (*http.Response, error) {
-	out := new(http.Request)
-	*out = *req
-	u := *req.URL
+// passed on, so it cannot steer anything at WeChat's edge. It also returns
+// an unused sniffBody for this response's sniff.
+func (t *Transport) send(req *http.Request, body io.ReadCloser, length int64, rawQuery string) (*http.Response, *sniffBody, error) {
+	c := &requestCopy{req: *req, url: *req.URL} // one allocation for the copies and the sniff handle
+	out, u := &c.req, &c.url
 	u.RawQuery = rawQuery
 	u.ForceQuery = false
 	u.Path, u.RawPath = canonicalPath(u.Path), "" // the path the route was judged on
-	out.URL = &u
+	out.URL = u
 	out.Host = u.Host
 	out.Header = t.upstreamHeader(req.Header)
 	out.Body = body
 	out.ContentLength = length
 	if length == 0 {
-		out.Body = http.NoBody
+		out.Body = nil // what reverse_proxy sends for no body; NoBody costs net/http a LimitReader
 	}
 	if refused := refusePlaceholder(out); refused != nil {
-		return refused, nil // never let a placeholder reach WeChat
+		return refused, nil, nil // never let a placeholder reach WeChat
 	}
 	resp, err := t.HTTPTransport.RoundTrip(out)
 	if err != nil {
 		// A transport error can quote the URL, and with it the token.
-		return nil, t.redactErr(err)
+		return nil, nil, t.redactErr(err)
 	}
-	return resp, nil
+	return resp, &c.body, nil
+}
+
+// requestCopy is the shallow copy of a request and its URL that send
+// hands upstream (the RoundTripper contract forbids changing the
+// caller's), and the handle of its response's sniffed body. It is never
+// pooled or reused, so the handle keeps sniffBody's double-Close rule.
+type requestCopy struct {
+	req  http.Request
+	url  url.URL
+	body sniffBody
 }
 
 // replayBody is a request body, held in memory when it is small enough to

@@ -10,6 +10,10 @@
 // sends a valid token itself, all on 127.0.0.1, and loads them in turn,
 // A/B, for several rounds. Nothing but Go, wrk and memcached is needed (a
 // Go load generator is used when wrk is absent). BENCHMARKS.md has figures.
+//
+// -stores memcache,redis,mysql,postgres,storage adds a gateway per store,
+// each with a private server in the temp dir, and prints each server's
+// own counters per 1,000 gateway requests after the load.
 package main
 
 import (
@@ -20,6 +24,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -47,7 +52,8 @@ func main() {
 		threads  = flag.Int("t", 2, "wrk threads")
 		lightC   = flag.Int("lc", 1, "connections of the light-load latency pass (0: skip it)")
 		lightD   = flag.Duration("ld", 2*time.Second, "length of one light-load run")
-		useMC    = flag.Bool("memcache", true, "also run a gateway with a memcache store")
+		useMC    = flag.Bool("memcache", true, "also run a gateway with a memcache store (same as -stores memcache)")
+		storeArg = flag.String("stores", "", "also run a gateway on each of these stores, each with its own server, and print the servers' counters: some of "+strings.Join(storeNames, ","))
 		gen      = flag.String("gen", "auto", "load generator: auto, wrk or go")
 		caddyBin = flag.String("caddy", "", "use this caddy binary instead of building ./cmd/caddy")
 		profDir  = flag.String("cpuprofile", "", "after the rounds, write CPU profiles of the gateway and the proxy under load to this directory")
@@ -64,10 +70,20 @@ func main() {
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	go func() { <-sig; fatalf("interrupted") }()
 
+	stores := parseStores(*storeArg)
+	if *useMC && !slices.Contains(stores, "memcache") {
+		stores = append([]string{"memcache"}, stores...)
+	}
 	bin := *caddyBin
 	if bin == "" {
-		fmt.Fprintln(os.Stderr, "building ./cmd/caddy ...")
-		bin = buildCaddy(dir)
+		// The storage store's run needs the counting storage module; the
+		// rest of that binary is ./cmd/caddy, and every target runs it.
+		pkg := "./cmd/caddy"
+		if slices.Contains(stores, "storage") {
+			pkg = "./bench/caddy"
+		}
+		fmt.Fprintf(os.Stderr, "building %s ...\n", pkg)
+		bin = buildCaddy(dir, pkg)
 	}
 
 	// The fake WeChat, in its own Caddy.
@@ -99,12 +115,13 @@ func main() {
 	gw := &target{name: "gateway", url: serve("gateway", wechat("")) + apiPath}
 	rp := &target{name: "reverse_proxy", url: serve("proxy", fmt.Sprintf("\treverse_proxy 127.0.0.1:%d\n", fakePort)) + apiPath + "&access_token=" + token}
 	targets := []*target{gw, rp}
-	var mc *target
-	var mcAddr string
-	if *useMC {
-		mcAddr = startMemcached(dir)
-		mc = &target{name: "gateway+memcache", url: serve("gateway_mc", wechat("\t\tmemcache "+mcAddr+"\n")) + apiPath}
-		targets = append(targets, mc)
+	var sbs []*storeBench
+	for _, name := range stores {
+		sb := startStore(name, dir)
+		sb.initial = sb.read()
+		sb.t = &target{name: "gateway+" + name, url: serve("gateway_"+name, wechat(sb.block)) + apiPath}
+		targets = append(targets, sb.t)
+		sbs = append(sbs, sb)
 	}
 	targets = append(targets, &target{name: "fake direct", url: fake + apiPath + "&access_token=" + token})
 
@@ -119,9 +136,8 @@ func main() {
 		gl(t.url, *conns, time.Second) // warm up connections and heaps
 	}
 
-	var before map[string]int64
-	if mc != nil {
-		before = mcStats(mcAddr)
+	for _, sb := range sbs {
+		sb.before = sb.read()
 	}
 	started := time.Now()
 	fmt.Printf("load average before: %s", loadavg())
@@ -130,8 +146,8 @@ func main() {
 		phase(gl, targets, *rounds, *lightC, *lightD)
 	}
 	fmt.Printf("load average after:  %s\n", loadavg())
-	if mc != nil {
-		memcacheReport(before, mcStats(mcAddr), mc, time.Since(started))
+	if len(sbs) > 0 {
+		storeReport(sbs, time.Since(started))
 	}
 	if *profDir != "" {
 		profileTargets(gl, *profDir, *conns, *dur, admin, gw, rp)
@@ -195,19 +211,6 @@ func verdict(ok bool, goal string) string {
 		return "[met: " + goal + "]"
 	}
 	return "[NOT met: " + goal + "]"
-}
-
-// memcacheReport shows that the steady state does not touch memcache per
-// request: only the refresher's once-a-minute peek should be counted.
-func memcacheReport(before, after map[string]int64, mc *target, elapsed time.Duration) {
-	fmt.Println("== memcache traffic during the timed runs ==")
-	for _, k := range []string{"cmd_get", "get_hits", "get_misses", "cmd_set", "cmd_touch", "curr_connections"} {
-		fmt.Printf("%-17s before %6d after %6d delta %6d\n", k, before[k], after[k], after[k]-before[k])
-	}
-	gets := after["cmd_get"] - before["cmd_get"]
-	fmt.Printf("requests through gateway+memcache: %d in %s; memcache gets per request: %.2g %s\n\n",
-		mc.total, elapsed.Round(time.Second), float64(gets)/float64(max(mc.total, 1)),
-		verdict(gets <= int64(elapsed/time.Minute)+2, "only the refresher's 1/min peek"))
 }
 
 // profileTargets takes a CPU profile of the gateway and of the proxy, each

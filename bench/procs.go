@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -34,6 +35,7 @@ type proc struct {
 	cmd    *exec.Cmd
 	log    string
 	exited chan struct{} // closed once the process has been reaped
+	stop   os.Signal     // asks it to stop; os.Interrupt if nil
 }
 
 // freePort returns a loopback port that was free a moment ago.
@@ -46,13 +48,13 @@ func freePort() int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// buildCaddy compiles ./cmd/caddy (gateway + fake) once into dir.
-func buildCaddy(dir string) string {
+// buildCaddy compiles pkg (./cmd/caddy: gateway + fake) once into dir.
+func buildCaddy(dir, pkg string) string {
 	bin := filepath.Join(dir, "caddy")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/caddy")
+	cmd := exec.Command("go", "build", "-o", bin, pkg)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
-		fatalf("go build ./cmd/caddy (run from the module root): %v", err)
+		fatalf("go build %s (run from the module root): %v", pkg, err)
 	}
 	return bin
 }
@@ -76,6 +78,12 @@ func startCaddy(bin, dir, name, caddyfile string) *proc {
 }
 
 func start(dir, name, bin string, args ...string) *proc {
+	return startAs(dir, name, nil, bin, args...)
+}
+
+// startAs runs bin as the user cred (nil: as we are), e.g. postgres,
+// which refuses root.
+func startAs(dir, name string, cred *syscall.Credential, bin string, args ...string) *proc {
 	p := &proc{name: name, log: filepath.Join(dir, name+".log")}
 	f, err := os.Create(p.log)
 	if err != nil {
@@ -84,6 +92,7 @@ func start(dir, name, bin string, args ...string) *proc {
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = f, f
 	p.cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	if err := p.cmd.Start(); err != nil {
 		fatalf("start %s: %v", name, err)
 	}
@@ -99,7 +108,11 @@ var procs []*proc
 // stopAll ends the children we started, by pid, and waits for them.
 func stopAll() {
 	for _, p := range procs {
-		_ = p.cmd.Process.Signal(os.Interrupt)
+		sig := p.stop
+		if sig == nil {
+			sig = os.Interrupt
+		}
+		_ = p.cmd.Process.Signal(sig)
 		select {
 		case <-p.exited:
 		case <-time.After(5 * time.Second):
