@@ -33,6 +33,7 @@ type memcachedProc struct {
 // when the test ends. Without a memcached binary the test is skipped
 // locally but fails in CI.
 func startMemcached(t testing.TB) *memcachedProc {
+	skipIfFast(t)
 	t.Helper()
 	bin, err := exec.LookPath("memcached")
 	if err != nil {

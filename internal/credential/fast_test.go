@@ -1,0 +1,15 @@
+package credential_test
+
+import "testing"
+
+// fastOnly is set under the "mutation" build tag (fast_mutation_test.go):
+// gremlins runs the package's tests once per mutant, so tests that need a
+// real server skip.
+var fastOnly bool
+
+func skipIfFast(t testing.TB) {
+	t.Helper()
+	if fastOnly {
+		t.Skip("mutation build: needs a real server")
+	}
+}
