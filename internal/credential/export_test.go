@@ -18,3 +18,5 @@ func (s *Scheduler) Poke() {
 func (s *Scheduler) Wait()          { s.wg.Wait() }
 func (c *Cache) Tick()              { c.tick() }
 func (c *Cache) RenewAt() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.renewAt }
+
+func (c *Cache) Publish(t *Token) { c.publish(t) }

@@ -1,0 +1,139 @@
+package credential_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddy-wechat/wechat/internal/credential"
+)
+
+// Tests for the mutants of issue 14: each fails on the one-line mutant
+// named in its comment.
+
+// Compare-and-invalidate, without a race: a request that saw an old
+// token fail must not drop the new one (mutant: Invalidate drops
+// whatever is cached).
+func TestInvalidateOldKeepsNew(t *testing.T) {
+	e := newEnv(t, credential.APIClassic, false, nil)
+	ctx := context.Background()
+	old, _ := e.cache.Token(ctx)
+	if !e.cache.Invalidate(old) {
+		t.Fatal("Invalidate of the current token failed")
+	}
+	fresh, _ := e.cache.Token(ctx)
+	if fresh.Value == old.Value {
+		t.Fatal("no new token")
+	}
+	if e.cache.Invalidate(old) {
+		t.Fatal("Invalidate of an old token succeeded")
+	}
+	if cur := e.cache.Current(); cur != fresh {
+		t.Fatalf("the new token was dropped by an old token's Invalidate")
+	}
+	if e.cache.Invalidate(nil) || e.cache.Current() != fresh {
+		t.Fatal("Invalidate(nil) dropped the token")
+	}
+	if n := e.fake.Fetches.Load(); n != 2 {
+		t.Fatalf("%d fetches; want 2", n)
+	}
+}
+
+// Old over new: publishing a token fetched earlier than the cached one
+// changes nothing (mutant: publish's newer-wins guard disabled).
+func TestPublishOlderKeepsNewer(t *testing.T) {
+	e := newEnv(t, credential.APIClassic, false, nil)
+	now := e.clock.Now()
+	newer := credential.NewToken("newer", 7200, now, "fetch")
+	older := credential.NewToken("older", 7200, now.Add(-time.Minute), "store")
+	e.cache.Publish(newer)
+	e.cache.Publish(older)
+	if cur := e.cache.Current(); cur != newer {
+		t.Fatalf("an older token replaced a newer one: %q", cur.Value)
+	}
+	if r := e.cache.Recent(); len(r) != 1 || r[0] != "newer" {
+		t.Fatalf("Recent = %v", r)
+	}
+	// The same age is not older: the later publish wins.
+	same := credential.NewToken("same", 7200, now, "fetch")
+	e.cache.Publish(same)
+	if e.cache.Current() != same {
+		t.Fatal("a token as new as the cached one was refused")
+	}
+}
+
+// Warm goes through publish too: a stored token older than the cached
+// one is not adopted.
+func TestWarmOlderStoredTokenIgnored(t *testing.T) {
+	e := newEnv(t, credential.APIClassic, true, nil)
+	ctx := context.Background()
+	e.shared.Store(ctx, "access_token", credential.NewToken("stored", 7200, e.clock.Now().Add(-time.Minute), "store"))
+	e.cache.Publish(credential.NewToken("mine", 7200, e.clock.Now(), "fetch"))
+	if !e.cache.Warm(ctx) {
+		t.Fatal("Warm found no usable stored token")
+	}
+	if cur := e.cache.Current(); cur.Value != "mine" {
+		t.Fatalf("Warm replaced a newer token with an older one: %q", cur.Value)
+	}
+}
+
+// tokenServer answers the classic token endpoint with body, and counts.
+func tokenServer(t *testing.T, body string) (*url.URL, *atomic.Int64) {
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		w.Write([]byte(body))
+	}))
+	t.Cleanup(srv.Close)
+	u, _ := url.Parse(srv.URL)
+	return u, &n
+}
+
+// A missing or non-positive expires_in gives the documented 5 minutes,
+// not WeChat's usual 7200 s.
+func TestMissingExpiresInFiveMinutes(t *testing.T) {
+	for _, body := range []string{
+		`{"access_token":"T1"}`,
+		`{"access_token":"T1","expires_in":0}`,
+		`{"access_token":"T1","expires_in":-7}`,
+	} {
+		base, _ := tokenServer(t, body)
+		src := &credential.AccessTokenSource{RT: http.DefaultTransport, Bases: []*url.URL{base}, AppID: "wx", Secret: "s", API: credential.APIClassic}
+		tok, err := src.Fetch(context.Background(), credential.FetchOptions{})
+		if err != nil {
+			t.Fatalf("%s: %v", body, err)
+		}
+		if ttl := tok.ExpiresAt.Sub(tok.FetchedAt); ttl != 5*time.Minute {
+			t.Fatalf("%s: TTL %v; want 5m", body, ttl)
+		}
+	}
+}
+
+// An errcode from the first token endpoint is WeChat's answer about the
+// account: the fetch stops there (mutant: fail over on an errcode). A
+// dead endpoint does fail over.
+func TestNoFailoverOnErrcode(t *testing.T) {
+	first, n1 := tokenServer(t, `{"errcode":40164,"errmsg":"invalid ip"}`)
+	second, n2 := tokenServer(t, `{"access_token":"T2","expires_in":7200}`)
+	src := &credential.AccessTokenSource{RT: http.DefaultTransport, Bases: []*url.URL{first, second}, AppID: "wx", Secret: "s", API: credential.APIClassic}
+	_, err := src.Fetch(context.Background(), credential.FetchOptions{})
+	var ae *credential.APIError
+	if !asAPIError(err, &ae) || ae.Code != 40164 {
+		t.Fatalf("want errcode 40164, got %v", err)
+	}
+	if n1.Load() != 1 || n2.Load() != 0 {
+		t.Fatalf("endpoints called %d and %d times; want 1 and 0", n1.Load(), n2.Load())
+	}
+	dead, _ := url.Parse("http://127.0.0.1:1")
+	src.Bases = []*url.URL{dead, second}
+	if tok, err := src.Fetch(context.Background(), credential.FetchOptions{}); err != nil || tok.Value != "T2" {
+		t.Fatalf("no failover from a dead endpoint: %v", err)
+	}
+}
+
+func asAPIError(err error, target **credential.APIError) bool { return errors.As(err, target) }
