@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/caddy-wechat/wechat/internal/testserver"
 )
 
 // memcachedProc is a real memcached process for tests. It can be killed
@@ -38,6 +40,7 @@ func startMemcached(t testing.TB) *memcachedProc {
 	bin, err := exec.LookPath("memcached")
 	if err != nil {
 		if os.Getenv("CI") == "" {
+			testserver.Note("memcached", t.Name())
 			t.Skipf("memcached not installed: %v", err)
 		}
 		t.Fatalf("memcached is required in CI: %v", err)
