@@ -137,3 +137,31 @@ func TestNoFailoverOnErrcode(t *testing.T) {
 }
 
 func asAPIError(err error, target **credential.APIError) bool { return errors.As(err, target) }
+
+// Config defaults: zero takes the default, a set value is kept.
+func TestConfigDefaults(t *testing.T) {
+	c := credential.New(credential.Config{})
+	defer c.Close()
+	if c.FetchTimeout() != credential.DefaultFetchTimeout || c.Name() != "access_token" {
+		t.Fatalf("defaults: %v %q", c.FetchTimeout(), c.Name())
+	}
+	c2 := credential.New(credential.Config{FetchTimeout: time.Second, Name: "ticket:jsapi"})
+	defer c2.Close()
+	if c2.FetchTimeout() != time.Second || c2.Name() != "ticket:jsapi" {
+		t.Fatalf("set values: %v %q", c2.FetchTimeout(), c2.Name())
+	}
+}
+
+// MinAge is a strict bound: a token exactly MinAge old is no longer
+// young, so the evidence is weighed (probed) and the token replaced.
+func TestRejectedAtExactlyMinAge(t *testing.T) {
+	e := newEnv(t, credential.APIClassic, false, nil)
+	ctx := context.Background()
+	tok, _ := e.cache.Token(ctx)
+	e.fake.Revoke(tok.Value)
+	e.clock.Advance(credential.DefaultMinAge)
+	fresh, replay, err := e.cache.Rejected(ctx, tok)
+	if err != nil || !replay || fresh.Value == tok.Value || e.fake.Probes.Load() != 1 {
+		t.Fatalf("a token MinAge old was kept: replay %v, %d probes, err %v", replay, e.fake.Probes.Load(), err)
+	}
+}
