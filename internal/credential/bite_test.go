@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/caddy-wechat/wechat/internal/credential"
+	"github.com/caddy-wechat/wechat/internal/credential/memstore"
+	"github.com/caddy-wechat/wechat/internal/credential/storetest"
 )
 
 // Tests for the mutants of issue 14: each fails on the one-line mutant
@@ -163,5 +165,43 @@ func TestRejectedAtExactlyMinAge(t *testing.T) {
 	fresh, replay, err := e.cache.Rejected(ctx, tok)
 	if err != nil || !replay || fresh.Value == tok.Value || e.fake.Probes.Load() != 1 {
 		t.Fatalf("a token MinAge old was kept: replay %v, %d probes, err %v", replay, e.fake.Probes.Load(), err)
+	}
+}
+
+// A waiter outlasts a dead peer's lease and takes over, however short the
+// fetch timeout (mutants: the load deadline without the lease's margin).
+// Ordering, not time: the store's clock moves only after the waiter has
+// polled for longer than a fetch timeout.
+func TestWaiterOutlastsDeadLease(t *testing.T) {
+	clock := storetest.NewClock()
+	store := memstore.New()
+	store.Now = clock.Now
+	seal, _ := credential.NewSealer(testSecret, "wxunit")
+	sh := credential.NewShared(store.Open(), seal, credential.SharedOptions{Now: clock.Now})
+	fake := storetest.NewFake(clock, credential.APIClassic)
+	const ft = 20 * time.Millisecond
+	c := credential.New(credential.Config{Source: fake, Now: clock.Now, Shared: sh, FetchTimeout: ft})
+	defer c.Close()
+	ctx := context.Background()
+	if won, err := store.Open().Add(ctx, sh.Key("access_token")+":lease", []byte("dead-peer"), ft+2*time.Second); !won || err != nil {
+		t.Fatal("planting the peer's lease failed")
+	}
+	done := make(chan error, 1)
+	go func() { _, err := c.Token(ctx); done <- err }()
+	// Each poll waits at least 25 ms: 8 polls outlast the fetch timeout.
+	for start := store.Ops(); store.Ops() < start+16; {
+		select {
+		case err := <-done:
+			t.Fatalf("the waiter gave up before the lease expired: %v", err)
+		default:
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	clock.Advance(ft + 2*time.Second)
+	if err := <-done; err != nil {
+		t.Fatalf("no take-over after the dead peer's lease expired: %v", err)
+	}
+	if fake.Fetches.Load() != 1 {
+		t.Fatalf("%d fetches", fake.Fetches.Load())
 	}
 }
