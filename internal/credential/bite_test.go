@@ -205,3 +205,19 @@ func TestWaiterOutlastsDeadLease(t *testing.T) {
 		t.Fatalf("%d fetches", fake.Fetches.Load())
 	}
 }
+
+// The cluster conformance suite over the in-memory store, here too, so
+// that a mutation run of this package exercises the cluster protocol
+// (stampede, newer-wins, a lease holder dying, store down) without a
+// server. The real stores run it in their own packages.
+func TestMemstoreConformance(t *testing.T) {
+	s := memstore.New()
+	storetest.Run(t, storetest.Harness{
+		Open:    func(*testing.T) credential.Backend { return s.Open() },
+		Pause:   func(*testing.T) { s.Pause() },
+		Resume:  func(*testing.T) { s.Resume() },
+		Kill:    func(*testing.T) { s.Kill() },
+		Restart: func(*testing.T) { s.Restart() },
+		Durable: true,
+	})
+}
