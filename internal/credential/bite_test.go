@@ -221,3 +221,28 @@ func TestMemstoreConformance(t *testing.T) {
 		Durable: true,
 	})
 }
+
+// force_refresh comes on the second failed probe of a stuck token, which
+// the 30 s verdict TTL places exactly 30 s after the first (no minimum
+// age here): the spacing bounds are inclusive (mutants: > for >=).
+func TestForceRefreshAtExactSpacing(t *testing.T) {
+	e := newEnv(t, credential.APIStable, false, func(c *credential.Config) { c.MinAge = -1 })
+	tok, _ := e.cache.Token(context.Background())
+	e.clock.Advance(5 * time.Minute)
+	e.fake.Break(tok.Value)
+	start := e.clock.Now()
+	for range 300 {
+		e.clock.Advance(time.Second)
+		if e.call(t, false) == 0 {
+			break
+		}
+	}
+	if d := e.clock.Now().Sub(start); d != forceAfter {
+		t.Fatalf("recovered %v after the token broke; want %v", d, forceAfter)
+	}
+	if e.fake.Forced.Load() != 1 || e.fake.Probes.Load() != 2 {
+		t.Fatalf("%d force_refresh, %d probes; want 1 and 2", e.fake.Forced.Load(), e.fake.Probes.Load())
+	}
+}
+
+const forceAfter = 31 * time.Second // the first probe 1 s in, the second 30 s later
