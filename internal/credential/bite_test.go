@@ -246,3 +246,18 @@ func TestForceRefreshAtExactSpacing(t *testing.T) {
 }
 
 const forceAfter = 31 * time.Second // the first probe 1 s in, the second 30 s later
+
+// The force_refresh quota is 20 a day: the 20th is allowed, the 21st
+// refused (mutant: >= for >).
+func TestForceQuotaIsTwenty(t *testing.T) {
+	e := newEnv(t, credential.APIStable, false, nil)
+	ctx := context.Background()
+	for i := range 20 {
+		if err := e.cache.SpendForce(ctx); err != nil {
+			t.Fatalf("force_refresh %d refused: %v", i+1, err)
+		}
+	}
+	if err := e.cache.SpendForce(ctx); err == nil {
+		t.Fatal("the 21st force_refresh of the day was allowed")
+	}
+}
