@@ -13,6 +13,8 @@ import (
 	"github.com/caddy-wechat/wechat/internal/credential"
 	"github.com/caddy-wechat/wechat/internal/credential/memstore"
 	"github.com/caddy-wechat/wechat/internal/credential/storetest"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // Tests for the mutants of issue 14: each fails on the one-line mutant
@@ -259,5 +261,18 @@ func TestForceQuotaIsTwenty(t *testing.T) {
 	}
 	if err := e.cache.SpendForce(ctx); err == nil {
 		t.Fatal("the 21st force_refresh of the day was allowed")
+	}
+}
+
+// The fetch log states expires_in in seconds.
+func TestFetchLogExpiresIn(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	e := newEnv(t, credential.APIClassic, false, func(c *credential.Config) { c.Logger = zap.New(core) })
+	if _, err := e.cache.Token(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	l := logs.FilterMessageSnippet("fetched").All()
+	if len(l) != 1 || l[0].ContextMap()["expires_in"] != int64(7200) {
+		t.Fatalf("fetch log: %+v", l)
 	}
 }
