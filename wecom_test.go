@@ -54,6 +54,7 @@ func twoAgents(upstream, secretA string) string {
 // (see the note in wecom.go's report: module.go must accept it).
 func startWork(t *testing.T, cfg string) *gateway {
 	t.Helper()
+	skipIfFast(t)
 	t.Setenv("TEST_AGENT_A", testAgentA)
 	t.Setenv("TEST_AGENT_B", testAgentB)
 	g := &gateway{LogFile: t.TempDir() + "/caddy.log"}
