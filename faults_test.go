@@ -135,11 +135,9 @@ func TestUpstreamFaults(t *testing.T) {
 
 	check := func(t *testing.T, path string, want func(status int, body []byte, err error) string) {
 		t.Helper()
-		start := time.Now()
+		// No wall-clock assert: tryGet's client timeout bounds a hang,
+		// and each want checks what the gateway answered.
 		status, body, err := tryGet(g.URL + path)
-		if d := time.Since(start); d > 10*time.Second {
-			t.Errorf("answered after %s, want well within 10 s", d)
-		}
 		if msg := want(status, body, err); msg != "" {
 			t.Errorf("%s: %s (got status %d, err %v, body %q)", path, msg, status, err, body)
 		}
@@ -278,13 +276,12 @@ func TestTokenEndpointFaults(t *testing.T) {
 			f := newFake(t)
 			c.set(f)
 			g := startCaddy(t, basicConfig(f.URL, c.extra))
-			start := time.Now()
+			// No wall-clock assert: "deadline" in the answer shows that
+			// fetch_timeout, not the client's timeout, ended the hang.
 			r := get(t, g.URL+"/cgi-bin/user/info")
-			if d := time.Since(start); d > 10*time.Second {
-				t.Errorf("answered after %s", d)
-			}
-			if r.Status != http.StatusBadGateway && r.Status != http.StatusServiceUnavailable {
-				t.Errorf("status %d, want 502/503: %s", r.Status, r.Body)
+			// No WeChat errcode: -1, and 503 (README, "Fetch failures").
+			if r.Status != http.StatusServiceUnavailable || r.errcode() != -1 {
+				t.Errorf("status %d errcode %d, want 503 and -1: %s", r.Status, r.errcode(), r.Body)
 			}
 			if r.Header.Get("X-Wechat-Gateway") != "error" || !strings.Contains(string(r.Body), c.want) {
 				t.Errorf("want a gateway error naming %q, got %s", c.want, r.Body)

@@ -76,13 +76,14 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 	// WeChat rejected the token. The engine decides what that evidence
 	// is worth (credential.Cache.Rejected: replaced already, too young,
 	// probed valid, or really bad), and whether to replay once with the
-	// same body.
+	// same body. A body too large to replay still counts as evidence, so
+	// that large uploads alone cannot keep a dead token.
+	fresh, replay, err := t.acct.Rejected(req.Context(), tok)
 	if !replayable {
 		t.metrics.retry("not_replayable")
 		t.metrics.request("token_error")
 		return resp, nil
 	}
-	fresh, replay, err := t.acct.Rejected(req.Context(), tok)
 	if err != nil || !replay {
 		// No better token: the client gets WeChat's own answer.
 		t.metrics.retry("no_fresh_token")

@@ -90,6 +90,7 @@ type gateway struct {
 // singleton, so these tests do not run in parallel.
 func startCaddy(t testing.TB, caddyfile string) *gateway {
 	t.Helper()
+	skipIfFast(t)
 	g := &gateway{LogFile: filepath.Join(t.TempDir(), "caddy.log")}
 	port, admin := freePort(t), freePort(t)
 	g.URL = fmt.Sprintf("http://127.0.0.1:%d", port)

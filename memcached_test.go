@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/caddy-wechat/wechat/internal/testserver"
 )
 
 // memcachedProc is a real memcached process for tests. It can be killed
@@ -32,10 +34,12 @@ type memcachedProc struct {
 // when the test ends. Without a memcached binary the test is skipped
 // locally but fails in CI.
 func startMemcached(t testing.TB) *memcachedProc {
+	skipIfFast(t)
 	t.Helper()
 	bin, err := exec.LookPath("memcached")
 	if err != nil {
 		if os.Getenv("CI") == "" {
+			testserver.Note("memcached", t.Name())
 			t.Skipf("memcached not installed: %v", err)
 		}
 		t.Fatalf("memcached is required in CI: %v", err)

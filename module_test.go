@@ -229,8 +229,13 @@ func TestTokenFailureClearErrorAndBackoff(t *testing.T) {
 	f.FailTokens(40164, "invalid ip 203.0.113.7 ipv6 ::ffff:203.0.113.7, not in whitelist rid: 1")
 	for i := 0; i < 20; i++ {
 		r := get(t, g.URL+"/cgi-bin/user/info")
-		if r.Status != http.StatusBadGateway && r.Status != http.StatusServiceUnavailable {
-			t.Fatalf("status %d, want 502/503", r.Status)
+		// 502 for WeChat's errcode, then 503 while backing off.
+		want := http.StatusServiceUnavailable
+		if i == 0 {
+			want = http.StatusBadGateway
+		}
+		if r.Status != want || r.Header.Get("X-Wechat-Gateway") != "error" {
+			t.Fatalf("request %d: status %d, X-Wechat-Gateway %q; want %d, error", i, r.Status, r.Header.Get("X-Wechat-Gateway"), want)
 		}
 		if r.errcode() != 40164 || !strings.Contains(string(r.Body), "203.0.113.7") {
 			t.Fatalf("want errcode 40164 naming the IP, got %s", r.Body)
@@ -265,8 +270,10 @@ func TestUpstreamDown(t *testing.T) {
 	dead := "http://127.0.0.1:" + itoa(freePort(t))
 	g := startCaddy(t, basicConfig(dead, "dial_timeout 1s\nfetch_timeout 2s"))
 	r := get(t, g.URL+"/cgi-bin/user/info")
-	if r.Status != http.StatusBadGateway && r.Status != http.StatusServiceUnavailable {
-		t.Errorf("status %d, want 502/503", r.Status)
+	// The gateway's own answer (plain reverse_proxy would say 502 too):
+	// no token endpoint reachable is errcode -1, 503.
+	if r.Status != http.StatusServiceUnavailable || r.errcode() != -1 || r.Header.Get("X-Wechat-Gateway") != "error" {
+		t.Errorf("status %d, errcode %d, X-Wechat-Gateway %q; want 503, -1, error: %s", r.Status, r.errcode(), r.Header.Get("X-Wechat-Gateway"), r.Body)
 	}
 }
 

@@ -34,21 +34,24 @@ func TestMetricsAndStatus(t *testing.T) {
 	f, g := setup(t, "")
 	metrics := func() string { return string(get(t, "http://"+g.Admin+"/metrics").Body) }
 	before := metrics()
-	okBefore := max(metricValue(before, "caddy_wechat_requests_total", `result="ok"`), 0)
-	retryBefore := max(metricValue(before, "caddy_wechat_invalid_token_retries_total", `outcome="ok"`), 0)
+	// The counters are process-wide: read this appid's, before and after.
+	app := `appid="` + testAppID + `"`
+	okBefore := max(metricValue(before, "caddy_wechat_requests_total", app, `result="ok"`), 0)
+	retryBefore := max(metricValue(before, "caddy_wechat_invalid_token_retries_total", app, `outcome="ok"`), 0)
+	fetchBefore := max(metricValue(before, "caddy_wechat_token_fetches_total", app, `api="stable"`, `result="ok"`), 0)
 
 	get(t, g.URL+"/cgi-bin/user/info?openid=o-secret-openid")
 	f.RevokeAll()
 	get(t, g.URL+"/cgi-bin/user/info?openid=o-secret-openid")
 	page := metrics()
-	if v := metricValue(page, "caddy_wechat_requests_total", `appid="`+testAppID+`"`, `result="ok"`); v != okBefore+2 {
+	if v := metricValue(page, "caddy_wechat_requests_total", app, `result="ok"`); v != okBefore+2 {
 		t.Errorf("requests_total ok = %v, want %v", v, okBefore+2)
 	}
-	if v := metricValue(page, "caddy_wechat_invalid_token_retries_total", `outcome="ok"`); v != retryBefore+1 {
+	if v := metricValue(page, "caddy_wechat_invalid_token_retries_total", app, `outcome="ok"`); v != retryBefore+1 {
 		t.Errorf("retries ok = %v, want %v", v, retryBefore+1)
 	}
-	if v := metricValue(page, "caddy_wechat_token_fetches_total", `api="stable"`, `result="ok"`); v < 2 {
-		t.Errorf("token_fetches_total = %v, want >= 2", v)
+	if v := metricValue(page, "caddy_wechat_token_fetches_total", app, `api="stable"`, `result="ok"`); v != fetchBefore+2 {
+		t.Errorf("token_fetches_total = %v, want %v", v, fetchBefore+2)
 	}
 	if v := metricValue(page, "caddy_wechat_token_expiry_seconds", `appid="`+testAppID+`"`); v < 7000 || v > 7200 {
 		t.Errorf("token_expiry_seconds = %v", v)
@@ -87,6 +90,7 @@ func TestMetricsAndStatus(t *testing.T) {
 	}
 
 	// A failure shows up as last_error with WeChat's errcode.
+	errBefore := max(metricValue(metrics(), "caddy_wechat_token_endpoint_errors_total", app, `errcode="40164"`), 0)
 	f.ExpireAll()
 	f.FailTokens(40164, "")
 	get(t, g.URL+"/cgi-bin/user/info")
@@ -94,7 +98,7 @@ func TestMetricsAndStatus(t *testing.T) {
 	if !strings.Contains(string(r.Body), "40164") {
 		t.Errorf("status lacks the last error: %s", r.Body)
 	}
-	if v := metricValue(metrics(), "caddy_wechat_token_endpoint_errors_total", `errcode="40164"`); v < 1 {
-		t.Errorf("token_endpoint_errors_total{errcode=40164} = %v", v)
+	if v := metricValue(metrics(), "caddy_wechat_token_endpoint_errors_total", app, `errcode="40164"`); v != errBefore+1 {
+		t.Errorf("token_endpoint_errors_total{errcode=40164} = %v, want %v", v, errBefore+1)
 	}
 }

@@ -54,6 +54,7 @@ func twoAgents(upstream, secretA string) string {
 // (see the note in wecom.go's report: module.go must accept it).
 func startWork(t *testing.T, cfg string) *gateway {
 	t.Helper()
+	skipIfFast(t)
 	t.Setenv("TEST_AGENT_A", testAgentA)
 	t.Setenv("TEST_AGENT_B", testAgentB)
 	g := &gateway{LogFile: t.TempDir() + "/caddy.log"}
@@ -129,10 +130,14 @@ func TestWeComBadCorpSecret(t *testing.T) {
 	resetAccounts(t)
 	fw, up := newWorkFake(t, nil)
 	g := startWork(t, twoAgents(up, "wrong-secret-0123456789"))
-	for range 5 {
+	for i := range 5 {
 		r := get(t, g.URL+"/a/cgi-bin/user/get")
-		if r.Status != http.StatusBadGateway && r.Status != http.StatusServiceUnavailable {
-			t.Fatalf("status %d", r.Status)
+		want := http.StatusServiceUnavailable // backing off
+		if i == 0 {
+			want = http.StatusBadGateway // WeChat's errcode
+		}
+		if r.Status != want || r.Header.Get("X-Wechat-Gateway") != "error" {
+			t.Fatalf("request %d: status %d, X-Wechat-Gateway %q; want %d, error", i, r.Status, r.Header.Get("X-Wechat-Gateway"), want)
 		}
 		if r.errcode() != 40001 || !strings.Contains(string(r.Body), "bad corpsecret") || strings.Contains(string(r.Body), "wrong-secret") {
 			t.Fatalf("want 40001 saying bad corpsecret, without the secret: %s", r.Body)

@@ -43,3 +43,6 @@ func (s *Scheduler) Poke() {
 func (s *Scheduler) Wait()          { s.wg.Wait() }
 func (c *Cache) Tick()              { c.tick() }
 func (c *Cache) RenewAt() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.renewAt }
+
+func (c *Cache) Publish(t *Token)                     { c.publish(t) }
+func (c *Cache) SpendForce(ctx context.Context) error { return c.spend(ctx, true) }

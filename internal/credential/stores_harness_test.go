@@ -41,6 +41,7 @@ func serverHarness(srv *testserver.Server, durable bool, open func(t *testing.T)
 
 // redisHarness: a fresh redis-server without persistence.
 func redisHarness(t *testing.T) harness {
+	skipIfFast(t)
 	srv := testserver.Redis(t)
 	return serverHarness(srv, false, func(t *testing.T) credential.Backend {
 		return credential.NewRedis(&redis.Options{Addr: srv.Addr, DialTimeout: opTimeout,
@@ -60,11 +61,13 @@ func sqlHarness(t *testing.T, srv *testserver.Server, driver string) harness {
 
 // mariadbHarness: a fresh MariaDB, through go-sql-driver/mysql.
 func mariadbHarness(t *testing.T) harness {
+	skipIfFast(t)
 	return sqlHarness(t, testserver.MariaDB(t), "mysql")
 }
 
 // postgresHarness: a fresh PostgreSQL, through pgx.
 func postgresHarness(t *testing.T) harness {
+	skipIfFast(t)
 	return sqlHarness(t, testserver.Postgres(t), "postgres")
 }
 

@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -63,9 +64,64 @@ func lookPath(t testing.TB, bin, pkg string, dirs ...string) string {
 	if ci() {
 		t.Fatal(msg + "; CI must install it (.ci/run)")
 	}
+	noteSkip(bin, t.Name())
 	t.Skip("SKIPPED: " + msg)
 	return ""
 }
+
+var skips struct {
+	sync.Mutex
+	tests map[string][]string // server binary -> skipped tests
+}
+
+func noteSkip(bin, test string) {
+	skips.Lock()
+	defer skips.Unlock()
+	if skips.tests == nil {
+		skips.tests = map[string][]string{}
+	}
+	skips.tests[bin] = append(skips.tests[bin], test)
+}
+
+// Summary is a loud line naming the tests skipped for want of a server,
+// or "" if none were: a TestMain prints it after the run, so that a local
+// "ok" that tested nothing is not missed in the scroll-back.
+func Summary() string {
+	skips.Lock()
+	defer skips.Unlock()
+	if len(skips.tests) == 0 {
+		return ""
+	}
+	var parts []string
+	n := 0
+	for bin, tests := range skips.tests {
+		parts = append(parts, fmt.Sprintf("%s (%d: %s)", bin, len(tests), strings.Join(tests, ", ")))
+		n += len(tests)
+	}
+	slices.Sort(parts)
+	return fmt.Sprintf("!!! SKIPPED %d TESTS: no server binary for %s. Install them or run with CI=1 (then they fail).", n, strings.Join(parts, "; "))
+}
+
+// Report is for a TestMain after m.Run: it prints Summary, and appends
+// it to the file $WECHAT_SKIP_REPORT, since "go test ./..." shows nothing
+// of a package that passes; test.sh prints that file at the end.
+func Report() {
+	s := Summary()
+	if s == "" {
+		return
+	}
+	fmt.Fprintln(os.Stderr, s)
+	if p := os.Getenv("WECHAT_SKIP_REPORT"); p != "" {
+		if f, err := os.OpenFile(p, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
+			fmt.Fprintln(f, s)
+			f.Close()
+		}
+	}
+}
+
+// Note records a test skipped for want of bin, for Summary; for packages
+// that find their server themselves.
+func Note(bin, test string) { noteSkip(bin, test) }
 
 // FreePort returns a loopback port that was free a moment ago.
 func FreePort(t testing.TB) int {

@@ -14,6 +14,7 @@ import (
 	"github.com/caddy-wechat/wechat/internal/credential"
 	"github.com/caddy-wechat/wechat/internal/credential/memcachestore"
 	"github.com/caddy-wechat/wechat/internal/credential/storetest"
+	"github.com/caddy-wechat/wechat/internal/testserver"
 )
 
 // server is a real memcached on a loopback port, restartable on it.
@@ -28,6 +29,7 @@ func startServer(t *testing.T) *server {
 	bin, err := exec.LookPath("memcached")
 	if err != nil {
 		if os.Getenv("CI") == "" {
+			testserver.Note("memcached", t.Name())
 			t.Skipf("memcached not installed: %v", err)
 		}
 		t.Fatalf("memcached is required in CI: %v", err)

@@ -1,0 +1,5 @@
+//go:build mutation
+
+package wechat
+
+func init() { fastOnly = true }

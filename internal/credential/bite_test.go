@@ -1,0 +1,278 @@
+package credential_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddy-wechat/wechat/internal/credential"
+	"github.com/caddy-wechat/wechat/internal/credential/memstore"
+	"github.com/caddy-wechat/wechat/internal/credential/storetest"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// Tests for the mutants of issue 14: each fails on the one-line mutant
+// named in its comment.
+
+// Compare-and-invalidate, without a race: a request that saw an old
+// token fail must not drop the new one (mutant: Invalidate drops
+// whatever is cached).
+func TestInvalidateOldKeepsNew(t *testing.T) {
+	e := newEnv(t, credential.APIClassic, false, nil)
+	ctx := context.Background()
+	old, _ := e.cache.Token(ctx)
+	if !e.cache.Invalidate(old) {
+		t.Fatal("Invalidate of the current token failed")
+	}
+	fresh, _ := e.cache.Token(ctx)
+	if fresh.Value == old.Value {
+		t.Fatal("no new token")
+	}
+	if e.cache.Invalidate(old) {
+		t.Fatal("Invalidate of an old token succeeded")
+	}
+	if cur := e.cache.Current(); cur != fresh {
+		t.Fatalf("the new token was dropped by an old token's Invalidate")
+	}
+	if e.cache.Invalidate(nil) || e.cache.Current() != fresh {
+		t.Fatal("Invalidate(nil) dropped the token")
+	}
+	if n := e.fake.Fetches.Load(); n != 2 {
+		t.Fatalf("%d fetches; want 2", n)
+	}
+}
+
+// Old over new: publishing a token fetched earlier than the cached one
+// changes nothing (mutant: publish's newer-wins guard disabled).
+func TestPublishOlderKeepsNewer(t *testing.T) {
+	e := newEnv(t, credential.APIClassic, false, nil)
+	now := e.clock.Now()
+	newer := credential.NewToken("newer", 7200, now, "fetch")
+	older := credential.NewToken("older", 7200, now.Add(-time.Minute), "store")
+	e.cache.Publish(newer)
+	e.cache.Publish(older)
+	if cur := e.cache.Current(); cur != newer {
+		t.Fatalf("an older token replaced a newer one: %q", cur.Value)
+	}
+	if r := e.cache.Recent(); len(r) != 1 || r[0] != "newer" {
+		t.Fatalf("Recent = %v", r)
+	}
+	// The same age is not older: the later publish wins.
+	same := credential.NewToken("same", 7200, now, "fetch")
+	e.cache.Publish(same)
+	if e.cache.Current() != same {
+		t.Fatal("a token as new as the cached one was refused")
+	}
+}
+
+// Warm goes through publish too: a stored token older than the cached
+// one is not adopted.
+func TestWarmOlderStoredTokenIgnored(t *testing.T) {
+	e := newEnv(t, credential.APIClassic, true, nil)
+	ctx := context.Background()
+	e.shared.Store(ctx, "access_token", credential.NewToken("stored", 7200, e.clock.Now().Add(-time.Minute), "store"))
+	e.cache.Publish(credential.NewToken("mine", 7200, e.clock.Now(), "fetch"))
+	if !e.cache.Warm(ctx) {
+		t.Fatal("Warm found no usable stored token")
+	}
+	if cur := e.cache.Current(); cur.Value != "mine" {
+		t.Fatalf("Warm replaced a newer token with an older one: %q", cur.Value)
+	}
+}
+
+// tokenServer answers the classic token endpoint with body, and counts.
+func tokenServer(t *testing.T, body string) (*url.URL, *atomic.Int64) {
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		w.Write([]byte(body))
+	}))
+	t.Cleanup(srv.Close)
+	u, _ := url.Parse(srv.URL)
+	return u, &n
+}
+
+// A missing or non-positive expires_in gives the documented 5 minutes,
+// not WeChat's usual 7200 s.
+func TestMissingExpiresInFiveMinutes(t *testing.T) {
+	for _, body := range []string{
+		`{"access_token":"T1"}`,
+		`{"access_token":"T1","expires_in":0}`,
+		`{"access_token":"T1","expires_in":-7}`,
+	} {
+		base, _ := tokenServer(t, body)
+		src := &credential.AccessTokenSource{RT: http.DefaultTransport, Bases: []*url.URL{base}, AppID: "wx", Secret: "s", API: credential.APIClassic}
+		tok, err := src.Fetch(context.Background(), credential.FetchOptions{})
+		if err != nil {
+			t.Fatalf("%s: %v", body, err)
+		}
+		if ttl := tok.ExpiresAt.Sub(tok.FetchedAt); ttl != 5*time.Minute {
+			t.Fatalf("%s: TTL %v; want 5m", body, ttl)
+		}
+	}
+}
+
+// An errcode from the first token endpoint is WeChat's answer about the
+// account: the fetch stops there (mutant: fail over on an errcode). A
+// dead endpoint does fail over.
+func TestNoFailoverOnErrcode(t *testing.T) {
+	first, n1 := tokenServer(t, `{"errcode":40164,"errmsg":"invalid ip"}`)
+	second, n2 := tokenServer(t, `{"access_token":"T2","expires_in":7200}`)
+	src := &credential.AccessTokenSource{RT: http.DefaultTransport, Bases: []*url.URL{first, second}, AppID: "wx", Secret: "s", API: credential.APIClassic}
+	_, err := src.Fetch(context.Background(), credential.FetchOptions{})
+	var ae *credential.APIError
+	if !asAPIError(err, &ae) || ae.Code != 40164 {
+		t.Fatalf("want errcode 40164, got %v", err)
+	}
+	if n1.Load() != 1 || n2.Load() != 0 {
+		t.Fatalf("endpoints called %d and %d times; want 1 and 0", n1.Load(), n2.Load())
+	}
+	dead, _ := url.Parse("http://127.0.0.1:1")
+	src.Bases = []*url.URL{dead, second}
+	if tok, err := src.Fetch(context.Background(), credential.FetchOptions{}); err != nil || tok.Value != "T2" {
+		t.Fatalf("no failover from a dead endpoint: %v", err)
+	}
+}
+
+func asAPIError(err error, target **credential.APIError) bool { return errors.As(err, target) }
+
+// Config defaults: zero takes the default, a set value is kept.
+func TestConfigDefaults(t *testing.T) {
+	c := credential.New(credential.Config{})
+	defer c.Close()
+	if c.FetchTimeout() != credential.DefaultFetchTimeout || c.Name() != "access_token" {
+		t.Fatalf("defaults: %v %q", c.FetchTimeout(), c.Name())
+	}
+	c2 := credential.New(credential.Config{FetchTimeout: time.Second, Name: "ticket:jsapi"})
+	defer c2.Close()
+	if c2.FetchTimeout() != time.Second || c2.Name() != "ticket:jsapi" {
+		t.Fatalf("set values: %v %q", c2.FetchTimeout(), c2.Name())
+	}
+}
+
+// MinAge is a strict bound: a token exactly MinAge old is no longer
+// young, so the evidence is weighed (probed) and the token replaced.
+func TestRejectedAtExactlyMinAge(t *testing.T) {
+	e := newEnv(t, credential.APIClassic, false, nil)
+	ctx := context.Background()
+	tok, _ := e.cache.Token(ctx)
+	e.fake.Revoke(tok.Value)
+	e.clock.Advance(credential.DefaultMinAge)
+	fresh, replay, err := e.cache.Rejected(ctx, tok)
+	if err != nil || !replay || fresh.Value == tok.Value || e.fake.Probes.Load() != 1 {
+		t.Fatalf("a token MinAge old was kept: replay %v, %d probes, err %v", replay, e.fake.Probes.Load(), err)
+	}
+}
+
+// A waiter outlasts a dead peer's lease and takes over, however short the
+// fetch timeout (mutants: the load deadline without the lease's margin).
+// Ordering, not time: the store's clock moves only after the waiter has
+// polled for longer than a fetch timeout.
+func TestWaiterOutlastsDeadLease(t *testing.T) {
+	clock := storetest.NewClock()
+	store := memstore.New()
+	store.Now = clock.Now
+	seal, _ := credential.NewSealer(testSecret, "wxunit")
+	sh := credential.NewShared(store.Open(), seal, credential.SharedOptions{Now: clock.Now})
+	fake := storetest.NewFake(clock, credential.APIClassic)
+	const ft = 20 * time.Millisecond
+	c := credential.New(credential.Config{Source: fake, Now: clock.Now, Shared: sh, FetchTimeout: ft})
+	defer c.Close()
+	ctx := context.Background()
+	if won, err := store.Open().Add(ctx, sh.Key("access_token")+":lease", []byte("dead-peer"), ft+2*time.Second); !won || err != nil {
+		t.Fatal("planting the peer's lease failed")
+	}
+	done := make(chan error, 1)
+	go func() { _, err := c.Token(ctx); done <- err }()
+	// Each poll waits at least 25 ms: 8 polls outlast the fetch timeout.
+	for start := store.Ops(); store.Ops() < start+16; {
+		select {
+		case err := <-done:
+			t.Fatalf("the waiter gave up before the lease expired: %v", err)
+		default:
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	clock.Advance(ft + 2*time.Second)
+	if err := <-done; err != nil {
+		t.Fatalf("no take-over after the dead peer's lease expired: %v", err)
+	}
+	if fake.Fetches.Load() != 1 {
+		t.Fatalf("%d fetches", fake.Fetches.Load())
+	}
+}
+
+// The cluster conformance suite over the in-memory store, here too, so
+// that a mutation run of this package exercises the cluster protocol
+// (stampede, newer-wins, a lease holder dying, store down) without a
+// server. The real stores run it in their own packages.
+func TestMemstoreConformance(t *testing.T) {
+	s := memstore.New()
+	storetest.Run(t, storetest.Harness{
+		Open:    func(*testing.T) credential.Backend { return s.Open() },
+		Pause:   func(*testing.T) { s.Pause() },
+		Resume:  func(*testing.T) { s.Resume() },
+		Kill:    func(*testing.T) { s.Kill() },
+		Restart: func(*testing.T) { s.Restart() },
+		Durable: true,
+	})
+}
+
+// force_refresh comes on the second failed probe of a stuck token, which
+// the 30 s verdict TTL places exactly 30 s after the first (no minimum
+// age here): the spacing bounds are inclusive (mutants: > for >=).
+func TestForceRefreshAtExactSpacing(t *testing.T) {
+	e := newEnv(t, credential.APIStable, false, func(c *credential.Config) { c.MinAge = -1 })
+	tok, _ := e.cache.Token(context.Background())
+	e.clock.Advance(5 * time.Minute)
+	e.fake.Break(tok.Value)
+	start := e.clock.Now()
+	for range 300 {
+		e.clock.Advance(time.Second)
+		if e.call(t, false) == 0 {
+			break
+		}
+	}
+	if d := e.clock.Now().Sub(start); d != forceAfter {
+		t.Fatalf("recovered %v after the token broke; want %v", d, forceAfter)
+	}
+	if e.fake.Forced.Load() != 1 || e.fake.Probes.Load() != 2 {
+		t.Fatalf("%d force_refresh, %d probes; want 1 and 2", e.fake.Forced.Load(), e.fake.Probes.Load())
+	}
+}
+
+const forceAfter = 31 * time.Second // the first probe 1 s in, the second 30 s later
+
+// The force_refresh quota is 20 a day: the 20th is allowed, the 21st
+// refused (mutant: >= for >).
+func TestForceQuotaIsTwenty(t *testing.T) {
+	e := newEnv(t, credential.APIStable, false, nil)
+	ctx := context.Background()
+	for i := range 20 {
+		if err := e.cache.SpendForce(ctx); err != nil {
+			t.Fatalf("force_refresh %d refused: %v", i+1, err)
+		}
+	}
+	if err := e.cache.SpendForce(ctx); err == nil {
+		t.Fatal("the 21st force_refresh of the day was allowed")
+	}
+}
+
+// The fetch log states expires_in in seconds.
+func TestFetchLogExpiresIn(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	e := newEnv(t, credential.APIClassic, false, func(c *credential.Config) { c.Logger = zap.New(core) })
+	if _, err := e.cache.Token(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	l := logs.FilterMessageSnippet("fetched").All()
+	if len(l) != 1 || l[0].ContextMap()["expires_in"] != int64(7200) {
+		t.Fatalf("fetch log: %+v", l)
+	}
+}

@@ -1,0 +1,5 @@
+//go:build mutation
+
+package credential_test
+
+func init() { fastOnly = true }

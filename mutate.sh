@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Mutation testing (issue 14) with gremlins v0.6.0 and .gremlins.yaml:
+# the credential engine, then the request path. Each run fails below 90%
+# efficacy. Usage: ./mutate.sh [engine|reqpath]...
+#   go install github.com/go-gremlins/gremlins/cmd/gremlins@v0.6.0
+set -euo pipefail
+cd "$(dirname "$0")"
+GREMLINS=${GREMLINS:-$(command -v gremlins || echo "$HOME/go/bin/gremlins")}
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(engine reqpath)
+for t in "${targets[@]}"; do
+  case $t in
+  engine) dir=./internal/credential ;;
+  reqpath) dir=. ;;
+  *) echo "unknown target $t (engine, reqpath)"; exit 2 ;;
+  esac
+  echo "== gremlins: $t ($dir)"
+  start=$(date +%s)
+  nice -n 10 "$GREMLINS" unleash --config .gremlins.yaml "$dir"
+  echo "== $t: $(( $(date +%s) - start )) s"
+done
