@@ -13,9 +13,18 @@ import (
 // 40001 whatever the token costs no fetch and no force_refresh, while
 // every other call succeeds.
 func TestAlways40001PathCostsNoFetch(t *testing.T) {
-	for _, api := range []string{tokenAPIStable, tokenAPIClassic} {
-		t.Run(api, func(t *testing.T) {
-			f, g := setup(t, "token_api "+api)
+	mc := startMemcached(t)
+	for _, c := range []struct{ api, store string }{
+		{tokenAPIStable, ""}, {tokenAPIClassic, ""},
+		{tokenAPIStable, "memcache " + mc.Addr}, {tokenAPIClassic, "memcache " + mc.Addr},
+	} {
+		api, name := c.api, c.api
+		if c.store != "" {
+			name += "/memcache"
+		}
+		t.Run(name, func(t *testing.T) {
+			mc.FlushAll()
+			f, g := setup(t, "token_api "+api+"\n\t\t"+c.store)
 			if r := get(t, g.URL+"/cgi-bin/user/info"); r.errcode() != 0 {
 				t.Fatal(r.Body)
 			}
@@ -29,6 +38,9 @@ func TestAlways40001PathCostsNoFetch(t *testing.T) {
 			}
 			if n := f.Fetches(api); n != 1 {
 				t.Errorf("%d token fetches; want 1 (the first)", n)
+			}
+			if (c.store != "") != (onlyAccount(t).shared != nil) {
+				t.Errorf("store %q: the account's shared store is %v", c.store, onlyAccount(t).shared)
 			}
 			if n := f.Fetches("stable_force"); n != 0 {
 				t.Errorf("%d force_refresh", n)
