@@ -108,6 +108,9 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 		t.metrics.request("token_error")
 		return resp, nil
 	}
+	// The fresh token answered: if it fails later, that is a revocation
+	// to repair at once, not a glitch to sit out (credential.Cache.Confirm).
+	t.acct.tokens.Confirm(fresh)
 	t.metrics.retry("ok")
 	t.metrics.request("ok")
 	return resp, nil

@@ -35,7 +35,7 @@ import (
 
 const (
 	appID  = "wx00000000sdktest01"
-	secret = "0123456789abcdef0123456789abcdef"
+	secret = "sdktest-secret-not-a-real-one-00"
 	// What the SDKs are configured with: they need some secret, and it
 	// must never be sent anywhere.
 	sdkSecret = "sdk-dummy-secret-goes-nowhere"

@@ -102,18 +102,22 @@ type Cache struct {
 	lastForce time.Time
 	vouched   string    // a rejected token the endpoint handed back …
 	vouchedAt time.Time // … at this time
-	day       string
-	fetches   int64 // today's, the cluster's when counted through the store
-	forced    int64
-	ceilLog   string // day the ceiling was last logged
-	recent    [recentMax]string
-	nrecent   int
-	verdicts  map[string]verdict
-	badProbes map[string]probeRecord
-	aux       []auxEntry // without a store; one or two names, so a slice, not a map
-	renewAt   time.Time
-	spread    bool // the Spread renewal was placed
-	job       *job // guarded by the scheduler's mutex
+	// replacement is the token fetched to replace a rejected one: if it
+	// fails too while younger than MinAge, WeChat is rejecting every
+	// token (a glitch), and fetching again would only burn the quota.
+	replacement string
+	day         string
+	fetches     int64 // today's, the cluster's when counted through the store
+	forced      int64
+	ceilLog     string // day the ceiling was last logged
+	recent      [recentMax]string
+	nrecent     int
+	verdicts    map[string]verdict
+	badProbes   map[string]probeRecord
+	aux         []auxEntry // without a store; one or two names, so a slice, not a map
+	renewAt     time.Time
+	spread      bool // the Spread renewal was placed
+	job         *job // guarded by the scheduler's mutex
 }
 
 type sourceBox struct{ s Source }
@@ -250,7 +254,7 @@ func (c *Cache) Rejected(ctx context.Context, t *Token) (fresh *Token, replay bo
 		}
 		return fresh, fresh.Value != t.Value, nil
 	}
-	if c.cfg.MinAge > 0 && now.Sub(cur.FetchedAt) < c.cfg.MinAge {
+	if c.cfg.MinAge > 0 && now.Sub(cur.FetchedAt) < c.cfg.MinAge && c.isReplacement(cur.Value) {
 		return cur, false, nil
 	}
 	c.mu.Lock()
@@ -268,7 +272,37 @@ func (c *Cache) Rejected(ctx context.Context, t *Token) (fresh *Token, replay bo
 	if err != nil {
 		return nil, false, err
 	}
+	if fresh.Value != t.Value {
+		c.mu.Lock()
+		c.replacement = fresh.Value
+		c.mu.Unlock()
+	}
 	return fresh, fresh.Value != t.Value, nil
+}
+
+// Confirm records that t has answered a call. A replacement that never
+// answered and fails while young is the casualty of a WeChat-wide glitch,
+// and is kept; one that answered and then fails was revoked (another
+// system's force_refresh, a secret reset), and is probed and replaced like
+// any token. The request path calls it after a replay succeeds, so it
+// costs nothing on the common path.
+func (c *Cache) Confirm(t *Token) {
+	if t == nil {
+		return
+	}
+	c.mu.Lock()
+	if c.replacement == t.Value {
+		c.replacement = ""
+	}
+	c.mu.Unlock()
+}
+
+// isReplacement reports whether v was fetched to replace a rejected token
+// and has not answered a call since.
+func (c *Cache) isReplacement(v string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.replacement == v
 }
 
 // probe asks the source whether t is valid: single-flighted per token,

@@ -202,14 +202,68 @@ func TestRejectedNotCurrentReplaysWithoutFetch(t *testing.T) {
 	}
 }
 
-func TestRejectedYoungTokenKept(t *testing.T) {
+// A token fetched normally is probed however young: a real revocation
+// (a secret reset, another system's force_refresh) is repaired on the
+// first request that meets it.
+func TestRejectedYoungTokenRevokedIsReplaced(t *testing.T) {
 	e := newEnv(t, credential.APIClassic, false, nil)
 	ctx := context.Background()
 	tok, _ := e.cache.Token(ctx)
 	e.fake.Revoke(tok.Value)
-	e.clock.Advance(30 * time.Second)
-	if _, replay, _ := e.cache.Rejected(ctx, tok); replay || e.fake.Probes.Load() != 0 || e.fake.Fetches.Load() != 1 {
-		t.Fatal("a token younger than the minimum age was probed or replaced")
+	e.clock.Advance(5 * time.Second)
+	fresh, replay, err := e.cache.Rejected(ctx, tok)
+	if err != nil || !replay || fresh.Value == tok.Value || e.fake.Probes.Load() != 1 || e.fake.Fetches.Load() != 2 {
+		t.Fatalf("a revoked young token: replay %v, %d probes, %d fetches, %v; want a replay after 1 probe and 1 fetch",
+			replay, e.fake.Probes.Load(), e.fake.Fetches.Load(), err)
+	}
+}
+
+// A token fetched to replace a rejected one that fails too while younger
+// than MinAge is kept, with no probe and no fetch: WeChat is rejecting
+// every token, and fetching again would only burn the quota.
+func TestRejectedYoungReplacementKept(t *testing.T) {
+	e := newEnv(t, credential.APIClassic, false, nil)
+	ctx := context.Background()
+	tok, _ := e.cache.Token(ctx)
+	e.clock.Advance(10 * time.Minute)
+	e.fake.Revoke(tok.Value)
+	fresh, replay, err := e.cache.Rejected(ctx, tok)
+	if err != nil || !replay {
+		t.Fatalf("the first rejection: replay %v, %v", replay, err)
+	}
+	probes, fetches := e.fake.Probes.Load(), e.fake.Fetches.Load()
+	e.fake.Revoke(fresh.Value)
+	e.clock.Advance(10 * time.Second)
+	if _, replay, _ := e.cache.Rejected(ctx, fresh); replay || e.fake.Probes.Load() != probes || e.fake.Fetches.Load() != fetches {
+		t.Fatalf("a young replacement was probed or replaced (%d → %d probes, %d → %d fetches)",
+			probes, e.fake.Probes.Load(), fetches, e.fake.Fetches.Load())
+	}
+	e.clock.Advance(time.Minute) // past MinAge: probed and replaced again
+	if _, replay, _ := e.cache.Rejected(ctx, fresh); !replay || e.fake.Fetches.Load() != fetches+1 {
+		t.Fatalf("an old replacement was not replaced (%d fetches)", e.fake.Fetches.Load())
+	}
+}
+
+// A replacement that has answered a call (Confirm) and then fails was
+// revoked, not caught in a glitch: it is probed and replaced at once.
+func TestRejectedConfirmedReplacementReplaced(t *testing.T) {
+	e := newEnv(t, credential.APIClassic, false, nil)
+	ctx := context.Background()
+	tok, _ := e.cache.Token(ctx)
+	e.clock.Advance(10 * time.Minute)
+	e.fake.Revoke(tok.Value)
+	fresh, replay, err := e.cache.Rejected(ctx, tok)
+	if err != nil || !replay {
+		t.Fatalf("the first rejection: replay %v, %v", replay, err)
+	}
+	e.cache.Confirm(fresh)
+	fetches := e.fake.Fetches.Load()
+	e.fake.Revoke(fresh.Value)
+	e.clock.Advance(10 * time.Second)
+	again, replay, err := e.cache.Rejected(ctx, fresh)
+	if err != nil || !replay || again.Value == fresh.Value || e.fake.Fetches.Load() != fetches+1 {
+		t.Fatalf("a confirmed replacement revoked within the minimum age: replay %v, %d → %d fetches, %v",
+			replay, fetches, e.fake.Fetches.Load(), err)
 	}
 }
 

@@ -63,8 +63,13 @@
 // Cache.Rejected(ctx, T) and replays only if it says so:
 //
 //   - T is no longer current: replay with the current token, no fetch.
-//   - T is younger than MinAge (60 s): keep it. This bounds what a
-//     WeChat-wide glitch costs in classic tokens.
+//   - T was fetched to replace a rejected token, has not answered a call
+//     since (Confirm), and is younger than MinAge (60 s): keep it. A fresh
+//     token failing at once means WeChat is rejecting every token (a
+//     glitch); this bounds what one costs in classic tokens. Any other
+//     token is probed however young, so a real revocation (a secret
+//     reset, another system's force_refresh) is repaired on the first
+//     request that meets it.
 //   - Otherwise probe T (Prober; get_api_domain_ip for access tokens),
 //     single-flighted per token, the verdict kept 30 s. Valid: WeChat's
 //     answer was not about our token; no invalidate, no fetch, no replay.
