@@ -276,3 +276,25 @@ func TestFetchLogExpiresIn(t *testing.T) {
 		t.Fatalf("fetch log: %+v", l)
 	}
 }
+
+// Publishing the cached token again does not list it twice in Recent.
+func TestRecentNoDuplicate(t *testing.T) {
+	e := newEnv(t, credential.APIClassic, false, nil)
+	tok := credential.NewToken("one", 7200, e.clock.Now(), "fetch")
+	e.cache.Publish(tok)
+	e.cache.Publish(tok)
+	if r := e.cache.Recent(); len(r) != 1 {
+		t.Fatalf("Recent = %v", r)
+	}
+}
+
+// A short-lived token renews at half its life at the latest, even when
+// the window would pick an earlier point than that.
+func TestRenewAtMostHalfLife(t *testing.T) {
+	e := newEnv(t, credential.APIStable, false, func(c *credential.Config) { c.Rand = func() float64 { return 0.99 } })
+	tok := credential.NewToken("short", 0, e.clock.Now(), "fetch") // 5 min
+	e.cache.Publish(tok)
+	if got, want := tok.ExpiresAt.Sub(e.cache.RenewAt()), credential.FallbackTTL/2; got != want {
+		t.Fatalf("renews %v before expiry; want %v", got, want)
+	}
+}
