@@ -276,3 +276,55 @@ func TestFetchLogExpiresIn(t *testing.T) {
 		t.Fatalf("fetch log: %+v", l)
 	}
 }
+
+// Publishing the cached token again does not list it twice in Recent.
+func TestRecentNoDuplicate(t *testing.T) {
+	e := newEnv(t, credential.APIClassic, false, nil)
+	tok := credential.NewToken("one", 7200, e.clock.Now(), "fetch")
+	e.cache.Publish(tok)
+	e.cache.Publish(tok)
+	if r := e.cache.Recent(); len(r) != 1 {
+		t.Fatalf("Recent = %v", r)
+	}
+}
+
+// A short-lived token renews at half its life at the latest, even when
+// the window would pick an earlier point than that.
+func TestRenewAtMostHalfLife(t *testing.T) {
+	e := newEnv(t, credential.APIStable, false, func(c *credential.Config) { c.Rand = func() float64 { return 0.99 } })
+	tok := credential.NewToken("short", 0, e.clock.Now(), "fetch") // 5 min
+	e.cache.Publish(tok)
+	if got, want := tok.ExpiresAt.Sub(e.cache.RenewAt()), credential.FallbackTTL/2; got != want {
+		t.Fatalf("renews %v before expiry; want %v", got, want)
+	}
+}
+
+type failSource struct{}
+
+func (failSource) Fetch(context.Context, credential.FetchOptions) (*credential.Token, error) {
+	return nil, errors.New("down")
+}
+
+// The scheduler's next call: the renewal time; after a failed renewal,
+// the end of the backoff; with a store, a peek at least once a minute.
+func TestNextSchedule(t *testing.T) {
+	e := newEnv(t, credential.APIClassic, false, nil)
+	ctx := context.Background()
+	e.cache.Token(ctx)
+	if e.cache.Next() != e.cache.RenewAt() {
+		t.Fatalf("next %v; want the renewal time %v (no store: no peek)", e.cache.Next(), e.cache.RenewAt())
+	}
+	e.clock.Advance(e.cache.RenewAt().Sub(e.clock.Now()) + time.Second)
+	e.cache.SetSource(failSource{})
+	if _, err := e.cache.Refresh(ctx); err == nil {
+		t.Fatal("refresh did not fail")
+	}
+	if want := e.clock.Now().Add(5 * time.Second); !e.cache.Next().Equal(want) {
+		t.Fatalf("next %v after a failed renewal; want the end of the backoff %v", e.cache.Next(), want)
+	}
+	s := newEnv(t, credential.APIClassic, true, nil)
+	s.cache.Token(ctx)
+	if want := s.clock.Now().Add(time.Minute); !s.cache.Next().Equal(want) {
+		t.Fatalf("next %v with a store; want a peek at %v", s.cache.Next(), want)
+	}
+}

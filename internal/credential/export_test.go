@@ -46,3 +46,5 @@ func (c *Cache) RenewAt() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c
 
 func (c *Cache) Publish(t *Token)                     { c.publish(t) }
 func (c *Cache) SpendForce(ctx context.Context) error { return c.spend(ctx, true) }
+
+func (c *Cache) Next() time.Time { return c.next() }
