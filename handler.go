@@ -1,249 +1,234 @@
 package wechat
 
+// The wechat_jssdk HTTP handler: JS-SDK signatures from the account's
+// cached tickets, and (opt-in) the raw token for trusted callers.
+
 import (
-	"bytes"
-	"context"
+	"crypto/rand"
+	"crypto/sha1"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"net/url"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
 )
 
-// replayVar keeps a buffered request body in the request's vars, so that
-// when reverse_proxy retries the request against the next upstream (after a
-// dial error or a retry_match), the body this transport already drained is
-// sent again instead of an empty one.
-const replayVar = "wechat.replay_body"
+func init() {
+	caddy.RegisterModule(JSSDK{})
+	httpcaddyfile.RegisterHandlerDirective("wechat_jssdk", parseJSSDK)
+	// Ahead of wechat (which sits just before reverse_proxy), so a site
+	// needs no `order` option; only standard directives can be anchors.
+	httpcaddyfile.RegisterDirectiveOrder("wechat_jssdk", httpcaddyfile.After, "respond")
+}
 
-// roundTrip sends one proxied request to WeChat with the gateway's
-// credentials. reverse_proxy calls it (through RoundTrip, which scrubs the
-// answer) once per attempt and keeps doing what it is good at (upstream
-// choice, failover, streaming, hop-by-hop headers); this adds the token and
-// the one replay on a token error.
-func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
-	if req.Method == http.MethodConnect {
-		// WeChat has no use for tunnels; never open one with our host.
-		t.metrics.request("blocked")
-		return gatewayError(req, http.StatusMethodNotAllowed, 43002, "caddy-wechat: CONNECT is not allowed"), nil
+// JSSDK is the handler wechat_jssdk: it answers wx.config signatures (or,
+// opt-in, the raw access_token) for an account. It provisions a Transport
+// only to attach to the account, so it shares the token, refresher and
+// backoff of a `wechat` directive with the same appid, secret, token_api
+// and memcache: one token per account however many handlers use it.
+type JSSDK struct {
+	// The account, with the same fields as the wechat transport.
+	Account *Transport `json:"account,omitempty"`
+
+	// RawToken makes this handler serve {"access_token","expires_in"}
+	// instead of signatures, for services that cannot go through the
+	// gateway. Off by default; guard the route (basic_auth, remote_ip).
+	RawToken bool `json:"raw_token,omitempty"`
+
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (JSSDK) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.wechat_jssdk", New: func() caddy.Module { return new(JSSDK) }}
+}
+
+// Ticket types: the JS-SDK ticket and the card api_ticket.
+var ticketTypes = []string{"jsapi", "wx_card"}
+
+// Provision attaches to the account and to its ticket caches.
+func (h *JSSDK) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	if h.Account == nil {
+		return errors.New("appid and secret are required")
 	}
-	r := classifyRequest(req.URL.Path, req.URL.RawQuery)
-	switch r {
-	case routeBlocked:
-		if t.sdkTokens() {
-			t.metrics.request("placeholder")
-			return placeholderToken(req), nil
+	if err := h.Account.Provision(ctx); err != nil {
+		return err
+	}
+	if h.Account.acct.api == tokenAPIWork && !h.RawToken {
+		// WeCom tickets come from other endpoints (get_jsapi_ticket).
+		return errors.New("JS-SDK signatures for WeCom are not supported; raw_token is")
+	}
+	return nil
+}
+
+// Cleanup releases the ticket caches and the account.
+func (h *JSSDK) Cleanup() error {
+	if h.Account != nil {
+		return h.Account.Cleanup()
+	}
+	return nil
+}
+
+// ServeHTTP answers GET/POST ?url=<page url> with a wx.config signature,
+// ?type=wx_card[&card_id&code&openid] with a card signature, or, with
+// raw_token, the token itself. It is terminal.
+func (h *JSSDK) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && r.Method != http.MethodPost {
+		w.Header().Set("Allow", "GET, HEAD, POST")
+		return jsonError(w, http.StatusMethodNotAllowed, 40002, "method not allowed")
+	}
+	a := h.Account.acct
+	a.enter()
+	defer a.leave()
+	if h.RawToken {
+		e, err := a.Token(r.Context())
+		if err != nil {
+			return h.unavailable(w, "access_token", err)
 		}
-		t.metrics.request("blocked")
-		return gatewayError(req, http.StatusForbidden, 40002,
-			"caddy-wechat: the token endpoints are the gateway's own; call the API you need without a token"), nil
-	case routeUserSNS, routeLogin, routeAppIDOnly, routeOwnCred:
-		// No access_token here: login calls get appid (and secret), and
-		// other /sns calls carry the user's own OAuth token untouched.
-		resp, _, err := t.send(req, req.Body, req.ContentLength, rewriteQuery(req.URL.RawQuery, r, "", t.acct.appid, t.secret))
-		t.metrics.request(resultOf(resp, err))
-		return resp, err
+		return writeNoStore(w, map[string]any{"access_token": e.Value, "expires_in": int64(e.ExpiresAt.Sub(a.now()) / time.Second)})
 	}
-
-	body, replayable, err := t.readBody(req)
+	typ := r.FormValue("type")
+	if typ == "" {
+		typ = "jsapi"
+	}
+	if !slices.Contains(ticketTypes, typ) {
+		return jsonError(w, http.StatusBadRequest, 40097, "type must be jsapi or wx_card")
+	}
+	page := r.FormValue("url")
+	if typ == "jsapi" {
+		// WeChat signs the page URL without its fragment, raw.
+		page, _, _ = strings.Cut(page, "#")
+		if u, err := url.Parse(page); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return jsonError(w, http.StatusBadRequest, 40097, "url must be the page's absolute http(s) URL")
+		}
+	}
+	t, err := a.ticket(typ).Token(r.Context())
 	if err != nil {
-		return nil, err
+		return h.unavailable(w, typ+" ticket", err)
 	}
-	if bodyHoldsPlaceholder(body.data) {
-		t.metrics.request("blocked")
-		return gatewayError(req, http.StatusBadRequest, 40097, "caddy-wechat: the request body carries the gateway's placeholder token; it was not sent"), nil
+	nonce, ts := nonceStr(), a.now().Unix()
+	if typ == "wx_card" {
+		sig := cardSignature(t.Value, strconv.FormatInt(ts, 10), nonce, r.FormValue("card_id"), r.FormValue("code"), r.FormValue("openid"))
+		return writeNoStore(w, map[string]any{"timestamp": strconv.FormatInt(ts, 10), "nonce_str": nonce, "signature": sig})
 	}
-	tok, err := t.acct.Token(req.Context())
-	if err != nil {
-		return t.tokenUnavailable(req, err)
-	}
-	t.checkHost(req.URL.Host)
-	resp, slot, err := t.sendToken(req, body, tok)
-	if err != nil {
-		t.metrics.request("error")
-		return nil, err
-	}
-	code, err := sniffInto(resp, slot)
-	if err != nil {
-		t.metrics.request("error")
-		return nil, t.redactErr(err)
-	}
-	if !isTokenErrcode(code) {
-		t.metrics.request(resultOfCode(code))
-		return resp, nil
-	}
-
-	// WeChat rejected the token. The engine decides what that evidence
-	// is worth (credential.Cache.Rejected: replaced already, too young,
-	// probed valid, or really bad), and whether to replay once with the
-	// same body. A body too large to replay still counts as evidence, so
-	// that large uploads alone cannot keep a dead token.
-	fresh, replay, err := t.acct.Rejected(req.Context(), tok)
-	if !replayable {
-		t.metrics.retry("not_replayable")
-		t.metrics.request("token_error")
-		return resp, nil
-	}
-	if err != nil || !replay {
-		// No better token: the client gets WeChat's own answer.
-		t.metrics.retry("no_fresh_token")
-		t.metrics.request("token_error")
-		return resp, nil
-	}
-	resp.Body.Close()
-	resp, slot, err = t.sendToken(req, body, fresh)
-	if err != nil {
-		t.metrics.retry("error")
-		t.metrics.request("error")
-		return nil, err
-	}
-	code, err = sniffInto(resp, slot)
-	if err != nil {
-		t.metrics.retry("error")
-		t.metrics.request("error")
-		return nil, t.redactErr(err)
-	}
-	if isTokenErrcode(code) {
-		t.metrics.retry("failed")
-		t.metrics.request("token_error")
-		return resp, nil
-	}
-	// The fresh token answered: if it fails later, that is a revocation
-	// to repair at once, not a glitch to sit out (credential.Cache.Confirm).
-	t.acct.tokens.Confirm(fresh)
-	t.metrics.retry("ok")
-	t.metrics.request("ok")
-	return resp, nil
+	return writeNoStore(w, map[string]any{"appId": a.appid, "timestamp": ts, "nonceStr": nonce, "signature": jsapiSignature(t.Value, nonce, ts, page)})
 }
 
-// sendToken sends req with token tok and a fresh reader over body.
-func (t *Transport) sendToken(req *http.Request, body *replayBody, tok *tokenEntry) (*http.Response, *sniffBody, error) {
-	t.sent.note(tok)
-	q := rewriteQuery(req.URL.RawQuery, routeToken, tok.Escaped(), "", "")
-	if len(body.data) > 0 {
-		return t.send(req, body.reader(), int64(len(body.data)), q)
-	}
-	if body.data != nil {
-		return t.send(req, nil, 0, q) // a reader over nothing would be two allocations wasted
-	}
-	return t.send(req, body.stream, body.length, q)
+// jsapiSignature is wx.config's signature: sha1 of the four fields in
+// ASCII key order, with raw (unescaped) values.
+func jsapiSignature(ticket, nonce string, ts int64, pageURL string) string {
+	sum := sha1.Sum([]byte("jsapi_ticket=" + ticket + "&noncestr=" + nonce + "&timestamp=" + strconv.FormatInt(ts, 10) + "&url=" + pageURL))
+	return hex.EncodeToString(sum[:])
 }
 
-// send performs one round trip of a shallow copy of req with the new query.
-// The Host header is always the upstream's own: a client's Host is never
-// passed on, so it cannot steer anything at WeChat's edge. It also returns
-// an unused sniffBody for this response's sniff.
-func (t *Transport) send(req *http.Request, body io.ReadCloser, length int64, rawQuery string) (*http.Response, *sniffBody, error) {
-	c := &requestCopy{req: *req, url: *req.URL} // one allocation for the copies and the sniff handle
-	out, u := &c.req, &c.url
-	u.RawQuery = rawQuery
-	u.ForceQuery = false
-	u.Path, u.RawPath = canonicalPath(u.Path), "" // the path the route was judged on
-	out.URL = u
-	out.Host = u.Host
-	out.Header = t.upstreamHeader(req.Header)
-	out.Body = body
-	out.ContentLength = length
-	if length == 0 {
-		out.Body = nil // what reverse_proxy sends for no body; NoBody costs net/http a LimitReader
+// cardSignature is the card (addCard cardExt) signature: sha1 of the
+// non-empty values sorted as strings and concatenated.
+func cardSignature(values ...string) string {
+	var vs []string
+	for _, v := range values {
+		if v != "" {
+			vs = append(vs, v)
+		}
 	}
-	if refused := refusePlaceholder(out); refused != nil {
-		return refused, nil, nil // never let a placeholder reach WeChat
-	}
-	resp, err := t.HTTPTransport.RoundTrip(out)
-	if err != nil {
-		// A transport error can quote the URL, and with it the token.
-		return nil, nil, t.redactErr(err)
-	}
-	return resp, &c.body, nil
+	sort.Strings(vs)
+	sum := sha1.Sum([]byte(strings.Join(vs, "")))
+	return hex.EncodeToString(sum[:])
 }
 
-// requestCopy is the shallow copy of a request and its URL that send
-// hands upstream (the RoundTripper contract forbids changing the
-// caller's), and the handle of its response's sniffed body. It is never
-// pooled or reused, so the handle keeps sniffBody's double-Close rule.
-type requestCopy struct {
-	req  http.Request
-	url  url.URL
-	body sniffBody
-}
-
-// replayBody is a request body, held in memory when it is small enough to
-// be sent twice, or else the live stream to be sent once.
-type replayBody struct {
-	data   []byte // nil when streaming
-	stream io.ReadCloser
-	length int64
-}
-
-// emptyBody is shared by every request without a body (never mutated).
-var emptyBody = &replayBody{data: []byte{}}
-
-func (b *replayBody) reader() io.ReadCloser {
-	return io.NopCloser(bytes.NewReader(b.data))
-}
-
-// tokenUnavailable answers a request for which no token could be had, with
-// a JSON body in WeChat's own shape so that any client SDK can read it.
-func (t *Transport) tokenUnavailable(req *http.Request, err error) (*http.Response, error) {
-	if errors.Is(err, context.Canceled) && req.Context().Err() != nil {
-		return nil, err // the client went away; reverse_proxy logs a 499
+// nonceStr returns 16 random alphanumerics.
+func nonceStr() string {
+	const abc = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	for i := range b {
+		b[i] = abc[int(b[i])%len(abc)]
 	}
-	status, code := http.StatusBadGateway, -1
+	return string(b[:])
+}
+
+// unavailable answers in WeChat's error shape; err never holds a token or
+// ticket (see fetchTicket), and the account's redaction drops the secret.
+func (h *JSSDK) unavailable(w http.ResponseWriter, what string, err error) error {
+	code := -1
 	var we *wechatError
 	if errors.As(err, &we) {
 		code = we.Code
 	}
-	var be *backoffError
-	if errors.As(err, &be) || code == -1 || code == 45009 || code == 45011 || errors.Is(err, context.DeadlineExceeded) {
-		status = http.StatusServiceUnavailable
-	}
-	t.metrics.request("token_unavailable")
-	return gatewayError(req, status, code, "caddy-wechat: no access_token: "+t.acct.redact(err.Error())), nil
+	return jsonError(w, http.StatusBadGateway, code, "caddy-wechat: no "+what+": "+h.Account.acct.redact(err.Error()))
 }
 
-// gatewayError builds a response that the gateway itself answers.
-func gatewayError(req *http.Request, status, code int, msg string) *http.Response {
-	body, _ := json.Marshal(struct {
-		Errcode int    `json:"errcode"`
-		Errmsg  string `json:"errmsg"`
-	}{code, msg})
-	return &http.Response{
-		Status:        http.StatusText(status),
-		StatusCode:    status,
-		Proto:         "HTTP/1.1",
-		ProtoMajor:    1,
-		ProtoMinor:    1,
-		Header:        http.Header{"Content-Type": {"application/json; charset=utf-8"}, "X-Wechat-Gateway": {"error"}},
-		Body:          io.NopCloser(bytes.NewReader(body)),
-		ContentLength: int64(len(body)),
-		Request:       req,
-	}
+func jsonError(w http.ResponseWriter, status, code int, msg string) error {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("X-Wechat-Gateway", "error")
+	w.WriteHeader(status)
+	return json.NewEncoder(w).Encode(map[string]any{"errcode": code, "errmsg": msg})
 }
 
-// redactErr strips the gateway's credentials from an error's text.
-func (t *Transport) redactErr(err error) error {
-	msg := err.Error()
-	clean := t.acct.redact(msg) // the secret, recent tokens, rids
-	if clean == msg {
-		return err // keep the error's type for reverse_proxy (dial errors fail over)
-	}
-	return errors.New(clean)
+// writeNoStore writes v; no-store since it holds a credential or a
+// signature that is only good for one page load.
+func writeNoStore(w http.ResponseWriter, v any) error {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	return json.NewEncoder(w).Encode(v)
 }
 
-func resultOf(resp *http.Response, err error) string {
-	if err != nil {
-		return "error"
+// parseJSSDK reads
+//
+//	wechat_jssdk [<matcher>] {
+//	    appid / secret / corpid / corpsecret / upstream / token_api
+//	    store / memcache / memcache_prefix / memcache_timeout
+//	    fetch_timeout / fetch_ceiling / min_token_age / ... # any account subdirective of wechat
+//	    raw_token            # serve the access_token instead (opt-in)
+//	}
+//
+// The account subdirectives mean what they mean in `wechat`; give the same
+// values there and here to share one token.
+func parseJSSDK(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	d := h.Dispenser
+	d.Next()
+	if d.NextArg() {
+		return nil, d.ArgErr()
 	}
-	if resp.StatusCode >= 500 {
-		return "upstream_5xx"
+	t := newCaddyfileTransport()
+	m := &JSSDK{Account: t}
+	for d.NextBlock(0) {
+		name := d.Val()
+		args := d.RemainingArgs()
+		if name == "raw_token" {
+			if len(args) != 0 {
+				return nil, d.ArgErr()
+			}
+			m.RawToken = true
+			continue
+		}
+		known, err := t.parseOption(d, name, args)
+		if err != nil {
+			return nil, err
+		}
+		if !known {
+			return nil, unknownSubdirective(d, "wechat_jssdk", name, "")
+		}
 	}
-	return "ok"
+	if _, err := t.finishCaddyfile(d); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
-func resultOfCode(code int) string {
-	if code == 0 {
-		return "ok"
-	}
-	return "wechat_error"
-}
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*JSSDK)(nil)
+	_ caddy.CleanerUpper          = (*JSSDK)(nil)
+	_ caddyhttp.MiddlewareHandler = (*JSSDK)(nil)
+)

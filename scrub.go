@@ -19,24 +19,6 @@ const redactedMark = "[redacted by caddy-wechat]"
 // garble ordinary text and they are not worth stealing.
 const minNeedle = 8
 
-// RoundTrip is the transport's entry point: the proxied round trip, then
-// the scrub, so that no answer reaching the client (or reverse_proxy's
-// logs) carries the secret or a token the account has held.
-func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	t.acct.enter()
-	defer t.acct.leave()
-	resp, err := t.roundTrip(req)
-	if err != nil || resp == nil {
-		return resp, err
-	}
-	if err := t.scrubResponse(req, resp); err != nil {
-		resp.Body.Close()
-		t.metrics.request("error")
-		return nil, t.redactErr(err)
-	}
-	return resp, nil
-}
-
 // tokenRing remembers the last tokens this transport sent, so that a token
 // replaced a moment ago is still scrubbed when WeChat echoes it.
 type tokenRing struct {
