@@ -291,7 +291,7 @@ func (t *ComponentTransport) send(req *http.Request, p, param string, body *repl
 		}
 	}
 	switch {
-	case body.data != nil && len(body.data) > 0:
+	case len(body.data) > 0:
 		out.Body, out.ContentLength = body.reader(), int64(len(body.data))
 	case body.data != nil:
 		out.Body, out.ContentLength = http.NoBody, 0

@@ -197,10 +197,3 @@ func startBlackHole(t testing.TB) *blackHole {
 }
 
 func (b *blackHole) Addr() string { return b.l.Addr().String() }
-
-// accepted counts the connections accepted so far.
-func (b *blackHole) accepted() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.conns)
-}

@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	randv2 "math/rand/v2"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -399,26 +397,6 @@ func (s *Shared) incr(ctx context.Context, key string) (int64, error) {
 		return err
 	})
 	return n, err
-}
-
-// count reads a daily counter; a missing one is 0.
-func (s *Shared) count(ctx context.Context, key string) (int64, error) {
-	var v []byte
-	err := s.do(ctx, "get", func(ctx context.Context) (err error) {
-		v, _, err = s.b.Get(ctx, key)
-		return err
-	})
-	if errors.Is(err, ErrNotFound) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	n, perr := strconv.ParseInt(strings.TrimSpace(string(v)), 10, 64)
-	if perr != nil {
-		return 0, nil
-	}
-	return n, nil
 }
 
 // auxGet and auxPut keep a credential's auxiliary values, sealed.
