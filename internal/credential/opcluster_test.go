@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/caddy-wechat/wechat/internal/credential"
+	"github.com/caddy-wechat/wechat/internal/testserver"
 )
 
 // Three instances on one durable store, 1,000 authorizers whose refresh
@@ -18,8 +19,38 @@ func TestOpenPlatformClusterRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("1,000 authorizers")
 	}
+	clusterRestart(t, newOpEnv(t, true))
+}
+
+// The same on PostgreSQL, a real durable store: every lease, sealed token
+// and rotated refresh token goes through the SQL backend.
+func TestOpenPlatformClusterRestartPostgres(t *testing.T) {
+	if testing.Short() {
+		t.Skip("1,000 authorizers")
+	}
+	srv := testserver.Postgres(t)
+	e := newOpEnv(t, false)
+	e.store = sqlOpener{t: t, dsn: srv.DSN}
+	clusterRestart(t, e)
+}
+
+// sqlOpener opens a new SQL backend per instance, as separate gateways do.
+type sqlOpener struct {
+	t   *testing.T
+	dsn string
+}
+
+func (o sqlOpener) Open() credential.Backend {
+	b, err := credential.OpenSQL("postgres", o.dsn, "wechat_store")
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	o.t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+func clusterRestart(t *testing.T, e *opEnv) {
 	const nAuth = 1000
-	e := newOpEnv(t, true)
 	e.fake.RotateEvery = 3
 	nodes := []*node{e.node(), e.node(), e.node()}
 	e.push(t, nodes[0])

@@ -60,7 +60,7 @@ type opEnv struct {
 	t     *testing.T
 	clock *storetest.Clock
 	fake  *storetest.OpenPlatform
-	store *memstore.Store // nil: no store
+	store interface{ Open() credential.Backend } // nil: no store
 	logs  *observer.ObservedLogs
 	log   *zap.Logger
 	rnd   atomic.Uint64
@@ -71,8 +71,9 @@ func newOpEnv(t *testing.T, withStore bool) *opEnv {
 	core, logs := observer.New(zapcore.DebugLevel)
 	e := &opEnv{t: t, clock: clock, fake: storetest.NewOpenPlatform(clock, compAppID, compSecret), logs: logs, log: zap.New(core)}
 	if withStore {
-		e.store = memstore.New()
-		e.store.Now = clock.Now
+		m := memstore.New()
+		m.Now = clock.Now
+		e.store = m
 	}
 	return e
 }
@@ -321,7 +322,7 @@ func TestRotationStoreDownKeptAndWrittenLater(t *testing.T) {
 	a, _ := n.reg.Get(ctx, ids[0])
 	// Kill the store between the source's read and its write: the fetch
 	// itself runs locally once the breaker is open.
-	e.store.Kill()
+	e.store.(*memstore.Store).Kill()
 	if _, err := a.Cache().Token(ctx); err != nil {
 		t.Fatalf("token with the store down: %v", err)
 	}
@@ -332,7 +333,7 @@ func TestRotationStoreDownKeptAndWrittenLater(t *testing.T) {
 	if len(page) != 1 || !page[0].RefreshUnsaved {
 		t.Fatal("status must show the unsaved refresh token")
 	}
-	e.store.Restart()
+	e.store.(*memstore.Store).Restart()
 	e.clock.Advance(3 * time.Hour) // past the breaker and the token
 	if _, err := a.Cache().Token(ctx); err != nil {
 		t.Fatalf("renewal: %v", err)
