@@ -108,6 +108,14 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 		return nil, err
 	}
 
+	return reverseProxyTo(h, rest, bases, caddyconfig.JSONModuleObject(t, "protocol", "wechat", nil))
+}
+
+// reverseProxyTo builds the reverse_proxy that a gateway directive expands
+// into: reverse_proxy's own subdirectives left in rest, the token
+// endpoints as its upstreams with the failover defaults, and transport.
+// wechat and wechat_component share it, so both fail over alike.
+func reverseProxyTo(h httpcaddyfile.Helper, rest *caddyfile.Dispenser, bases []*url.URL, transport json.RawMessage) (*reverseproxy.Handler, error) {
 	rp := new(reverseproxy.Handler)
 	rest.Reset() // reverse_proxy's parser consumes the directive name itself
 	if err := rp.UnmarshalCaddyfile(rest); err != nil {
@@ -149,7 +157,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 			}}
 		}
 	}
-	rp.TransportRaw = caddyconfig.JSONModuleObject(t, "protocol", "wechat", nil)
+	rp.TransportRaw = transport
 	return rp, nil
 }
 

@@ -1,13 +1,10 @@
 package wechat
 
 import (
-	"net"
-
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/dustin/go-humanize"
 )
 
@@ -81,33 +78,7 @@ func parseComponentCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandle
 	}
 	ct := &ComponentTransport{HTTPTransport: t.HTTPTransport, MaxReplayBody: t.MaxReplayBody}
 	ct.from(t)
-	rp := new(reverseproxy.Handler)
-	rest.Reset()
-	if err := rp.UnmarshalCaddyfile(rest); err != nil {
-		return nil, err
-	}
-	if err := rp.FinalizeUnmarshalCaddyfile(h); err != nil {
-		return nil, err
-	}
-	for _, b := range bases {
-		port := b.Port()
-		if port == "" {
-			port = "80"
-			if b.Scheme == "https" {
-				port = "443"
-			}
-		}
-		rp.Upstreams = append(rp.Upstreams, &reverseproxy.Upstream{Dial: net.JoinHostPort(b.Hostname(), port)})
-	}
-	if len(bases) > 1 && rp.LoadBalancing == nil {
-		rp.LoadBalancing = &reverseproxy.LoadBalancing{
-			SelectionPolicyRaw: caddyconfig.JSONModuleObject(new(reverseproxy.FirstSelection), "policy", "first", nil),
-			Retries:            len(bases) - 1,
-			RetryMatchRaw:      retryOn5xx,
-		}
-	}
-	rp.TransportRaw = caddyconfig.JSONModuleObject(ct, "protocol", "wechat_component", nil)
-	return rp, nil
+	return reverseProxyTo(h, rest, bases, caddyconfig.JSONModuleObject(ct, "protocol", "wechat_component", nil))
 }
 
 // parseComponentCallbackCaddyfile:
