@@ -51,3 +51,41 @@ func TestComponentRidGetReadBack(t *testing.T) {
 		t.Errorf("rid/get lost its purpose: %s", a.Body)
 	}
 }
+
+// A call whose body is too large to replay still reports the rejected
+// authorizer token: the token is replaced during that call (one
+// api_authorizer_token), not left for the next call to meet.
+func TestComponentNotReplayableStillReplacesToken(t *testing.T) {
+	resetAccounts(t)
+	t.Setenv("TEST_COMPONENT_APPID", testComponentAppID)
+	t.Setenv("TEST_COMPONENT_SECRET", testComponentSecret)
+	t.Setenv("TEST_COMPONENT_TOKEN", testComponentToken)
+	t.Setenv("TEST_COMPONENT_AES_KEY", testComponentAESKey)
+	f := newComponentFake(t, 0)
+	cfg := strings.Replace(componentConfig(f.URL), "\t\twechat_component {\n", "\t\twechat_component {\n\t\t\tmax_replay_body 1KiB\n", 1)
+	g := startCaddy(t, cfg)
+	t.Cleanup(func() { caddy.Stop() })
+	cb := g.URL + "/wechat/component/callback"
+	const merchant = "wxmerchant0000010"
+	if _, err := f.PushTicket(cb); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.PushAuthorized(cb, merchant); err != nil {
+		t.Fatal(err)
+	}
+	if r := do(t, http.MethodGet, g.URL+"/cgi-bin/user/info?openid=o1", nil, AuthorizerHeader, merchant); r.errcode() != 0 {
+		t.Fatalf("first call: %s", r.Body)
+	}
+	old := f.CurrentAuthorizerToken(merchant)
+	f.reject(old)
+	big := bytes.Repeat([]byte("x"), 4096)
+	if r := do(t, http.MethodPost, g.URL+"/cgi-bin/message/custom/send", big, AuthorizerHeader, merchant); r.errcode() != 40001 {
+		t.Fatalf("an oversized call is not replayed, so WeChat's 40001 should pass: %s", r.Body)
+	}
+	if n := f.Fetches("api_authorizer_token"); n != 1 {
+		t.Fatalf("api_authorizer_token calls after the oversized call = %d; want 1 (the rejected token replaced)", n)
+	}
+	if r := do(t, http.MethodGet, g.URL+"/cgi-bin/user/info?openid=o1", nil, AuthorizerHeader, merchant); r.errcode() != 0 || f.Fetches("api_authorizer_token") != 1 {
+		t.Fatalf("the next call: %s (%d fetches)", r.Body, f.Fetches("api_authorizer_token"))
+	}
+}

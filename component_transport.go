@@ -198,9 +198,12 @@ func (t *ComponentTransport) roundTrip(req *http.Request) (*http.Response, error
 		t.count("error", named)
 		return nil, t.redact(err)
 	}
-	if isTokenErrcode(code) && replayable {
+	if isTokenErrcode(code) {
+		// As on the account transport: the evidence reaches the engine even
+		// when the body is too large to replay, so a bad token is replaced
+		// for the next call; a replacement that answers is confirmed.
 		fresh, replay, rerr := cache.Rejected(req.Context(), tok)
-		if rerr == nil && replay {
+		if rerr == nil && replay && replayable {
 			resp.Body.Close()
 			if resp, err = t.send(req, p, param, body, fresh); err != nil {
 				t.count("error", named)
@@ -209,6 +212,9 @@ func (t *ComponentTransport) roundTrip(req *http.Request) (*http.Response, error
 			if code, err = sniff(resp); err != nil {
 				t.count("error", named)
 				return nil, t.redact(err)
+			}
+			if !isTokenErrcode(code) {
+				cache.Confirm(fresh)
 			}
 		}
 	}
