@@ -16,6 +16,8 @@ for t in "${targets[@]}"; do
   esac
   echo "== gremlins: $t ($dir)"
   start=$(date +%s)
-  nice -n 10 "$GREMLINS" unleash --config .gremlins.yaml "$dir"
+  # The JSON result lists every mutant with its status, for MUTATION.md.
+  nice -n 10 "$GREMLINS" unleash --config .gremlins.yaml \
+    --output "${MUTATE_OUT:-${TMPDIR:-/tmp}}/gremlins-$t.json" "$dir"
   echo "== $t: $(( $(date +%s) - start )) s"
 done

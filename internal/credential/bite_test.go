@@ -175,6 +175,7 @@ func TestRejectedAtExactlyMinAge(t *testing.T) {
 // Ordering, not time: the store's clock moves only after the waiter has
 // polled for longer than a fetch timeout.
 func TestWaiterOutlastsDeadLease(t *testing.T) {
+	overlapIfFast(t)
 	clock := storetest.NewClock()
 	store := memstore.New()
 	store.Now = clock.Now
@@ -213,6 +214,7 @@ func TestWaiterOutlastsDeadLease(t *testing.T) {
 // (stampede, newer-wins, a lease holder dying, store down) without a
 // server. The real stores run it in their own packages.
 func TestMemstoreConformance(t *testing.T) {
+	overlapIfFast(t)
 	s := memstore.New()
 	storetest.Run(t, storetest.Harness{
 		Open:    func(*testing.T) credential.Backend { return s.Open() },

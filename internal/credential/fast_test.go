@@ -19,6 +19,16 @@ func skipIfFast(t testing.TB) {
 	}
 }
 
+// overlapIfFast lets a sleep-bound test (lease expiry, black-holed
+// store) run alongside the others in a mutation build, where the package's
+// wall time is paid once per mutant. Full runs keep them sequential, so
+// their timeouts never compete with -race.
+func overlapIfFast(t *testing.T) {
+	if fastOnly {
+		t.Parallel()
+	}
+}
+
 // TestMain prints one loud line after the run if tests were skipped for
 // want of a server binary (never under CI, where they fail instead).
 func TestMain(m *testing.M) {

@@ -16,6 +16,7 @@ import (
 // current one for every authorizer) and fetches stay at the minimum: one
 // per authorizer per token life for the whole cluster, none at restart.
 func TestOpenPlatformClusterRestart(t *testing.T) {
+	overlapIfFast(t)
 	if testing.Short() {
 		t.Skip("1,000 authorizers")
 	}

@@ -20,6 +20,7 @@ const storageHelperEnv = "WECHAT_STORAGE_HELPER_DIR"
 // file lock keeps them apart, so the count is exact only if the lock
 // makes each read-modify-write atomic across processes.
 func TestStorageAcrossProcesses(t *testing.T) {
+	overlapIfFast(t)
 	const procs, each = 3, 4
 	if dir := os.Getenv(storageHelperEnv); dir != "" {
 		b := credential.NewStorage(&certmagic.FileStorage{Path: dir}, "wechat/")

@@ -13,4 +13,7 @@ import (
 func TestRedisConformance(t *testing.T)    { storetest.Run(t, storetest.Harness(redisHarness(t))) }
 func TestMariaDBConformance(t *testing.T)  { storetest.Run(t, storetest.Harness(mariadbHarness(t))) }
 func TestPostgresConformance(t *testing.T) { storetest.Run(t, storetest.Harness(postgresHarness(t))) }
-func TestStorageConformance(t *testing.T)  { storetest.Run(t, storetest.Harness(storageHarness(t))) }
+func TestStorageConformance(t *testing.T) {
+	overlapIfFast(t)
+	storetest.Run(t, storetest.Harness(storageHarness(t)))
+}

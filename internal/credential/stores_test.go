@@ -16,7 +16,10 @@ import (
 func TestRedisPrimitives(t *testing.T)    { testPrimitives(t, redisHarness(t)) }
 func TestMariaDBPrimitives(t *testing.T)  { testPrimitives(t, mariadbHarness(t)) }
 func TestPostgresPrimitives(t *testing.T) { testPrimitives(t, postgresHarness(t)) }
-func TestStoragePrimitives(t *testing.T)  { testPrimitives(t, storageHarness(t)) }
+func TestStoragePrimitives(t *testing.T) {
+	overlapIfFast(t)
+	testPrimitives(t, storageHarness(t))
+}
 
 func opCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
