@@ -21,7 +21,8 @@ func init() {
 // open platform's 授权事件接收URL. It verifies, decrypts and stores
 // WeChat's pushes (component_verify_ticket, authorized, updateauthorized,
 // unauthorized) and answers "success"; anything forged, stale, replayed
-// or oversized gets a 4xx and changes nothing.
+// (to this instance or, with a store, to any instance sharing it) or
+// oversized gets a 4xx and changes nothing.
 type ComponentCallback struct {
 	ComponentConfig
 
@@ -72,7 +73,8 @@ func (c *ComponentCallback) Provision(ctx caddy.Context) error {
 	}
 	c.poolKey = poolKey
 	c.h = &componentcb.Handler{Crypter: cr, Component: p.comp, Platform: p.plat, Registry: p.reg,
-		MaxBody: c.MaxBody, MaxSkew: time.Duration(c.MaxSkew), Logger: ctx.Logger(), Events: p.obs, Guard: &p.guard}
+		MaxBody: c.MaxBody, MaxSkew: time.Duration(c.MaxSkew), Logger: ctx.Logger(), Events: p.obs, Guard: &p.guard,
+		Shared: p.shared} // nil without a store: the process's guard alone
 	return nil
 }
 

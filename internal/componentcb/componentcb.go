@@ -31,6 +31,10 @@ const (
 	// enter it, so only someone holding the token can fill it.
 	replayMax      = 10000
 	processTimeout = 15 * time.Second
+	// clusterMargin lengthens a push's mark in the store beyond twice
+	// the skew: each instance judges a timestamp by its own clock, and
+	// clocks in a cluster differ a little.
+	clusterMargin = time.Minute
 )
 
 // Handler is one component's callback.
@@ -47,6 +51,11 @@ type Handler struct {
 	// Guard remembers signed pushes; share one across config reloads so
 	// a reload does not reopen the replay window. nil: the handler's own.
 	Guard *ReplayGuard
+	// Shared is the component's store (the one Component and Registry
+	// write to): a push is also remembered there, so that a push
+	// captured at one instance cannot be replayed to another. nil: this
+	// process only, with Guard alone.
+	Shared *credential.Shared
 
 	own ReplayGuard
 }
@@ -157,8 +166,9 @@ func boundInfoType(s string) string {
 
 // Parse checks a push (method, parameters, freshness, size, signature,
 // replay, padding, appid) and returns its message. It changes nothing but
-// the replay guard, and only for a correctly signed push; the returned
-// release undoes that, for a push that could not be stored.
+// the replay guards (this process's, and the cluster's in Shared), and
+// only for a correctly signed push; the returned release undoes both, for
+// a push that could not be stored.
 func (h *Handler) Parse(r *http.Request) (msg *Message, release func(), err error) {
 	if r.Method != http.MethodPost {
 		return nil, nil, &Reject{http.StatusMethodNotAllowed, ResultMethod, "POST only"}
@@ -205,14 +215,16 @@ func (h *Handler) Parse(r *http.Request) (msg *Message, release func(), err erro
 		return nil, nil, &Reject{http.StatusForbidden, ResultSignature, "msg_signature does not match"}
 	}
 	key := ts + "\x00" + nonce + "\x00" + sig
+	// This process's guard first: it costs no store call, and it still
+	// holds when the handler has no store.
 	g := h.guard()
 	if !g.remember(key, now, skew) {
 		return nil, nil, &Reject{http.StatusConflict, ResultReplay, "this push was already received (same timestamp, nonce and signature)"}
 	}
-	release = func() { g.forget(key) }
+	unmark := func() { g.forget(key) }
 	plain, derr := h.Crypter.Decrypt(env.Encrypt)
 	if derr != nil {
-		release()
+		unmark()
 		if errors.Is(derr, wxcrypto.ErrAppID) {
 			return nil, nil, &Reject{http.StatusForbidden, ResultAppID, "the message is for another appid"}
 		}
@@ -220,14 +232,50 @@ func (h *Handler) Parse(r *http.Request) (msg *Message, release func(), err erro
 	}
 	var m Message
 	if xerr := xml.Unmarshal(plain, &m); xerr != nil || m.InfoType == "" {
-		release()
+		unmark()
 		return nil, nil, &Reject{http.StatusBadRequest, ResultMessage, "the decrypted message is not an open-platform event"}
 	}
 	if m.AppID != h.Crypter.AppID() {
-		release()
+		unmark()
 		return nil, nil, &Reject{http.StatusForbidden, ResultAppID, "the event is for another component appid"}
 	}
-	return &m, release, nil
+	if h.Shared == nil {
+		return &m, unmark, nil
+	}
+	// The cluster-wide guard, last, so that only a push that would be
+	// applied reaches the store. If the store cannot say whether another
+	// instance took the push, it is refused with a 503 and WeChat pushes
+	// it again: every event's effect is a store write anyway, and a
+	// replayed unauthorized must never forget an authorizer, not even on
+	// one instance while the store is down.
+	sctx := context.WithoutCancel(r.Context())
+	claim, first, serr := h.Shared.Remember(sctx, "push\x00"+key, 2*skew+clusterMargin)
+	if serr != nil {
+		unmark()
+		h.forgetShared(sctx, key, claim) // the Add may have landed
+		h.log().Warn("the cluster replay guard cannot reach the store; answering 503 so WeChat pushes again",
+			zap.String("info_type", boundInfoType(m.InfoType)), zap.String("error", serr.Error()))
+		return nil, nil, &Reject{http.StatusServiceUnavailable, ResultStoreFailed, "the store could not tell whether this push was already received; push again"}
+	}
+	if !first {
+		// Another instance holds the push. Forget it here: if that
+		// instance fails to store it and lifts its mark, WeChat's retry
+		// may come to this one.
+		unmark()
+		return nil, nil, &Reject{http.StatusConflict, ResultReplay, "this push was already received (same timestamp, nonce and signature)"}
+	}
+	return &m, func() { unmark(); h.forgetShared(sctx, key, claim) }, nil
+}
+
+// forgetShared lifts the push's mark in the store, if this call made it.
+func (h *Handler) forgetShared(ctx context.Context, key, claim string) {
+	if claim == "" {
+		return
+	}
+	if err := h.Shared.Forget(ctx, "push\x00"+key, claim); err != nil {
+		h.log().Warn("lifting a push's mark in the store failed; WeChat's retry of it is refused as a replay until the mark expires",
+			zap.String("error", err.Error()))
+	}
 }
 
 // Handle parses a push and stores what it carries.

@@ -28,22 +28,40 @@ const (
 )
 
 type env struct {
-	clock *storetest.Clock
-	fake  *storetest.OpenPlatform
-	comp  *credential.Cache
-	plat  *credential.Platform
-	reg   *credential.Registry
-	h     *componentcb.Handler
-	wx    *wxcrypto.Crypter // WeChat's side
+	clock  *storetest.Clock
+	fake   *storetest.OpenPlatform
+	st     *memstore.Store
+	shared *credential.Shared
+	comp   *credential.Cache
+	plat   *credential.Platform
+	reg    *credential.Registry
+	h      *componentcb.Handler
+	wx     *wxcrypto.Crypter // WeChat's side
 }
 
 func newEnv(t testing.TB) *env {
-	e := &env{clock: storetest.NewClock()}
-	e.fake = storetest.NewOpenPlatform(e.clock, appid, secret)
+	clock := storetest.NewClock()
 	st := memstore.New()
-	st.Now = e.clock.Now
+	st.Now = clock.Now
+	return newInstance(t, clock, storetest.NewOpenPlatform(clock, appid, secret), st, nil)
+}
+
+// peer is another gateway instance of e's cluster: the same store, fake
+// WeChat and clock; its own engine, registry and replay guard. wrap, if
+// set, wraps its store client.
+func (e *env) peer(t testing.TB, wrap func(credential.Backend) credential.Backend) *env {
+	return newInstance(t, e.clock, e.fake, e.st, wrap)
+}
+
+func newInstance(t testing.TB, clock *storetest.Clock, fake *storetest.OpenPlatform, st *memstore.Store, wrap func(credential.Backend) credential.Backend) *env {
+	e := &env{clock: clock, fake: fake, st: st}
 	seal, _ := credential.NewSealer(secret, appid)
-	shared := credential.NewShared(st.Open(), seal, credential.SharedOptions{Now: e.clock.Now, OpTimeout: time.Second})
+	b := st.Open()
+	if wrap != nil {
+		b = wrap(b)
+	}
+	shared := credential.NewShared(b, seal, credential.SharedOptions{Now: e.clock.Now, OpTimeout: time.Second})
+	e.shared = shared
 	base, _ := url.Parse("https://api.weixin.qq.com")
 	rt := e.fake.Transport()
 	e.comp = credential.New(credential.Config{Name: "component_access_token", Shared: shared, Now: e.clock.Now,
@@ -55,7 +73,7 @@ func newEnv(t testing.TB) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.h = &componentcb.Handler{Crypter: e.wx, Component: e.comp, Platform: e.plat, Registry: e.reg, Now: e.clock.Now}
+	e.h = &componentcb.Handler{Crypter: e.wx, Component: e.comp, Platform: e.plat, Registry: e.reg, Now: e.clock.Now, Shared: shared}
 	t.Cleanup(func() { e.reg.Close(); e.comp.Close() })
 	return e
 }

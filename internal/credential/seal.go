@@ -65,6 +65,17 @@ func (s *Sealer) KeyName() string {
 	return hex.EncodeToString(m.Sum(nil)[:16])
 }
 
+// Name names one value of the account in a store, e.g. a push the
+// replay guard remembers: an HMAC of kind and v under the naming key, so
+// the key tells a store reader nothing about v.
+func (s *Sealer) Name(kind, v string) string {
+	m := hmac.New(sha256.New, s.name)
+	m.Write([]byte(kind))
+	m.Write([]byte{0})
+	m.Write([]byte(v))
+	return hex.EncodeToString(m.Sum(nil)[:16])
+}
+
 // Seal encrypts plain for storage under key.
 func (s *Sealer) Seal(key string, plain []byte) []byte {
 	out := make([]byte, 1, 1+s.aead.NonceSize()+len(plain)+s.aead.Overhead())

@@ -22,6 +22,7 @@ import (
 //	<base>:<slot>:lease      held by the one instance fetching it
 //	<base>:<slot>:aux:<n>    a durable auxiliary value, sealed
 //	<base>:<slot>:<c>:<day>  daily counters (Beijing day)
+//	<base>:once:<hmac>       a one-time mark (Remember), holding a random claim
 //
 // with base = prefix + Sealer.KeyName(). The store is a helper, never a
 // dependency: on failure the caller fetches locally and the breaker skips
@@ -112,11 +113,23 @@ func (s *Shared) Close() error { return s.b.Close() }
 // do runs one backend call under the breaker and a short timeout.
 // ErrNotFound is an answer: it closes the breaker like a success.
 func (s *Shared) do(ctx context.Context, op string, f func(context.Context) error) error {
+	return s.call(ctx, op, false, f)
+}
+
+// call is do; with always, the call is made even while the breaker is
+// open, for the rare call whose loss costs more than one short timeout.
+// Such a call closes the breaker if it succeeds, and leaves it (and its
+// one probe) alone if it fails.
+func (s *Shared) call(ctx context.Context, op string, always bool, f func(context.Context) error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
+	bypass := false
 	if !s.brk.allow(s.opt.Now()) {
-		return errStoreDown
+		if !always {
+			return errStoreDown
+		}
+		bypass = true
 	}
 	s.ops.Add(1)
 	ctx, cancel := context.WithTimeout(ctx, s.opt.OpTimeout)
@@ -129,7 +142,7 @@ func (s *Shared) do(ctx context.Context, op string, f func(context.Context) erro
 		return err
 	}
 	s.opt.Observer.StoreError(op)
-	if s.brk.fail(s.opt.Now().Add(s.opt.Cooloff)) {
+	if !bypass && s.brk.fail(s.opt.Now().Add(s.opt.Cooloff)) {
 		// The error text of a backend never quotes a value (Backend
 		// contract), and values are sealed anyway.
 		s.logger.Load().Warn("credential store failed; going on locally and skipping the store for a while",
@@ -457,3 +470,42 @@ func (s *Shared) Store(ctx context.Context, slot string, t *Token) *Token {
 
 // Load reads the usable value under slot, or nil.
 func (s *Shared) Load(ctx context.Context, slot string) *Token { return s.load(ctx, slot) }
+
+// Remember marks name as seen across the cluster for ttl, with an atomic
+// Add, and reports whether this call made the mark (first) or another
+// instance had already. The key is an HMAC of name, the value a random
+// claim: the store learns nothing about name. The claim is returned
+// whenever the store was asked, even on an error (a timed-out Add may
+// have landed), so that Forget can undo it; it is "" when the store was
+// not asked (breaker open).
+func (s *Shared) Remember(ctx context.Context, name string, ttl time.Duration) (claim string, first bool, err error) {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	id := hex.EncodeToString(b[:])
+	key := s.onceKey(name)
+	asked := false
+	err = s.do(ctx, "add", func(ctx context.Context) (err error) {
+		asked = true
+		first, err = s.b.Add(ctx, key, []byte(id), ttl)
+		return err
+	})
+	if asked {
+		claim = id
+	}
+	return claim, first && err == nil, err
+}
+
+// Forget removes the mark Remember made for name, if it still holds
+// claim: never a mark another instance made. It asks the store even
+// while the breaker is open, because it runs just after a failure (the
+// push could not be stored) and a mark left behind would refuse
+// WeChat's retry of the push until the mark expires.
+func (s *Shared) Forget(ctx context.Context, name, claim string) error {
+	if claim == "" {
+		return nil
+	}
+	key := s.onceKey(name)
+	return s.call(ctx, "delete", true, func(ctx context.Context) error { return s.b.DeleteIf(ctx, key, []byte(claim)) })
+}
+
+func (s *Shared) onceKey(name string) string { return s.base + ":once:" + s.seal.Name("once", name) }
