@@ -6,6 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 GREMLINS=${GREMLINS:-$(command -v gremlins || echo "$HOME/go/bin/gremlins")}
+# A mutant's cost is mostly its build: skip go test's vet step (test.sh
+# runs vet once) and the linker's DWARF (a quarter of linking Caddy).
+export GOFLAGS="${GOFLAGS:+$GOFLAGS }-vet=off -ldflags=-w"
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(engine reqpath)
 for t in "${targets[@]}"; do
