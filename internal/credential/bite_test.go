@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -328,5 +329,105 @@ func TestNextSchedule(t *testing.T) {
 	s.cache.Token(ctx)
 	if want := s.clock.Now().Add(time.Minute); !s.cache.Next().Equal(want) {
 		t.Fatalf("next %v with a store; want a peek at %v", s.cache.Next(), want)
+	}
+}
+
+// ttlRecorder remembers the TTL of every Add, to read a lease's lifetime.
+type ttlRecorder struct {
+	credential.Backend
+	mu   sync.Mutex
+	ttls map[string]time.Duration
+}
+
+func (r *ttlRecorder) Add(ctx context.Context, key string, v []byte, ttl time.Duration) (bool, error) {
+	r.mu.Lock()
+	r.ttls[key] = ttl
+	r.mu.Unlock()
+	return r.Backend.Add(ctx, key, v, ttl)
+}
+
+// The fetch lease outlasts the fetch it guards: a peer must not start a
+// second fetch (and, on the classic endpoint, kill the first token) while
+// the holder's may still succeed (mutant: FetchTimeout-leaseMargin).
+func TestLeaseOutlastsFetch(t *testing.T) {
+	clock := storetest.NewClock()
+	rec := &ttlRecorder{Backend: memstore.New().Open(), ttls: map[string]time.Duration{}}
+	seal, _ := credential.NewSealer(testSecret, "wxunit")
+	sh := credential.NewShared(rec, seal, credential.SharedOptions{Now: clock.Now})
+	const ft = 10 * time.Second
+	c := credential.New(credential.Config{Source: storetest.NewFake(clock, credential.APIClassic), Shared: sh, Now: clock.Now, FetchTimeout: ft})
+	defer c.Close()
+	if _, err := c.Token(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rec.mu.Lock()
+	ttl, ok := rec.ttls[sh.Key("access_token")+":lease"]
+	rec.mu.Unlock()
+	if !ok || ttl <= ft {
+		t.Fatalf("lease TTL %v (taken %v); want more than the fetch timeout %v", ttl, ok, ft)
+	}
+}
+
+// A second force_refresh is allowed exactly 30 s after the first: the
+// spacing from the last force is inclusive too (mutant: > for >=). The
+// forced token breaks at once; its first failed probe is at that instant,
+// its second 30 s later, and that is when the next force comes.
+func TestSecondForceAtExactSpacing(t *testing.T) {
+	e := newEnv(t, credential.APIStable, false, func(c *credential.Config) { c.MinAge = -1 })
+	tok, _ := e.cache.Token(context.Background())
+	e.clock.Advance(5 * time.Minute)
+	e.fake.Break(tok.Value)
+	for range 300 {
+		e.clock.Advance(time.Second)
+		if e.call(t, false) == 0 {
+			break
+		}
+	}
+	if e.fake.Forced.Load() != 1 {
+		t.Fatalf("%d force_refresh after the first break; want 1", e.fake.Forced.Load())
+	}
+	e.fake.Break(e.cache.Current().Value)
+	start := e.clock.Now()
+	for i := range 300 {
+		if i > 0 {
+			e.clock.Advance(time.Second)
+		}
+		if e.call(t, false) == 0 {
+			break
+		}
+	}
+	if d := e.clock.Now().Sub(start); d != 30*time.Second || e.fake.Forced.Load() != 2 {
+		t.Fatalf("second recovery %v after the first force, %d force_refresh; want 30s and 2", d, e.fake.Forced.Load())
+	}
+}
+
+// The token this instance saw rejected stays rejected after a new one is
+// published: a peer's later copy of it in the store is not adopted
+// (mutant: publish forgets the rejected value when another is published).
+func TestPeerCopyOfRejectedTokenIgnored(t *testing.T) {
+	clock := storetest.NewClock()
+	fake := storetest.NewFake(clock, credential.APIStable)
+	store := memstore.New()
+	store.Now = clock.Now
+	seal, _ := credential.NewSealer(testSecret, "wxunit")
+	peer := credential.NewShared(store.Open(), seal, credential.SharedOptions{Now: clock.Now})
+	sh := credential.NewShared(store.Open(), seal, credential.SharedOptions{Now: clock.Now})
+	c := credential.New(credential.Config{Source: fake, Shared: sh, Now: clock.Now})
+	defer c.Close()
+	ctx := context.Background()
+	x, _ := c.Token(ctx)
+	fake.Revoke(x.Value)
+	if !c.Invalidate(x) {
+		t.Fatal("Invalidate failed")
+	}
+	y, err := c.Token(ctx)
+	if err != nil || y.Value == x.Value {
+		t.Fatalf("no new token: %v", err)
+	}
+	clock.Advance(time.Minute)
+	peer.Store(ctx, "access_token", credential.NewToken(x.Value, 7200, clock.Now(), "fetch"))
+	c.Tick()
+	if got := c.Current().Value; got != y.Value {
+		t.Fatal("the peek adopted a peer's copy of the token this instance saw rejected")
 	}
 }
