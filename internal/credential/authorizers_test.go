@@ -132,3 +132,20 @@ func TestRegistryDefaults(t *testing.T) {
 		t.Fatalf("the authorizer's fetch was not logged to the given logger: %v", logs.All())
 	}
 }
+
+// Authorizer caches never peek the store: ten thousand once-a-minute
+// peeks would be the store's whole load. Their next wake-up is the
+// renewal (mutant: PeekInterval 1 instead of -1).
+func TestAuthorizerCachesDoNotPeek(t *testing.T) {
+	e := newOpEnv(t, true)
+	n := e.node()
+	e.push(t, n)
+	e.authorize(t, n, "wxnopeek")
+	a := n.reg.Lookup("wxnopeek")
+	if a == nil {
+		t.Fatal("authorizer not held")
+	}
+	if next, renew := a.Cache().Next(), a.Cache().RenewAt(); !next.Equal(renew) {
+		t.Fatalf("next wake-up %v; want the renewal at %v", next, renew)
+	}
+}
