@@ -431,3 +431,40 @@ func TestPeerCopyOfRejectedTokenIgnored(t *testing.T) {
 		t.Fatal("the peek adopted a peer's copy of the token this instance saw rejected")
 	}
 }
+
+// An unconfirmed replacement is kept only while strictly younger than
+// MinAge: exactly MinAge old, its rejection is weighed and it is replaced
+// (mutant: <= for <).
+func TestRejectedReplacementAtExactlyMinAge(t *testing.T) {
+	e := newEnv(t, credential.APIClassic, false, nil)
+	ctx := context.Background()
+	tok, _ := e.cache.Token(ctx)
+	e.clock.Advance(10 * time.Minute)
+	e.fake.Revoke(tok.Value)
+	fresh, replay, err := e.cache.Rejected(ctx, tok)
+	if err != nil || !replay {
+		t.Fatalf("the first rejection: replay %v, %v", replay, err)
+	}
+	e.fake.Revoke(fresh.Value)
+	e.clock.Advance(fresh.FetchedAt.Add(credential.DefaultMinAge).Sub(e.clock.Now()))
+	third, replay, err := e.cache.Rejected(ctx, fresh)
+	if err != nil || !replay || third.Value == fresh.Value {
+		t.Fatalf("a replacement exactly MinAge old was kept: replay %v, %v", replay, err)
+	}
+}
+
+// A request whose token was dropped meanwhile (another request's
+// rejection) replays with the fresh token (mutant: replay only when the
+// fresh token is the rejected one).
+func TestRejectedAfterDropReplaysFresh(t *testing.T) {
+	e := newEnv(t, credential.APIClassic, false, nil)
+	ctx := context.Background()
+	tok, _ := e.cache.Token(ctx)
+	if !e.cache.Invalidate(tok) {
+		t.Fatal("Invalidate failed")
+	}
+	fresh, replay, err := e.cache.Rejected(ctx, tok)
+	if err != nil || !replay || fresh.Value == tok.Value {
+		t.Fatalf("after a drop: replay %v with a new token %v, %v", replay, fresh != nil && fresh.Value != tok.Value, err)
+	}
+}
