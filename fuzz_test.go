@@ -173,6 +173,15 @@ func FuzzRewriteQuery(f *testing.F) {
 		}
 		rt := route(r % 5)
 		out := rewriteQuery(raw, rt, url.QueryEscape(tok), appid, secret)
+		// The request line's target is that query after the path, built
+		// in one piece (send's URL.Opaque); no '?' for no query.
+		want := "/cgi-bin/a%20b?" + out
+		if out == "" {
+			want = "/cgi-bin/a%20b"
+		}
+		if got := requestTarget("/cgi-bin/a%20b", raw, rt, url.QueryEscape(tok), appid, secret); got != want {
+			t.Fatalf("route %d: requestTarget(%q) = %q, want %q", rt, raw, got, want)
+		}
 		one := func(name, want string) {
 			if got := credKeys(out, name); len(got) != 1 || got[0] != want {
 				t.Fatalf("route %d: rewriteQuery(%q) = %q: %s %q, want exactly [%q]", rt, raw, out, name, got, want)

@@ -9,7 +9,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -65,6 +67,10 @@ type Transport struct {
 	poolKey string
 	metrics *metrics
 	logger  *zap.Logger
+
+	// opaque: send puts the request target in URL.Opaque (no proxy
+	// needs the absolute form).
+	opaque bool
 
 	sent        *tokenRing                  // tokens this transport sent lately
 	recent      func(dst []string) []string // tokens to scrub; nil: current + sent
@@ -123,6 +129,7 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	if err := t.HTTPTransport.Provision(ctx); err != nil {
 		return err
 	}
+	t.provisionUpstream()
 	t.bases = bases
 	store, err := t.storeProvider(ctx)
 	if err != nil {
@@ -225,6 +232,29 @@ func (t *Transport) Cleanup() error {
 		}
 	}
 	return t.HTTPTransport.Cleanup()
+}
+
+// provisionUpstream sets up how send reaches the upstream once the http
+// transport is provisioned: the request target in URL.Opaque where no
+// proxy can need the absolute form (HTTP/3's own client is left the URL
+// it knows).
+func (t *Transport) provisionUpstream() {
+	t.opaque = proxyFree(&t.HTTPTransport) && !slices.Contains(t.Versions, "3")
+}
+
+// proxyFree reports that no proxy can carry h's requests: no
+// network_proxy module, and no HTTP_PROXY that net/http would use for a
+// cleartext request. Through a proxy a cleartext request line must be in
+// absolute form (so send keeps the query in RawQuery).
+func proxyFree(h *reverseproxy.HTTPTransport) bool {
+	if len(h.NetworkProxyRaw) > 0 || h.ForwardProxyURL != "" {
+		return false
+	}
+	// net/http's own reading of the environment (read once and kept), for
+	// a host NO_PROXY is unlikely to name.
+	probe := &http.Request{URL: &url.URL{Scheme: "http", Host: "wechat.invalid"}}
+	u, err := http.ProxyFromEnvironment(probe)
+	return u == nil && err == nil
 }
 
 func (t *Transport) maxReplay() int64 {

@@ -75,16 +75,29 @@ const (
 // and the gateway's appended. For the common case, a query with no
 // credential-looking text, it only appends: no parsing, one allocation.
 func rewriteQuery(raw string, r route, token, appid, secret string) string {
+	return requestTarget("", raw, r, token, appid, secret)
+}
+
+// requestTarget is rewriteQuery's query after the escaped path p and a
+// '?' (p alone for an empty query): the whole target of the request line,
+// built in the one allocation the query alone costs. With p empty it is
+// the query alone.
+func requestTarget(p, raw string, r route, token, appid, secret string) string {
 	var add string
 	switch r {
 	case routeToken:
 		// token is pre-escaped. The common case, a query with nothing
 		// credential-like, is one concatenation.
 		if !mayHoldCredential(raw) {
-			if raw == "" {
+			switch {
+			case p == "" && raw == "":
 				return "access_token=" + token
+			case p == "":
+				return raw + "&access_token=" + token
+			case raw == "":
+				return p + "?access_token=" + token
 			}
-			return raw + "&access_token=" + token
+			return p + "?" + raw + "&access_token=" + token
 		}
 		add = "access_token=" + token
 	case routeLogin:
@@ -92,10 +105,20 @@ func rewriteQuery(raw string, r route, token, appid, secret string) string {
 	case routeAppIDOnly:
 		add = "appid=" + url.QueryEscape(appid)
 	default:
-		return raw
+		switch {
+		case p == "":
+			return raw
+		case raw == "":
+			return p
+		}
+		return p + "?" + raw
 	}
 	var b strings.Builder
-	b.Grow(len(raw) + len(add) + 1)
+	b.Grow(len(p) + 1 + len(raw) + len(add) + 1)
+	if p != "" {
+		b.WriteString(p)
+		b.WriteByte('?')
+	}
 	for part := range strings.SplitSeq(raw, "&") {
 		if part == "" || isCredential(part, r) {
 			continue

@@ -136,7 +136,8 @@ const foldAnchor = 12
 // carry a placeholder, and nil when out may be sent. The errcode is not a
 // token error, so nothing is invalidated or replayed.
 func refusePlaceholder(out *http.Request) *http.Response {
-	bad := holdsPlaceholder(out.URL.RawQuery) || holdsPlaceholder(out.URL.Path) || holdsPlaceholder(out.URL.RawPath)
+	u := out.URL
+	bad := holdsPlaceholder(u.Opaque) || holdsPlaceholder(u.RawQuery) || holdsPlaceholder(u.Path) || holdsPlaceholder(u.RawPath)
 	for name, vals := range out.Header {
 		for _, v := range vals {
 			bad = bad || holdsPlaceholder(v)

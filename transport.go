@@ -62,7 +62,8 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 	case routeUserSNS, routeLogin, routeAppIDOnly, routeOwnCred:
 		// No access_token here: login calls get appid (and secret), and
 		// other /sns calls carry the user's own OAuth token untouched.
-		resp, _, err := t.send(req, req.Body, req.ContentLength, rewriteQuery(req.URL.RawQuery, r, "", t.acct.appid, t.secret))
+		q := requestTarget(t.linePath(req), req.URL.RawQuery, r, "", t.acct.appid, t.secret)
+		resp, _, err := t.send(req, req.Body, req.ContentLength, q)
 		t.metrics.request(resultOf(resp, err))
 		return resp, err
 	}
@@ -141,7 +142,7 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 // sendToken sends req with token tok and a fresh reader over body.
 func (t *Transport) sendToken(req *http.Request, body *replayBody, tok *tokenEntry) (*http.Response, *sniffBody, error) {
 	t.sent.note(tok)
-	q := rewriteQuery(req.URL.RawQuery, routeToken, tok.Escaped(), "", "")
+	q := requestTarget(t.linePath(req), req.URL.RawQuery, routeToken, tok.Escaped(), "", "")
 	if len(body.data) > 0 {
 		return t.send(req, body.reader(), int64(len(body.data)), q)
 	}
@@ -151,16 +152,33 @@ func (t *Transport) sendToken(req *http.Request, body *replayBody, tok *tokenEnt
 	return t.send(req, body.stream, body.length, q)
 }
 
-// send performs one round trip of a shallow copy of req with the new query.
-// The Host header is always the upstream's own: a client's Host is never
-// passed on, so it cannot steer anything at WeChat's edge. It also returns
-// an unused sniffBody for this response's sniff.
-func (t *Transport) send(req *http.Request, body io.ReadCloser, length int64, rawQuery string) (*http.Response, *sniffBody, error) {
+// linePath is the path part of the request line send writes (the
+// canonical path, escaped as net/http would escape it), or "" when the
+// query goes in RawQuery instead (t.opaque).
+func (t *Transport) linePath(req *http.Request) string {
+	if !t.opaque {
+		return ""
+	}
+	u := url.URL{Path: canonicalPath(req.URL.Path)}
+	return u.EscapedPath()
+}
+
+// send performs one round trip of a shallow copy of req with the request
+// target from requestTarget: with t.opaque the whole target, path and
+// query, goes in the copy's URL.Opaque, which net/http writes as it is
+// (the path and a RawQuery would cost it a string to join them); else it
+// is the query alone. The Host header is always the upstream's own: a
+// client's Host is never passed on, so it cannot steer anything at
+// WeChat's edge. It also returns an unused sniffBody for this response's
+// sniff.
+func (t *Transport) send(req *http.Request, body io.ReadCloser, length int64, target string) (*http.Response, *sniffBody, error) {
 	c := &requestCopy{req: *req, url: *req.URL} // one allocation for the copies and the sniff handle
 	out, u := &c.req, &c.url
-	u.RawQuery = rawQuery
-	u.ForceQuery = false
 	u.Path, u.RawPath = canonicalPath(u.Path), "" // the path the route was judged on
+	u.Opaque, u.RawQuery, u.ForceQuery = "", target, false
+	if t.opaque {
+		u.Opaque, u.RawQuery = target, ""
+	}
 	out.URL = u
 	out.Host = u.Host
 	out.Header = t.upstreamHeader(req.Header)
