@@ -468,3 +468,37 @@ func TestRejectedAfterDropReplaysFresh(t *testing.T) {
 		t.Fatalf("after a drop: replay %v with a new token %v, %v", replay, fresh != nil && fresh.Value != tok.Value, err)
 	}
 }
+
+// The status says the ceiling is reached as soon as the day's fetches
+// equal it, when the next one would be refused (mutant: > for >=).
+func TestCeilingReachedAtExactlyCeiling(t *testing.T) {
+	e := newEnv(t, credential.APIClassic, false, func(c *credential.Config) { c.Ceiling, c.MinAge = 2, -1 })
+	ctx := context.Background()
+	tok, _ := e.cache.Token(ctx)
+	if e.cache.Status().CeilingReached {
+		t.Fatal("ceiling reached after 1 of 2 fetches")
+	}
+	e.cache.Invalidate(tok)
+	if _, err := e.cache.Token(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if e.fake.Fetches.Load() != 2 || !e.cache.Status().CeilingReached {
+		t.Fatalf("%d fetches, ceiling reached %v; want 2 and true", e.fake.Fetches.Load(), e.cache.Status().CeilingReached)
+	}
+}
+
+// An auxiliary value put twice reads back as the second (mutant: Put
+// appends a duplicate and Get keeps finding the first).
+func TestAuxPutReplaces(t *testing.T) {
+	e := newEnv(t, credential.APIClassic, false, nil)
+	ctx := context.Background()
+	aux := e.cache.Aux()
+	for _, v := range []string{"one", "two"} {
+		if err := aux.Put(ctx, "ticket", []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v, err := aux.Get(ctx, "ticket"); err != nil || string(v) != "two" {
+		t.Fatalf("Get = %q, %v; want two", v, err)
+	}
+}
