@@ -502,3 +502,20 @@ func TestAuxPutReplaces(t *testing.T) {
 		t.Fatalf("Get = %q, %v; want two", v, err)
 	}
 }
+
+// An empty stored ticket (a store's forgotten value) is no ticket: the
+// component token is not even asked for (mutant: only a store error with
+// an empty value counts as none).
+func TestEmptyTicketIsNoTicket(t *testing.T) {
+	e := newOpEnv(t, false)
+	n := e.node()
+	if err := n.comp.Aux().Put(ctx, credential.AuxVerifyTicket, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.comp.Token(ctx); !errors.Is(err, credential.ErrNoTicket) {
+		t.Fatalf("empty ticket: %v; want ErrNoTicket", err)
+	}
+	if f := e.fake.ComponentFetches.Load(); f != 0 {
+		t.Fatalf("%d api_component_token calls with an empty ticket", f)
+	}
+}

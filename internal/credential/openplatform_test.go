@@ -398,6 +398,9 @@ func Test61003RevokedIsForgotten(t *testing.T) {
 	if n.reg.Len() != 0 || n.obs.forgotten.Load() != 1 {
 		t.Fatal("a revoked authorizer must be forgotten")
 	}
+	if e.logs.FilterMessageSnippet("revoked the platform (61003)").FilterField(zap.String("authorizer", ids[0])).Len() != 1 {
+		t.Fatal("the revocation is not in the platform's log")
+	}
 	m := e.node() // durable: a peer or a restart does not bring it back
 	if _, err := m.reg.Get(ctx, ids[0]); !errors.Is(err, credential.ErrUnknownAuthorizer) {
 		t.Fatalf("after revocation: %v", err)
