@@ -2,10 +2,12 @@ package credential_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -517,5 +519,46 @@ func TestEmptyTicketIsNoTicket(t *testing.T) {
 	}
 	if f := e.fake.ComponentFetches.Load(); f != 0 {
 		t.Fatalf("%d api_component_token calls with an empty ticket", f)
+	}
+}
+
+// mapAux is an Aux in a map, for calling a source directly.
+type mapAux map[string][]byte
+
+func (m mapAux) Get(_ context.Context, name string) ([]byte, error) {
+	if v, ok := m[name]; ok {
+		return v, nil
+	}
+	return nil, credential.ErrNotFound
+}
+
+func (m mapAux) Put(_ context.Context, name string, v []byte) error { m[name] = v; return nil }
+
+// api_component_token errors that echo the request (secret and ticket,
+// raw and escaped) reach callers redacted (mutant: redactAll returns the
+// message as it is).
+func TestComponentErrorsRedacted(t *testing.T) {
+	const secret, ticket = "CoMpSeCrEt+/=&x", "ticket@+/=value"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var in map[string]string
+		_ = json.NewDecoder(r.Body).Decode(&in)
+		msg := in["component_appsecret"] + " " + url.QueryEscape(in["component_appsecret"]) + " " + in["component_verify_ticket"] + " " + url.QueryEscape(in["component_verify_ticket"])
+		out, _ := json.Marshal(map[string]any{"errcode": 61004, "errmsg": "echo " + msg + " rid: r1"})
+		w.Write(out)
+	}))
+	defer srv.Close()
+	base, _ := url.Parse(srv.URL)
+	src := &credential.ComponentTokenSource{RT: http.DefaultTransport, Bases: []*url.URL{base}, AppID: "wxcomp", Secret: secret}
+	_, err := src.Fetch(context.Background(), credential.FetchOptions{Aux: mapAux{credential.AuxVerifyTicket: []byte(ticket)}})
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, s := range []string{secret, url.QueryEscape(secret), ticket, url.QueryEscape(ticket)} {
+		if strings.Contains(err.Error(), s) {
+			t.Fatalf("the error holds %q: %v", s, err)
+		}
+	}
+	if !strings.Contains(err.Error(), "[secret]") || !strings.Contains(err.Error(), "[ticket]") {
+		t.Fatalf("no redaction marks: %v", err)
 	}
 }

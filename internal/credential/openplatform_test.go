@@ -367,8 +367,8 @@ func Test61023RecoveredThroughAuthorizerInfo(t *testing.T) {
 	}
 	a := n.reg.Lookup(ids[0])
 	got, _ := a.Cache().Aux().Get(ctx, credential.AuxRefreshToken)
-	if string(got) != e.fake.RefreshToken(ids[0]) {
-		t.Fatal("recovered refresh token not stored")
+	if string(got) != e.fake.RefreshToken(ids[0]) || a.Unsaved() {
+		t.Fatalf("recovered refresh token not stored, or marked unsaved (%v)", a.Unsaved())
 	}
 
 	// When WeChat does not give it: a clear 61023, no loop.
