@@ -215,3 +215,49 @@ func TestContainsFold(t *testing.T) {
 		}
 	}
 }
+
+// The stream scrub reads into a real buffer (never an empty one, which
+// would make no progress), and where two needles start at the same byte
+// it agrees with the whole-body replace: the earlier needle of the set
+// wins.
+func TestScrubReaderStrictBody(t *testing.T) {
+	ns := newNeedleSet("abcdefghij", "abcdefghijKLMN")
+	in := strings.Repeat("x", 40<<10) + " abcdefghijKLMN " + strings.Repeat("y", 40<<10) + "abcdefghij"
+	sr := &scrubReader{ns: ns, src: &stepBody{data: []byte(in), step: 5000}, c: io.NopCloser(nil)}
+	got, err := io.ReadAll(sr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := ns.replaceString(in); string(got) != want {
+		t.Fatalf("stream scrub differs from the whole-body replace (%d vs %d bytes)", len(got), len(want))
+	}
+}
+
+// An encoding the gateway cannot read is passed on untouched (it asks
+// upstream for gzip at most, so this is a misbehaving upstream).
+func TestStreamScrubUnknownEncoding(t *testing.T) {
+	ns := newNeedleSet(scrubTok)
+	body := []byte(strings.Repeat("z", 8<<10) + scrubTok)
+	for _, ce := range []string{"br", "deflate"} {
+		resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"text/plain"}, "Content-Encoding": {ce}},
+			Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body))}
+		req, _ := http.NewRequest(http.MethodGet, "http://gw/cgi-bin/user/info", nil)
+		if err := scrubAnswer(req, resp, ns); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		if !bytes.Equal(got, body) || resp.Header.Get("Content-Encoding") != ce || resp.ContentLength != int64(len(body)) {
+			t.Errorf("Content-Encoding %s: body changed (%d bytes), encoding %q, length %d", ce, len(got), resp.Header.Get("Content-Encoding"), resp.ContentLength)
+		}
+	}
+	// identity is no encoding at all: scrubbed.
+	resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"text/plain"}, "Content-Encoding": {"identity"}},
+		Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body))}
+	req, _ := http.NewRequest(http.MethodGet, "http://gw/cgi-bin/user/info", nil)
+	if err := scrubAnswer(req, resp, ns); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := io.ReadAll(resp.Body); bytes.Contains(got, []byte(scrubTok)) {
+		t.Errorf("Content-Encoding identity: the token leaked")
+	}
+}
