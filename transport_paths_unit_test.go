@@ -239,3 +239,66 @@ func TestUnitFetchCanceledClientStays(t *testing.T) {
 		t.Fatalf("got %d %s; want 503 errcode -1", resp.StatusCode, b)
 	}
 }
+
+// RoundTrip scrubs every answer it passes on: WeChat echoing the token
+// (in the body or a header) never reaches the client, on the token route
+// and on the routes that pass through.
+func TestUnitRoundTripScrubs(t *testing.T) {
+	f := newFake(t)
+	f.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path == "/cgi-bin/token" {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Echo", r.URL.RawQuery)
+		io.WriteString(w, `{"errcode":40003,"errmsg":"invalid openid: `+r.URL.RawQuery+`"}`)
+		return true
+	})
+	tr := unitTransport(t, []string{f.URL}, nil)
+	for _, path := range []string{"/cgi-bin/user/info?openid=o1", "/sns/jscode2session?js_code=c"} {
+		req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, f.URL+path, nil)
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		all := string(b) + " " + resp.Header.Get("X-Echo")
+		for _, secret := range append(tr.acct.tokens.Recent(), testSecret) {
+			if strings.Contains(all, secret) {
+				t.Errorf("%s: the answer carries a credential: %s", path, all)
+			}
+		}
+		if !strings.Contains(string(b), redactedMark) || !strings.Contains(resp.Header.Get("X-Echo"), redactedMark) {
+			t.Errorf("%s: nothing was redacted: %s", path, all)
+		}
+	}
+}
+
+// An answer the scrub cannot read whole (a small body that breaks off)
+// is an error for reverse_proxy, never a cut answer passed on.
+func TestUnitRoundTripScrubError(t *testing.T) {
+	f := newFake(t)
+	f.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path == "/cgi-bin/token" {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", "100")
+		io.WriteString(w, `{"errcode":0,`) // then the connection ends
+		return true
+	})
+	tr := unitTransport(t, []string{f.URL}, nil)
+	var resp *http.Response
+	var err error
+	got := counted(tr, func() {
+		req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, f.URL+"/sns/userinfo?openid=o1", nil)
+		resp, err = tr.RoundTrip(req)
+	})
+	if err == nil || resp != nil {
+		t.Fatalf("a broken answer: resp %v, err %v; want an error", resp != nil, err)
+	}
+	if got["error"] != 1 {
+		t.Errorf("counted %v, want an error", got)
+	}
+}
