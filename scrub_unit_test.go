@@ -168,6 +168,7 @@ func TestScrubSniffedGzipAtInflateLimit(t *testing.T) {
 // A rid/get answer of exactly maxRidAnswer bytes is still decoded, so a
 // credential the gateway never held (another account's token) is redacted
 // by field; one byte more is scrubbed as a stream, for known values only.
+// Gzip answers are inflated for this either way, and sent plain.
 func TestScrubRidGetAtSizeLimit(t *testing.T) {
 	const other = "SomeoneElsesTokenNotOursAtAll"
 	ns := newNeedleSet(scrubTok)
@@ -179,9 +180,15 @@ func TestScrubRidGetAtSizeLimit(t *testing.T) {
 	for _, tc := range []struct {
 		size    int
 		decoded bool
-	}{{maxRidAnswer, true}, {maxRidAnswer + 1, false}} {
-		body := mk(tc.size)
-		resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}}, Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body))}
+		gzip    bool
+	}{{maxRidAnswer, true, false}, {maxRidAnswer + 1, false, false}, {maxRidAnswer, true, true}, {maxRidAnswer + 1, false, true}} {
+		plain := mk(tc.size)
+		body, h := plain, http.Header{"Content-Type": {"application/json"}}
+		if tc.gzip {
+			body = gz(plain)
+			h.Set("Content-Encoding", "gzip")
+		}
+		resp := &http.Response{StatusCode: 200, Header: h, Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body))}
 		req, _ := http.NewRequest(http.MethodGet, "http://gw/cgi-bin/openapi/rid/get", nil)
 		if err := scrubAnswer(req, resp, ns); err != nil {
 			t.Fatal(err)
@@ -190,15 +197,27 @@ func TestScrubRidGetAtSizeLimit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if decoded := !bytes.Contains(got, []byte(other)); decoded != tc.decoded {
-			t.Errorf("%d-byte rid/get answer: decoded %v, want %v", tc.size, decoded, tc.decoded)
+		if resp.Header.Get("Content-Encoding") != "" {
+			t.Fatalf("%d-byte rid/get answer (gzip %v): still encoded", tc.size, tc.gzip)
 		}
-		if !tc.decoded && !bytes.Equal(got, body) {
-			t.Errorf("%d-byte rid/get answer streamed changed (%d bytes)", tc.size, len(got))
+		if decoded := !bytes.Contains(got, []byte(other)); decoded != tc.decoded {
+			t.Errorf("%d-byte rid/get answer (gzip %v): decoded %v, want %v", tc.size, tc.gzip, decoded, tc.decoded)
+		}
+		if !tc.decoded && !bytes.Equal(got, plain) {
+			t.Errorf("%d-byte rid/get answer (gzip %v) streamed changed (%d bytes)", tc.size, tc.gzip, len(got))
+		}
+		if tc.decoded && !bytes.Contains(got, []byte(`"response_body"`)) {
+			t.Errorf("%d-byte rid/get answer (gzip %v): decoded into %.100s", tc.size, tc.gzip, got)
 		}
 		if (tc.decoded || resp.ContentLength >= 0) && resp.ContentLength != int64(len(got)) {
-			t.Errorf("%d-byte rid/get answer: ContentLength %d, body %d", tc.size, resp.ContentLength, len(got))
+			t.Errorf("%d-byte rid/get answer (gzip %v): ContentLength %d, body %d", tc.size, tc.gzip, resp.ContentLength, len(got))
 		}
+	}
+	// A rid/get answer claiming gzip that is not: an error, not a pass.
+	resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Encoding": {"gzip"}}, Body: io.NopCloser(strings.NewReader(`{"request":{}}`))}
+	req, _ := http.NewRequest(http.MethodGet, "http://gw/cgi-bin/openapi/rid/get", nil)
+	if err := scrubAnswer(req, resp, ns); err == nil {
+		t.Errorf("a broken gzip rid/get answer passed")
 	}
 }
 
