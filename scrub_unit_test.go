@@ -297,3 +297,19 @@ func TestScrubSniffedGzipNoHitUntouched(t *testing.T) {
 		t.Fatalf("a clean gzip answer changed: %d bytes (want %d), encoding %q, length %d", len(got), len(z), resp.Header.Get("Content-Encoding"), resp.ContentLength)
 	}
 }
+
+// A rid/get answer past maxRidAnswer in an encoding the gateway cannot
+// read passes on whole, with no length it does not have.
+func TestScrubRidGetLargeUnknownEncoding(t *testing.T) {
+	body := bytes.Repeat([]byte("q"), maxRidAnswer+1)
+	resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Encoding": {"br"}, "Content-Length": {"1048577"}},
+		Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body))}
+	req, _ := http.NewRequest(http.MethodGet, "http://gw/cgi-bin/openapi/rid/get", nil)
+	if err := scrubAnswer(req, resp, newNeedleSet(scrubTok)); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	if !bytes.Equal(got, body) || resp.ContentLength != -1 || resp.Header.Get("Content-Length") != "" {
+		t.Fatalf("got %d bytes, ContentLength %d, Content-Length %q; want all %d, -1, none", len(got), resp.ContentLength, resp.Header.Get("Content-Length"), len(body))
+	}
+}
