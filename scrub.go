@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -131,6 +132,19 @@ func newNeedleSet(values ...string) *needleSet {
 		add(url.QueryEscape(v))
 		add(url.PathEscape(v))
 	}
+	// Longest first: both replacers take the first needle that matches at
+	// a position, so a value that is a prefix of another (a token sharing
+	// the secret's first bytes) must not win and leave the other's tail.
+	idx := make([]int, len(ns.strs))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(a, b int) int { return len(ns.strs[b]) - len(ns.strs[a]) })
+	strs, bs := make([]string, len(idx)), make([][]byte, len(idx))
+	for i, j := range idx {
+		strs[i], bs[i] = ns.strs[j], ns.bytes[j]
+	}
+	ns.strs, ns.bytes = strs, bs
 	return ns
 }
 

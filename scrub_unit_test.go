@@ -72,7 +72,7 @@ func TestNewNeedleSet(t *testing.T) {
 		t.Errorf("a %d-byte value: needles %q, min %d", minNeedle, ns.strs, ns.min)
 	}
 	ns := newNeedleSet("abc def/ghi")
-	if want := []string{"abc def/ghi", "abc+def%2Fghi", "abc%20def%2Fghi"}; !slices.Equal(ns.strs, want) {
+	if want := []string{"abc%20def%2Fghi", "abc+def%2Fghi", "abc def/ghi"}; !slices.Equal(ns.strs, want) { // longest first
 		t.Errorf("escapes: %q, want %q", ns.strs, want)
 	}
 	long, short := strings.Repeat("l", 20), strings.Repeat("m", 9)
@@ -311,5 +311,27 @@ func TestScrubRidGetLargeUnknownEncoding(t *testing.T) {
 	got, _ := io.ReadAll(resp.Body)
 	if !bytes.Equal(got, body) || resp.ContentLength != -1 || resp.Header.Get("Content-Length") != "" {
 		t.Fatalf("got %d bytes, ContentLength %d, Content-Length %q; want all %d, -1, none", len(got), resp.ContentLength, resp.Header.Get("Content-Length"), len(body))
+	}
+}
+
+// A value that is a prefix of another (a token sharing the secret's first
+// bytes) must not win at a position both match: the longer one is
+// redacted whole, in the whole-body replace and in the stream scrub,
+// whatever order the values come in.
+func TestScrubLongerNeedleWins(t *testing.T) {
+	for _, vals := range [][]string{{"abcdefghij", "abcdefghijKLMN"}, {"abcdefghijKLMN", "abcdefghij"}} {
+		ns := newNeedleSet(vals...)
+		in := "x abcdefghijKLMN y " + strings.Repeat("z", 40<<10) + " abcdefghijKLMN"
+		if got := ns.replaceString(in); strings.Contains(got, "KLMN") {
+			t.Fatalf("%q: whole-body replace left the longer value's tail", vals)
+		}
+		if got := ns.replaceBytes([]byte(in)); bytes.Contains(got, []byte("KLMN")) {
+			t.Fatalf("%q: byte replace left the longer value's tail", vals)
+		}
+		sr := &scrubReader{ns: ns, src: &stepBody{data: []byte(in), step: 5000}, c: io.NopCloser(nil)}
+		got, err := io.ReadAll(sr)
+		if err != nil || bytes.Contains(got, []byte("KLMN")) {
+			t.Fatalf("%q: stream scrub left the longer value's tail (%v)", vals, err)
+		}
 	}
 }
