@@ -562,3 +562,20 @@ func TestComponentErrorsRedacted(t *testing.T) {
 		t.Fatalf("no redaction marks: %v", err)
 	}
 }
+
+// With nothing due, the scheduler sleeps: its clock is read a handful of
+// times, not spun on (mutant: the wait skipped when there is time left).
+func TestSchedulerSleepsUntilDue(t *testing.T) {
+	clock := storetest.NewClock()
+	var reads atomic.Int64
+	s := credential.NewScheduler(func() time.Time { reads.Add(1); return clock.Now() })
+	c := credential.New(credential.Config{Source: storetest.NewFake(clock, credential.APIClassic), Now: clock.Now, Scheduler: s})
+	defer c.Close()
+	if _, err := c.Token(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // the renewal is hours away
+	if n := reads.Load(); n > 100 {
+		t.Fatalf("the scheduler read its clock %d times with nothing due", n)
+	}
+}
