@@ -579,3 +579,17 @@ func TestSchedulerSleepsUntilDue(t *testing.T) {
 		t.Fatalf("the scheduler read its clock %d times with nothing due", n)
 	}
 }
+
+// An empty value (how a forgotten authorizer is stored) seals and opens
+// like any other: exactly the envelope's size is not too short (mutant:
+// <= for <).
+func TestSealEmptyValueOpens(t *testing.T) {
+	s, err := credential.NewSealer(testSecret, "wxunit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Open("k", s.Seal("k", nil))
+	if err != nil || len(got) != 0 {
+		t.Fatalf("Open(Seal(empty)) = %q, %v", got, err)
+	}
+}
