@@ -593,3 +593,24 @@ func TestSealEmptyValueOpens(t *testing.T) {
 		t.Fatalf("Open(Seal(empty)) = %q, %v", got, err)
 	}
 }
+
+// A stored value cut short anywhere is refused, never a panic (mutant:
+// the length check loses the nonce's size), and a sealed token with no
+// value is no token (mutant: < for <=).
+func TestSealShortValuesRefused(t *testing.T) {
+	s, err := credential.NewSealer(testSecret, "wxunit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed := s.Seal("k", nil)
+	for n := 0; n < len(sealed); n++ {
+		if _, err := s.Open("k", sealed[:n]); err == nil {
+			t.Fatalf("a %d-byte cut of a sealed value opened", n)
+		}
+	}
+	now := time.Now()
+	empty := s.SealToken("k", &credential.Token{FetchedAt: now, ExpiresAt: now.Add(time.Hour)})
+	if tok, err := s.OpenToken("k", empty, now); err == nil {
+		t.Fatalf("a sealed token without a value opened: %+v", tok)
+	}
+}
