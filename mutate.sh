@@ -11,6 +11,8 @@
 #       loaded machine gremlins reports mutants TIMED OUT that fail in
 #       seconds by hand (MUTATION.md); this mode gives every mutant a
 #       verdict: KILLED, LIVED or HANG (no answer in MUTATE_TIMEOUT s).
+#       MUTATE_ONLY='sniff\.go|scrub\.go:3[5-9][0-9]:' runs only the
+#       mutants whose file:line:col matches.
 #
 #   go install github.com/go-gremlins/gremlins/cmd/gremlins@v0.6.0
 set -euo pipefail
@@ -59,7 +61,9 @@ for t in "${targets[@]}"; do
   else
     echo "== by hand: $t (./$dir)"
     work=$(mktemp -d)
-    "$GREMLINS" unleash --config .gremlins.yaml --dry-run "./$dir" | grep RUNNABLE >"$work/all" || true
+    # MUTATE_ONLY (an extended regex on file:line:col) runs a part only.
+    "$GREMLINS" unleash --config .gremlins.yaml --dry-run "./$dir" | grep RUNNABLE |
+      grep -E -- "${MUTATE_ONLY:-.}" >"$work/all" || true
     jobs=${MUTATE_JOBS:-2}
     for i in $(seq 0 $((jobs - 1))); do
       awk -v n="$jobs" -v i="$i" 'NR % n == i' "$work/all" >"$work/list$i"
