@@ -48,3 +48,6 @@ func (c *Cache) Publish(t *Token)                     { c.publish(t) }
 func (c *Cache) SpendForce(ctx context.Context) error { return c.spend(ctx, true) }
 
 func (c *Cache) Next() time.Time { return c.next() }
+
+// MaxBody is the largest token answer read.
+const MaxBody = maxBody
