@@ -34,13 +34,18 @@ shard() {
   while read -r _ typ _ loc; do
     IFS=: read -r file line col <<<"$loc"
     local f="$copy/$dir/$file" r
-    cp "$f" "$f.orig"
     local m
-    m=$(./mutate_apply.py "$f" "$line" "$col" "$typ")
+    # A failed test run is a kill only if the mutant was really in place:
+    # a copy that is gone (or a mutant that does not apply) is an ERROR,
+    # never a KILLED.
+    if ! cp "$f" "$f.orig" || ! m=$(./mutate_apply.py "$f" "$line" "$col" "$typ"); then
+      echo "ERROR $typ $file:$line:$col :: not applied" >>"$out"
+      continue
+    fi
     if (cd "$copy" && timeout -k 10 "${MUTATE_TIMEOUT:-300}" go test -tags mutation -failfast -count=1 "./$dir" >/dev/null 2>&1); then
       r=LIVED
     elif [ $? = 124 ]; then r=HANG; else r=KILLED; fi
-    mv "$f.orig" "$f"
+    mv "$f.orig" "$f" || r=ERROR
     echo "$r $typ $file:$line:$col :: $m" >>"$out"
   done <"$list"
   rm -rf "$copy"
@@ -73,10 +78,11 @@ for t in "${targets[@]}"; do
     wait
     cat "$work"/out* | sort -t' ' -k3,3V >"${MUTATE_OUT:-${TMPDIR:-/tmp}}/byhand-$t.txt"
     count() { cat "$work"/out* | awk -v s="$1" '$1 == s {n++} END {print n + 0}'; }
-    k=$(count KILLED) l=$(count LIVED) h=$(count HANG)
+    k=$(count KILLED) l=$(count LIVED) h=$(count HANG) e=$(count ERROR)
     grep -h '^LIVED' "$work"/out* || true
-    echo "== $t: killed $k, lived $l, hung $h; efficacy $(( 100 * k / (k + l > 0 ? k + l : 1) ))%"
+    echo "== $t: killed $k, lived $l, hung $h, not applied $e; efficacy $(( 100 * k / (k + l > 0 ? k + l : 1) ))%"
     rm -rf "$work"
+    [ "$e" = 0 ] || { echo "$e mutants not applied"; exit 1; }
     [ $(( 100 * k )) -ge $(( 90 * (k + l) )) ] || { echo "below 90%"; exit 1; }
   fi
   echo "== $t: $(( $(date +%s) - start )) s"

@@ -4,6 +4,7 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"unsafe"
 )
 
 // route says what the gateway adds to a request, by WeChat path.
@@ -75,35 +76,26 @@ const (
 // and the gateway's appended. For the common case, a query with no
 // credential-looking text, it only appends: no parsing, one allocation.
 func rewriteQuery(raw string, r route, token, appid, secret string) string {
-	return requestTarget("", raw, r, token, appid, secret)
+	return requestTarget(nil, "", raw, r, token, appid, secret)
 }
 
 // requestTarget is rewriteQuery's query after the escaped path p and a
-// '?' (p alone for an empty query): the whole target of the request line,
-// built in the one allocation the query alone costs. With p empty it is
-// the query alone.
-func requestTarget(p, raw string, r route, token, appid, secret string) string {
-	var add string
+// '?' (p alone for an empty query): the whole target of the request line.
+// With p empty it is the query alone.
+//
+// It is built in dst when dst has room (send passes the spare bytes of
+// its request copy, so the common target costs no allocation of its own)
+// and else in one allocation. The string aliases those bytes: the caller
+// must never write to dst again.
+func requestTarget(dst []byte, p, raw string, r route, token, appid, secret string) string {
+	var key, val string // the credential added, pre-escaped
 	switch r {
 	case routeToken:
-		// token is pre-escaped. The common case, a query with nothing
-		// credential-like, is one concatenation.
-		if !mayHoldCredential(raw) {
-			switch {
-			case p == "" && raw == "":
-				return "access_token=" + token
-			case p == "":
-				return raw + "&access_token=" + token
-			case raw == "":
-				return p + "?access_token=" + token
-			}
-			return p + "?" + raw + "&access_token=" + token
-		}
-		add = "access_token=" + token
+		key, val = "access_token=", token
 	case routeLogin:
-		add = "appid=" + url.QueryEscape(appid) + "&secret=" + url.QueryEscape(secret)
+		key, val = "appid=", url.QueryEscape(appid)+"&secret="+url.QueryEscape(secret)
 	case routeAppIDOnly:
-		add = "appid=" + url.QueryEscape(appid)
+		key, val = "appid=", url.QueryEscape(appid)
 	default:
 		switch {
 		case p == "":
@@ -111,23 +103,36 @@ func requestTarget(p, raw string, r route, token, appid, secret string) string {
 		case raw == "":
 			return p
 		}
-		return p + "?" + raw
 	}
-	var b strings.Builder
-	b.Grow(len(p) + 1 + len(raw) + len(add) + 1)
+	b := dst[:0]
+	if n := len(p) + 1 + len(raw) + 1 + len(key) + len(val); cap(b) < n {
+		b = make([]byte, 0, n)
+	}
 	if p != "" {
-		b.WriteString(p)
-		b.WriteByte('?')
+		b = append(b, p...)
+		b = append(b, '?')
 	}
-	for part := range strings.SplitSeq(raw, "&") {
-		if part == "" || isCredential(part, r) {
-			continue
+	switch {
+	case key == "":
+		b = append(b, raw...)
+	case r == routeToken && !mayHoldCredential(raw):
+		// The common case, a query with nothing credential-like: as is.
+		if raw != "" {
+			b = append(b, raw...)
+			b = append(b, '&')
 		}
-		b.WriteString(part)
-		b.WriteByte('&')
+	default:
+		for part := range strings.SplitSeq(raw, "&") {
+			if part == "" || isCredential(part, r) {
+				continue
+			}
+			b = append(b, part...)
+			b = append(b, '&')
+		}
 	}
-	b.WriteString(add)
-	return b.String()
+	b = append(b, key...)
+	b = append(b, val...)
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
 // mayHoldCredential is a cheap over-approximation: any escape, '+', or a

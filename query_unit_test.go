@@ -1,6 +1,9 @@
 package wechat
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // rewriteQuery's careful path keeps every part of the client's query that
 // is not a credential, in order, and drops only empty parts and the
@@ -25,5 +28,58 @@ func TestRewriteQueryKeepsClientParts(t *testing.T) {
 		if got := rewriteQuery(tc.raw, tc.r, "T", appid, secret); got != tc.want {
 			t.Errorf("route %d: rewriteQuery(%q) = %q, want %q", tc.r, tc.raw, got, tc.want)
 		}
+	}
+}
+
+// requestTarget builds in the room it is given, so the common target costs
+// send no allocation beyond its request copy; a target too long for the
+// room, or no room, costs exactly one (the length is worked out before
+// the first byte, never grown by append). Every form of the target is
+// checked against the plain concatenation.
+func TestRequestTargetRoom(t *testing.T) {
+	const p, tok = "/cgi-bin/user/info", "TOKEN-0123456789"
+	cases := []struct {
+		p, raw string
+		r      route
+		want   string
+	}{
+		{p, "openid=o1&lang=zh_CN", routeToken, p + "?openid=o1&lang=zh_CN&access_token=" + tok},
+		{p, "", routeToken, p + "?access_token=" + tok},
+		{"", "a=1", routeToken, "a=1&access_token=" + tok},
+		{"", "", routeToken, "access_token=" + tok},
+		{p, "a=1&Access_Token=x&b=2", routeToken, p + "?a=1&b=2&access_token=" + tok},
+		{p, "js_code=c&secret=x", routeLogin, p + "?js_code=c&appid=wx1&secret=s"},
+		{p, "refresh_token=r", routeAppIDOnly, p + "?refresh_token=r&appid=wx1"},
+		{p, "a=1", routeUserSNS, p + "?a=1"},
+		{p, "", routeUserSNS, p},
+		{"", "a=1", routeUserSNS, "a=1"},
+	}
+	for _, tc := range cases {
+		var room [targetRoom]byte
+		if got := requestTarget(room[:0], tc.p, tc.raw, tc.r, tok, "wx1", "s"); got != tc.want {
+			t.Errorf("route %d: requestTarget(%q, %q) = %q, want %q", tc.r, tc.p, tc.raw, got, tc.want)
+		}
+		if got := requestTarget(nil, tc.p, tc.raw, tc.r, tok, "wx1", "s"); got != tc.want {
+			t.Errorf("route %d, no room: requestTarget(%q, %q) = %q, want %q", tc.r, tc.p, tc.raw, got, tc.want)
+		}
+	}
+
+	room := make([]byte, 0, targetRoom)
+	if n := testing.AllocsPerRun(100, func() {
+		_ = requestTarget(room, p, "openid=o1&lang=zh_CN", routeToken, tok, "", "")
+	}); n != 0 {
+		t.Errorf("target in the room: %v allocations, want 0", n)
+	}
+	for _, dst := range [][]byte{nil, make([]byte, 0, 8)} {
+		if n := testing.AllocsPerRun(100, func() {
+			_ = requestTarget(dst, p, "openid=o1&lang=zh_CN", routeToken, tok, "", "")
+		}); n != 1 {
+			t.Errorf("target with room %d: %v allocations, want 1", cap(dst), n)
+		}
+	}
+	long := strings.Repeat("x", targetRoom)
+	var r2 [targetRoom]byte
+	if got := requestTarget(r2[:0], p, "q="+long, routeToken, tok, "", ""); got != p+"?q="+long+"&access_token="+tok {
+		t.Errorf("a target longer than the room is cut or wrong: %d bytes", len(got))
 	}
 }

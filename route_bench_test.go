@@ -24,7 +24,7 @@ func BenchmarkRoute(b *testing.B) {
 	setEnv(b)
 	f := newFake(b)
 	tok := stableTokenOf(b, f.URL)
-	gwPort, rpPort, rtPort := freePort(b), freePort(b), freePort(b)
+	gwPort, rpPort, rtPort, g0Port := freePort(b), freePort(b), freePort(b), freePort(b)
 	loadCaddyfile(b, fmt.Sprintf(`{
 	admin off
 	persist_config off
@@ -38,6 +38,14 @@ http://127.0.0.1:%d {
 	}
 }
 http://127.0.0.1:%d {
+	wechat {
+		appid {env.TEST_WECHAT_APPID}
+		secret {env.TEST_WECHAT_SECRET}
+		upstream %s
+		response_header_timeout 0
+	}
+}
+http://127.0.0.1:%d {
 	reverse_proxy %s
 }
 http://127.0.0.1:%d {
@@ -48,15 +56,17 @@ http://127.0.0.1:%d {
 		}
 	}
 }
-`, gwPort, f.URL, rpPort, f.URL[len("http://"):], rtPort, f.URL[len("http://"):]))
+`, gwPort, f.URL, g0Port, f.URL, rpPort, f.URL[len("http://"):], rtPort, f.URL[len("http://"):]))
 	b.Cleanup(func() { _ = caddy.Stop() })
 	const path = "/cgi-bin/user/info?openid=o1&lang=zh_CN"
 	for _, c := range []struct{ name, url string }{
 		{"gateway", fmt.Sprintf("http://127.0.0.1:%d%s", gwPort, path)},
-		{"reverse_proxy", fmt.Sprintf("http://127.0.0.1:%d%s&access_token=%s", rpPort, path, tok)},
 		// The gateway's transport defaults: response_header_timeout
 		// costs net/http a timer per request.
 		{"reverse_proxy_same_timeouts", fmt.Sprintf("http://127.0.0.1:%d%s&access_token=%s", rtPort, path, tok)},
+		// Both without a response-header timeout (reverse_proxy's default).
+		{"gateway_no_timeout", fmt.Sprintf("http://127.0.0.1:%d%s", g0Port, path)},
+		{"reverse_proxy", fmt.Sprintf("http://127.0.0.1:%d%s&access_token=%s", rpPort, path, tok)},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			client := &http.Client{Transport: &http.Transport{DisableCompression: true}}

@@ -62,8 +62,9 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 	case routeUserSNS, routeLogin, routeAppIDOnly, routeOwnCred:
 		// No access_token here: login calls get appid (and secret), and
 		// other /sns calls carry the user's own OAuth token untouched.
-		q := requestTarget(t.linePath(req), req.URL.RawQuery, r, "", t.acct.appid, t.secret)
-		resp, _, err := t.send(req, req.Body, req.ContentLength, q)
+		c := newRequestCopy(req)
+		q := requestTarget(c.room[:0], t.linePath(req), req.URL.RawQuery, r, "", t.acct.appid, t.secret)
+		resp, _, err := t.send(c, req.Body, req.ContentLength, q)
 		t.metrics.request(resultOf(resp, err))
 		return resp, err
 	}
@@ -142,14 +143,15 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 // sendToken sends req with token tok and a fresh reader over body.
 func (t *Transport) sendToken(req *http.Request, body *replayBody, tok *tokenEntry) (*http.Response, *sniffBody, error) {
 	t.sent.note(tok)
-	q := requestTarget(t.linePath(req), req.URL.RawQuery, routeToken, tok.Escaped(), "", "")
+	c := newRequestCopy(req)
+	q := requestTarget(c.room[:0], t.linePath(req), req.URL.RawQuery, routeToken, tok.Escaped(), "", "")
 	if len(body.data) > 0 {
-		return t.send(req, body.reader(), int64(len(body.data)), q)
+		return t.send(c, body.reader(), int64(len(body.data)), q)
 	}
 	if body.data != nil {
-		return t.send(req, nil, 0, q) // a reader over nothing would be two allocations wasted
+		return t.send(c, nil, 0, q) // a reader over nothing would be two allocations wasted
 	}
-	return t.send(req, body.stream, body.length, q)
+	return t.send(c, body.stream, body.length, q)
 }
 
 // linePath is the path part of the request line send writes (the
@@ -163,16 +165,15 @@ func (t *Transport) linePath(req *http.Request) string {
 	return u.EscapedPath()
 }
 
-// send performs one round trip of a shallow copy of req with the request
-// target from requestTarget: with t.opaque the whole target, path and
-// query, goes in the copy's URL.Opaque, which net/http writes as it is
+// send performs one round trip of c, a shallow copy of req, with the
+// request target from requestTarget: with t.opaque the whole target, path
+// and query, goes in the copy's URL.Opaque, which net/http writes as it is
 // (the path and a RawQuery would cost it a string to join them); else it
 // is the query alone. The Host header is always the upstream's own: a
 // client's Host is never passed on, so it cannot steer anything at
 // WeChat's edge. It also returns an unused sniffBody for this response's
 // sniff.
-func (t *Transport) send(req *http.Request, body io.ReadCloser, length int64, target string) (*http.Response, *sniffBody, error) {
-	c := &requestCopy{req: *req, url: *req.URL} // one allocation for the copies and the sniff handle
+func (t *Transport) send(c *requestCopy, body io.ReadCloser, length int64, target string) (*http.Response, *sniffBody, error) {
 	out, u := &c.req, &c.url
 	u.Path, u.RawPath = canonicalPath(u.Path), "" // the path the route was judged on
 	u.Opaque, u.RawQuery, u.ForceQuery = "", target, false
@@ -181,7 +182,7 @@ func (t *Transport) send(req *http.Request, body io.ReadCloser, length int64, ta
 	}
 	out.URL = u
 	out.Host = u.Host
-	out.Header = t.upstreamHeader(req.Header)
+	out.Header = t.upstreamHeader(out.Header) // still the caller's map here
 	out.Body = body
 	out.ContentLength = length
 	if length == 0 {
@@ -198,14 +199,29 @@ func (t *Transport) send(req *http.Request, body io.ReadCloser, length int64, ta
 	return resp, &c.body, nil
 }
 
-// requestCopy is the shallow copy of a request and its URL that send
-// hands upstream (the RoundTripper contract forbids changing the
-// caller's), and the handle of its response's sniffed body. It is never
-// pooled or reused, so the handle keeps sniffBody's double-Close rule.
+// requestCopy is, in one allocation, all that one upstream attempt needs:
+// the shallow copy of a request and its URL that send hands upstream (the
+// RoundTripper contract forbids changing the caller's), the handle of its
+// response's sniffed body, and room for the request target (path, query
+// and token: about 250 bytes), which requestTarget writes in place.
+//
+// It is never pooled or reused: the handle keeps sniffBody's
+// double-Close rule, and the target string aliases room, so room must
+// never be written twice.
 type requestCopy struct {
 	req  http.Request
 	url  url.URL
 	body sniffBody
+	room [targetRoom]byte
+}
+
+// targetRoom holds a WeChat request target with a long query (the token
+// alone is about 140 bytes); a longer one costs one allocation of its
+// own. With it the copy fills the allocator's 896-byte size class.
+const targetRoom = 400
+
+func newRequestCopy(req *http.Request) *requestCopy {
+	return &requestCopy{req: *req, url: *req.URL}
 }
 
 // replayBody is a request body, held in memory when it is small enough to
