@@ -189,3 +189,39 @@ func TestExamples(t *testing.T) {
 }
 
 func resetAccountsFunc(t *testing.T) func() { return func() { resetAccounts(t) } }
+
+// response_header_timeout defaults to 30 s in both Caddyfile forms, and 0
+// turns it off (reverse_proxy's own default), as the README says.
+func TestResponseHeaderTimeoutDefaultAndOff(t *testing.T) {
+	for _, tc := range []struct {
+		name, opt string
+		want      int64
+	}{
+		{"default", "", int64(30e9)},
+		{"off", "response_header_timeout 0", 0},
+		{"set", "response_header_timeout 5s", int64(5e9)},
+	} {
+		for form, site := range map[string]string{
+			"wechat":           "wechat {\n\t\tappid wx1\n\t\tsecret s\n\t\t" + tc.opt + "\n\t}",
+			"transport wechat": "reverse_proxy https://api.weixin.qq.com {\n\t\ttransport wechat {\n\t\t\tappid wx1\n\t\t\tsecret s\n\t\t\t" + tc.opt + "\n\t\t}\n\t}",
+		} {
+			cfg, err := adapt(":8080 {\n\t" + site + "\n}")
+			if err != nil {
+				t.Fatalf("%s, %s: %v", form, tc.name, err)
+			}
+			var got struct {
+				RHT int64 `json:"response_header_timeout"`
+			}
+			i := strings.Index(string(cfg), `"transport":`)
+			if i < 0 {
+				t.Fatalf("%s: no transport in %s", form, cfg)
+			}
+			if err := json.NewDecoder(strings.NewReader(string(cfg[i+len(`"transport":`):]))).Decode(&got); err != nil {
+				t.Fatal(err)
+			}
+			if got.RHT != tc.want {
+				t.Errorf("%s, %s: response_header_timeout %d, want %d", form, tc.name, got.RHT, tc.want)
+			}
+		}
+	}
+}
