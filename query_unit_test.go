@@ -70,6 +70,13 @@ func TestRequestTargetRoom(t *testing.T) {
 	}); n != 0 {
 		t.Errorf("target in the room: %v allocations, want 0", n)
 	}
+	// Room of exactly the target's length is room enough.
+	exact := make([]byte, 0, len(p+"?openid=o1&lang=zh_CN&access_token="+tok))
+	if n := testing.AllocsPerRun(100, func() {
+		_ = requestTarget(exact, p, "openid=o1&lang=zh_CN", routeToken, tok, "", "")
+	}); n != 0 {
+		t.Errorf("target in room of its exact length: %v allocations, want 0", n)
+	}
 	for _, dst := range [][]byte{nil, make([]byte, 0, 8)} {
 		if n := testing.AllocsPerRun(100, func() {
 			_ = requestTarget(dst, p, "openid=o1&lang=zh_CN", routeToken, tok, "", "")
