@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"github.com/caddy-wechat/wechat/internal/credential"
 	"github.com/caddyserver/caddy/v2"
@@ -276,15 +277,14 @@ func (t *ComponentTransport) unavailable(req *http.Request, named bool, err erro
 // send performs one round trip with the path p, the client's credentials
 // dropped, param=tok added, and the authorizer header removed.
 func (t *ComponentTransport) send(req *http.Request, p, param string, body *replayBody, tok *credential.Token) (*http.Response, error) {
-	out := new(http.Request)
-	*out = *req
-	u := *req.URL
+	c := &componentCopy{req: *req, url: *req.URL}
+	out, u := &c.req, &c.url
 	u.Path, u.RawPath = p, ""
 	if tok != nil {
-		u.RawQuery = componentQuery(req.URL.RawQuery, param, tok.Escaped())
+		u.RawQuery = componentQuery(c.room[:0], req.URL.RawQuery, param, tok.Escaped())
 	}
 	u.ForceQuery = false
-	out.URL = &u
+	out.URL = u
 	out.Host = u.Host
 	// The caller's header map is kept intact: reverse_proxy sends the same
 	// request again on a retry, and it must still name the authorizer.
@@ -322,12 +322,29 @@ func streamOf(req *http.Request) *replayBody {
 	return &replayBody{stream: req.Body, length: req.ContentLength}
 }
 
+// componentCopy is, in one allocation, the shallow copies of a request
+// and its URL that send hands upstream and room for the query with the
+// token (as requestCopy is for the wechat transport). It is never reused:
+// the query string aliases room.
+type componentCopy struct {
+	req  http.Request
+	url  url.URL
+	room [componentRoom]byte
+}
+
+// componentRoom holds a query with an authorizer_access_token (about 140
+// bytes); a longer query costs one allocation of its own.
+const componentRoom = 256
+
 // componentQuery drops every credential a client sent (access_token,
 // component_access_token, secret, in any case or escaping) and adds
-// param=tok (tok pre-escaped).
-func componentQuery(raw, param, tok string) string {
-	var b strings.Builder
-	b.Grow(len(raw) + len(param) + len(tok) + 2)
+// param=tok (tok pre-escaped). It is built in dst when dst has room, as
+// requestTarget is; the string aliases those bytes.
+func componentQuery(dst []byte, raw, param, tok string) string {
+	b := dst[:0]
+	if n := len(raw) + len(param) + len(tok) + 2; cap(b) < n {
+		b = make([]byte, 0, n)
+	}
 	for part := range strings.SplitSeq(raw, "&") {
 		if part == "" {
 			continue
@@ -342,13 +359,13 @@ func componentQuery(raw, param, tok string) string {
 		if key == "access_token" || key == "component_access_token" || key == "secret" || key == "component_appsecret" {
 			continue
 		}
-		b.WriteString(part)
-		b.WriteByte('&')
+		b = append(b, part...)
+		b = append(b, '&')
 	}
-	b.WriteString(param)
-	b.WriteByte('=')
-	b.WriteString(tok)
-	return b.String()
+	b = append(b, param...)
+	b = append(b, '=')
+	b = append(b, tok...)
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
 // redact strips the component's recent tokens from an error text.
