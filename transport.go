@@ -62,9 +62,7 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 	case routeUserSNS, routeLogin, routeAppIDOnly, routeOwnCred:
 		// No access_token here: login calls get appid (and secret), and
 		// other /sns calls carry the user's own OAuth token untouched.
-		c := newRequestCopy(req)
-		q := requestTarget(c.room[:0], t.linePath(req), req.URL.RawQuery, r, "", t.acct.appid, t.secret)
-		resp, _, err := t.send(c, req.Body, req.ContentLength, q)
+		resp, _, err := t.send(req, req.Body, req.ContentLength, r, "")
 		t.metrics.request(resultOf(resp, err))
 		return resp, err
 	}
@@ -143,15 +141,13 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 // sendToken sends req with token tok and a fresh reader over body.
 func (t *Transport) sendToken(req *http.Request, body *replayBody, tok *tokenEntry) (*http.Response, *sniffBody, error) {
 	t.sent.note(tok)
-	c := newRequestCopy(req)
-	q := requestTarget(c.room[:0], t.linePath(req), req.URL.RawQuery, routeToken, tok.Escaped(), "", "")
 	if len(body.data) > 0 {
-		return t.send(c, body.reader(), int64(len(body.data)), q)
+		return t.send(req, body.reader(), int64(len(body.data)), routeToken, tok.Escaped())
 	}
 	if body.data != nil {
-		return t.send(c, nil, 0, q) // a reader over nothing would be two allocations wasted
+		return t.send(req, nil, 0, routeToken, tok.Escaped()) // a reader over nothing would be two allocations wasted
 	}
-	return t.send(c, body.stream, body.length, q)
+	return t.send(req, body.stream, body.length, routeToken, tok.Escaped())
 }
 
 // linePath is the path part of the request line send writes (the
@@ -165,15 +161,17 @@ func (t *Transport) linePath(req *http.Request) string {
 	return u.EscapedPath()
 }
 
-// send performs one round trip of c, a shallow copy of req, with the
-// request target from requestTarget: with t.opaque the whole target, path
-// and query, goes in the copy's URL.Opaque, which net/http writes as it is
-// (the path and a RawQuery would cost it a string to join them); else it
-// is the query alone. The Host header is always the upstream's own: a
-// client's Host is never passed on, so it cannot steer anything at
-// WeChat's edge. It also returns an unused sniffBody for this response's
-// sniff.
-func (t *Transport) send(c *requestCopy, body io.ReadCloser, length int64, target string) (*http.Response, *sniffBody, error) {
+// send performs one round trip of a shallow copy of req with the request
+// target from requestTarget for route r (token pre-escaped): with t.opaque
+// the whole target, path and query, goes in the copy's URL.Opaque, which
+// net/http writes as it is (the path and a RawQuery would cost it a
+// string to join them); else it is the query alone. The Host header is
+// always the upstream's own: a client's Host is never passed on, so it
+// cannot steer anything at WeChat's edge. It also returns an unused
+// sniffBody for this response's sniff.
+func (t *Transport) send(req *http.Request, body io.ReadCloser, length int64, r route, token string) (*http.Response, *sniffBody, error) {
+	c := &requestCopy{req: *req, url: *req.URL} // the one allocation: see requestCopy
+	target := requestTarget(c.room[:0], t.linePath(req), req.URL.RawQuery, r, token, t.acct.appid, t.secret)
 	out, u := &c.req, &c.url
 	u.Path, u.RawPath = canonicalPath(u.Path), "" // the path the route was judged on
 	u.Opaque, u.RawQuery, u.ForceQuery = "", target, false
@@ -182,7 +180,7 @@ func (t *Transport) send(c *requestCopy, body io.ReadCloser, length int64, targe
 	}
 	out.URL = u
 	out.Host = u.Host
-	out.Header = t.upstreamHeader(out.Header) // still the caller's map here
+	out.Header = t.upstreamHeader(req.Header)
 	out.Body = body
 	out.ContentLength = length
 	if length == 0 {
@@ -219,10 +217,6 @@ type requestCopy struct {
 // alone is about 140 bytes); a longer one costs one allocation of its
 // own. With it the copy fills the allocator's 896-byte size class.
 const targetRoom = 400
-
-func newRequestCopy(req *http.Request) *requestCopy {
-	return &requestCopy{req: *req, url: *req.URL}
-}
 
 // replayBody is a request body, held in memory when it is small enough to
 // be sent twice, or else the live stream to be sent once.
