@@ -335,3 +335,29 @@ func TestScrubLongerNeedleWins(t *testing.T) {
 		}
 	}
 }
+
+// The stream scrub takes the first match in the text, whichever needle
+// it is: a needle right at the start of what is left (just after the
+// previous match, or at the start of the body) is redacted even when a
+// needle later in the set matches further on. Taking the later match
+// instead would copy the first one out in clear.
+func TestStreamScrubFirstMatchAtStart(t *testing.T) {
+	ns := newNeedleSet("SECRET-0123456789", "TOKEN-abcdef")
+	for _, in := range []string{
+		"SECRET-0123456789 then TOKEN-abcdef",
+		"TOKEN-abcdefSECRET-0123456789 and TOKEN-abcdef",
+		"x TOKEN-abcdefSECRET-0123456789 y TOKEN-abcdef z",
+	} {
+		sr := &scrubReader{ns: ns, src: &stepBody{data: []byte(in), step: 5000}, c: io.NopCloser(nil)}
+		got, err := io.ReadAll(sr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(got, []byte("SECRET-")) || bytes.Contains(got, []byte("TOKEN-")) {
+			t.Fatalf("stream scrub of %q left a value in clear: %q", in, got)
+		}
+		if want := ns.replaceString(in); string(got) != want {
+			t.Fatalf("stream scrub of %q = %q; the whole-body replace gives %q", in, got, want)
+		}
+	}
+}
