@@ -1,7 +1,6 @@
 package wechat
 
 import (
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -16,39 +15,21 @@ import (
 
 // The request target send builds whole into URL.Opaque (transport.go).
 
-// recorder answers as the fake does and keeps each request's target.
-type recorder struct {
-	mu   sync.Mutex
-	uris []string
-}
-
-func (rec *recorder) handler(f *fakeWeChat) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/cgi-bin/stable_token" {
-			rec.mu.Lock()
-			rec.uris = append(rec.uris, fmt.Sprintf("%s %s", r.Proto, r.RequestURI))
-			rec.mu.Unlock()
-		}
-		f.Server.ServeHTTP(w, r)
-	})
-}
-
-func (rec *recorder) last(t *testing.T) string {
-	t.Helper()
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
-	if len(rec.uris) == 0 {
-		t.Fatal("no request reached the upstream")
-	}
-	return rec.uris[len(rec.uris)-1]
+// upstreamOf serves f (with its hook) on a server of its own, started by
+// start, and logs each call's request line.
+func upstreamOf(f *fakeWeChat, start func(*httptest.Server)) (*httptest.Server, *upstreamLog) {
+	log := new(upstreamLog)
+	f.setHook(log.hook(nil))
+	up := httptest.NewUnstartedServer(f.srv.Config.Handler)
+	start(up)
+	return up, log
 }
 
 // The request target built whole into URL.Opaque is byte for byte what
 // net/http writes from the path and RawQuery: same escaping, same '?'.
 func TestRequestTargetAsNetHTTPWritesIt(t *testing.T) {
 	f := newFake(t)
-	var rec recorder
-	up := httptest.NewServer(rec.handler(f))
+	up, log := upstreamOf(f, (*httptest.Server).Start)
 	defer up.Close()
 	opaque := unitTransport(t, []string{f.URL}, nil)
 	plain := unitTransport(t, []string{f.URL}, nil)
@@ -74,7 +55,7 @@ func TestRequestTargetAsNetHTTPWritesIt(t *testing.T) {
 			if _, err := unitDo(t, tr, http.MethodGet, up.URL+target, ""); err != nil {
 				t.Fatalf("%s: %v", target, err)
 			}
-			got[i] = rec.last(t)
+			got[i] = log.last(t).target
 		}
 		if got[0] != got[1] {
 			t.Errorf("%s: sent as %q through URL.Opaque, %q through RawQuery", target, got[0], got[1])
@@ -130,10 +111,10 @@ func TestProxyGetsAbsoluteTarget(t *testing.T) {
 // :path, token included.
 func TestRequestTargetOverHTTP2(t *testing.T) {
 	f := newFake(t)
-	var rec recorder
-	up := httptest.NewUnstartedServer(rec.handler(f))
-	up.EnableHTTP2 = true
-	up.StartTLS()
+	up, log := upstreamOf(f, func(up *httptest.Server) {
+		up.EnableHTTP2 = true
+		up.StartTLS()
+	})
 	defer up.Close()
 	tr := unitTransport(t, []string{f.URL}, func(tr *Transport) {
 		tr.TLS = &reverseproxy.TLSConfig{InsecureSkipVerify: true}
@@ -147,7 +128,7 @@ func TestRequestTargetOverHTTP2(t *testing.T) {
 		t.Fatalf("over HTTP/2: %+v", r)
 	}
 	tok := tr.acct.tokens.Current()
-	if got, want := rec.last(t), "HTTP/2.0 /cgi-bin/user/info?openid=o1&access_token="+tok.Escaped(); got != want {
+	if got, want := log.last(t).target, "HTTP/2.0 /cgi-bin/user/info?openid=o1&access_token="+tok.Escaped(); got != want {
 		t.Fatalf("upstream got %q, want %q", got, want)
 	}
 }

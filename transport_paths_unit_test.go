@@ -46,13 +46,15 @@ func only(got map[string]float64, result string) bool {
 }
 
 // upstreamLog records what reached the fake's API (not its token
-// endpoint): body, Content-Length and Transfer-Encoding of each call.
+// endpoints): the request line's protocol and target, body,
+// Content-Length and Transfer-Encoding of each call.
 type upstreamLog struct {
 	mu    sync.Mutex
 	calls []upstreamCall
 }
 
 type upstreamCall struct {
+	target  string // "HTTP/1.1 /cgi-bin/...?...": Proto and RequestURI
 	body    []byte
 	length  int64
 	chunked bool
@@ -60,12 +62,13 @@ type upstreamCall struct {
 
 func (l *upstreamLog) hook(answer func(w http.ResponseWriter, r *http.Request) bool) func(w http.ResponseWriter, r *http.Request) bool {
 	return func(w http.ResponseWriter, r *http.Request) bool {
-		if r.URL.Path == "/cgi-bin/token" {
+		if r.URL.Path == "/cgi-bin/token" || r.URL.Path == "/cgi-bin/stable_token" {
 			return false
 		}
 		b, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(b)) // the fake may answer from it
 		l.mu.Lock()
-		l.calls = append(l.calls, upstreamCall{body: b, length: r.ContentLength, chunked: len(r.TransferEncoding) > 0})
+		l.calls = append(l.calls, upstreamCall{target: r.Proto + " " + r.RequestURI, body: b, length: r.ContentLength, chunked: len(r.TransferEncoding) > 0})
 		l.mu.Unlock()
 		if answer != nil {
 			return answer(w, r)

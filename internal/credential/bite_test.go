@@ -438,15 +438,8 @@ func TestPeerCopyOfRejectedTokenIgnored(t *testing.T) {
 // MinAge: exactly MinAge old, its rejection is weighed and it is replaced
 // (mutant: <= for <).
 func TestRejectedReplacementAtExactlyMinAge(t *testing.T) {
-	e := newEnv(t, credential.APIClassic, false, nil)
+	e, fresh := replacedOnce(t)
 	ctx := context.Background()
-	tok, _ := e.cache.Token(ctx)
-	e.clock.Advance(10 * time.Minute)
-	e.fake.Revoke(tok.Value)
-	fresh, replay, err := e.cache.Rejected(ctx, tok)
-	if err != nil || !replay {
-		t.Fatalf("the first rejection: replay %v, %v", replay, err)
-	}
 	e.fake.Revoke(fresh.Value)
 	e.clock.Advance(fresh.FetchedAt.Add(credential.DefaultMinAge).Sub(e.clock.Now()))
 	third, replay, err := e.cache.Rejected(ctx, fresh)

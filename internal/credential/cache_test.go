@@ -222,15 +222,8 @@ func TestRejectedYoungTokenRevokedIsReplaced(t *testing.T) {
 // than MinAge is kept, with no probe and no fetch: WeChat is rejecting
 // every token, and fetching again would only burn the quota.
 func TestRejectedYoungReplacementKept(t *testing.T) {
-	e := newEnv(t, credential.APIClassic, false, nil)
+	e, fresh := replacedOnce(t)
 	ctx := context.Background()
-	tok, _ := e.cache.Token(ctx)
-	e.clock.Advance(10 * time.Minute)
-	e.fake.Revoke(tok.Value)
-	fresh, replay, err := e.cache.Rejected(ctx, tok)
-	if err != nil || !replay {
-		t.Fatalf("the first rejection: replay %v, %v", replay, err)
-	}
 	probes, fetches := e.fake.Probes.Load(), e.fake.Fetches.Load()
 	e.fake.Revoke(fresh.Value)
 	e.clock.Advance(10 * time.Second)
@@ -247,15 +240,8 @@ func TestRejectedYoungReplacementKept(t *testing.T) {
 // A replacement that has answered a call (Confirm) and then fails was
 // revoked, not caught in a glitch: it is probed and replaced at once.
 func TestRejectedConfirmedReplacementReplaced(t *testing.T) {
-	e := newEnv(t, credential.APIClassic, false, nil)
+	e, fresh := replacedOnce(t)
 	ctx := context.Background()
-	tok, _ := e.cache.Token(ctx)
-	e.clock.Advance(10 * time.Minute)
-	e.fake.Revoke(tok.Value)
-	fresh, replay, err := e.cache.Rejected(ctx, tok)
-	if err != nil || !replay {
-		t.Fatalf("the first rejection: replay %v, %v", replay, err)
-	}
 	e.cache.Confirm(fresh)
 	fetches := e.fake.Fetches.Load()
 	e.fake.Revoke(fresh.Value)
@@ -727,4 +713,21 @@ func engineGoroutines() (n, loops int) {
 		}
 	}
 	return n, loops
+}
+
+// replacedOnce is a classic-API cache whose first token, 10 minutes old,
+// was revoked and rejected once: fresh is its replacement, not yet
+// confirmed by any call.
+func replacedOnce(t *testing.T) (*env, *credential.Token) {
+	t.Helper()
+	e := newEnv(t, credential.APIClassic, false, nil)
+	ctx := context.Background()
+	tok, _ := e.cache.Token(ctx)
+	e.clock.Advance(10 * time.Minute)
+	e.fake.Revoke(tok.Value)
+	fresh, replay, err := e.cache.Rejected(ctx, tok)
+	if err != nil || !replay {
+		t.Fatalf("the first rejection: replay %v, %v", replay, err)
+	}
+	return e, fresh
 }
