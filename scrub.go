@@ -122,7 +122,6 @@ func newNeedleSet(values ...string) *needleSet {
 			}
 		}
 		ns.strs = append(ns.strs, s)
-		ns.bytes = append(ns.bytes, []byte(s))
 		if ns.min == 0 || len(s) < ns.min {
 			ns.min = len(s)
 		}
@@ -135,16 +134,11 @@ func newNeedleSet(values ...string) *needleSet {
 	// Longest first: both replacers take the first needle that matches at
 	// a position, so a value that is a prefix of another (a token sharing
 	// the secret's first bytes) must not win and leave the other's tail.
-	idx := make([]int, len(ns.strs))
-	for i := range idx {
-		idx[i] = i
+	slices.SortStableFunc(ns.strs, func(a, b string) int { return len(b) - len(a) })
+	ns.bytes = make([][]byte, len(ns.strs))
+	for i, s := range ns.strs {
+		ns.bytes[i] = []byte(s)
 	}
-	slices.SortStableFunc(idx, func(a, b int) int { return len(ns.strs[b]) - len(ns.strs[a]) })
-	strs, bs := make([]string, len(idx)), make([][]byte, len(idx))
-	for i, j := range idx {
-		strs[i], bs[i] = ns.strs[j], ns.bytes[j]
-	}
-	ns.strs, ns.bytes = strs, bs
 	return ns
 }
 
