@@ -89,9 +89,9 @@ func TestWantsHTML(t *testing.T) {
 	for accept, want := range map[string]bool{
 		"": false, "*/*": false, "application/json": false,
 		"text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8": true,
-		"application/json, text/html;q=0.5":                                false,
-		"text/html;q=0":                                                    false,
-		"text/html":                                                        true,
+		"application/json, text/html;q=0.5":                               false,
+		"text/html;q=0":                                                   false,
+		"text/html":                                                       true,
 	} {
 		r := httptest.NewRequest("GET", "/", nil)
 		r.Header.Set("Accept", accept)
