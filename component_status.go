@@ -4,9 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"strconv"
+	"time"
 
 	"github.com/caddy-wechat/wechat/internal/credential"
+	"github.com/caddy-wechat/wechat/internal/statusview"
 	"github.com/caddyserver/caddy/v2"
 )
 
@@ -37,27 +38,25 @@ type authorizersPage struct {
 	Token       credential.Status             `json:"component_token"`
 	Items       []credential.AuthorizerStatus `json:"items"`
 	NextCursor  string                        `json:"next_cursor,omitempty"`
+	Matched     *int                          `json:"matched,omitempty"` // with ?q= or ?unhealthy=1: how many match
 }
-
-const maxPage = 1000
 
 // serveAuthorizers: ?component=<appid> (needed when several components
 // are configured), cursor (the last appid of the previous page), limit
-// (default 100, at most 1000).
+// (default 100, at most 1000), q (a part of the authorizer appid),
+// unhealthy=1 (statusview.Unhealthy's). HTML to a browser.
 func serveAuthorizers(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: errors.New("GET only")}
 	}
-	q := r.URL.Query()
-	limit := 100
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n <= 0 {
-			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: errors.New("limit: want a positive number")}
-		}
-		limit = min(n, maxPage)
+	if statusview.WantsHTML(r) {
+		return serveStatusHTML(w, r)
 	}
-	want := q.Get("component")
+	q, err := statusview.ParseQuery(r.URL.Query())
+	if err != nil {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
+	}
+	want := q.Component
 	var found []*platform
 	platforms.Range(func(_, v any) bool {
 		if p := v.(*platform); want == "" || p.appid == want {
@@ -72,8 +71,15 @@ func serveAuthorizers(w http.ResponseWriter, r *http.Request) error {
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: errors.New("several components: name one with ?component=<appid>")}
 	}
 	p := found[0]
-	items, next := p.reg.Page(q.Get("cursor"), limit)
+	var keep func(*credential.AuthorizerStatus) bool
+	if q.Unhealthy {
+		keep = statusview.Unhealthy(time.Now())
+	}
+	items, next, total := p.reg.Find(q.Cursor, q.Limit, q.Search, keep)
 	page := authorizersPage{Component: p.appid, Authorizers: p.reg.Len(), Token: p.comp.Status(), Items: items, NextCursor: next}
+	if q.Search != "" || q.Unhealthy {
+		page.Matched = &total
+	}
 	if v, err := p.comp.Aux().Get(r.Context(), credential.AuxVerifyTicket); err == nil && len(v) > 0 {
 		page.Ticket = true
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/caddy-wechat/wechat/internal/credential"
+	"github.com/caddy-wechat/wechat/internal/statusview"
 	"github.com/caddyserver/caddy/v2"
 )
 
@@ -72,6 +73,9 @@ func serveStatus(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: errMethod}
 	}
+	if statusview.WantsHTML(r) {
+		return serveStatusHTML(w, r)
+	}
 	views := []accountView{}
 	accounts.Range(func(_, v any) bool {
 		views = append(views, v.(*account).view())
@@ -80,8 +84,13 @@ func serveStatus(w http.ResponseWriter, r *http.Request) error {
 	sort.Slice(views, func(i, j int) bool {
 		return views[i].AppID+views[i].TokenAPI+views[i].Account < views[j].AppID+views[j].TokenAPI+views[j].Account
 	})
+	out := map[string]any{"accounts": views}
+	if c := componentViews(r.Context()); c != nil {
+		out["components"] = c
+	}
 	w.Header().Set("Content-Type", "application/json")
-	return json.NewEncoder(w).Encode(map[string]any{"accounts": views})
+	w.Header().Add("Vary", "Accept")
+	return json.NewEncoder(w).Encode(out)
 }
 
 var errMethod = errors.New("method not allowed: /wechat/status is read-only")

@@ -1,0 +1,172 @@
+package wechat
+
+// The status page for people (internal/statusview renders it): served by
+// the admin API where the JSON is, to a client that asks for HTML, and
+// by the wechat_status handler, which a site mounts behind basic_auth.
+
+import (
+	"context"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/caddy-wechat/wechat/internal/credential"
+	"github.com/caddy-wechat/wechat/internal/statusview"
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	caddy.RegisterModule(StatusHandler{})
+	httpcaddyfile.RegisterHandlerDirective("wechat_status", parseStatusHandler)
+	// Terminal, like respond: no `order` option needed.
+	httpcaddyfile.RegisterDirectiveOrder("wechat_status", httpcaddyfile.Before, "respond")
+}
+
+// StatusHandler is the HTTP handler "wechat_status": the status page of
+// every account and component of this process, read-only, with no token,
+// ticket, refresh token or secret. Anyone who reaches it learns the
+// appids and their health, so mount it behind basic_auth or a remote_ip
+// guard. Terminal: it never calls the next handler.
+type StatusHandler struct{}
+
+// CaddyModule returns the Caddy module information.
+func (StatusHandler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.wechat_status", New: func() caddy.Module { return new(StatusHandler) }}
+}
+
+func (StatusHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		return caddyhttp.Error(http.StatusMethodNotAllowed, errMethod)
+	}
+	q, err := statusview.ParseQuery(r.URL.Query())
+	if err != nil {
+		return caddyhttp.Error(http.StatusBadRequest, err)
+	}
+	return statusview.WriteHTML(w, r, statusPage(r.Context(), q, time.Now()))
+}
+
+// parseStatusHandler: `wechat_status`, no arguments.
+func parseStatusHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	s := new(StatusHandler)
+	return s, s.UnmarshalCaddyfile(h.Dispenser)
+}
+
+// UnmarshalCaddyfile reads `wechat_status` (no arguments, no block).
+func (*StatusHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if d.NextBlock(0) {
+		return d.Errf("wechat_status takes no block")
+	}
+	return nil
+}
+
+// serveStatusHTML is the admin API's HTML answer, on /wechat/status and
+// /wechat/status/authorizers alike.
+func serveStatusHTML(w http.ResponseWriter, r *http.Request) error {
+	q, err := statusview.ParseQuery(r.URL.Query())
+	if err != nil {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
+	}
+	return statusview.WriteHTML(w, r, statusPage(r.Context(), q, time.Now()))
+}
+
+// statusPage gathers what the page shows from the pools: the same state
+// as the JSON views.
+func statusPage(ctx context.Context, q statusview.Query, now time.Time) *statusview.Page {
+	p := &statusview.Page{Now: now}
+	var accts []*account
+	accounts.Range(func(_, v any) bool { accts = append(accts, v.(*account)); return true })
+	for _, a := range accts {
+		v := a.view()
+		p.Accounts = append(p.Accounts, statusview.Account{AppID: v.AppID, Label: v.Account, TokenAPI: v.TokenAPI,
+			Store: storeState(a.shared), HasToken: v.HasToken, Token: v.Status, Tickets: v.Tickets})
+	}
+	sort.Slice(p.Accounts, func(i, j int) bool {
+		x, y := p.Accounts[i], p.Accounts[j]
+		return x.AppID+x.TokenAPI+x.Label < y.AppID+y.TokenAPI+y.Label
+	})
+	plats := componentPlatforms()
+	var chosen *platform
+	for _, pl := range plats {
+		p.Components = append(p.Components, pl.summary(ctx, now))
+		if pl.appid == q.Component || (q.Component == "" && len(plats) == 1) {
+			chosen = pl
+		}
+	}
+	switch {
+	case chosen != nil:
+		q.Component = chosen.appid
+		a := &statusview.Authorizers{Query: q}
+		var keep func(*credential.AuthorizerStatus) bool
+		if q.Unhealthy {
+			keep = statusview.Unhealthy(now)
+		}
+		a.Items, a.Next, a.Total = chosen.reg.Find(q.Cursor, q.Limit, q.Search, keep)
+		p.Authorizers = a
+	case q.Component != "":
+		p.Notice = "No component " + q.Component + " is configured."
+	case len(plats) > 1:
+		p.Notice = "Several components: choose one above to list its authorizers."
+	}
+	return p
+}
+
+func storeState(s *credential.Shared) statusview.Store {
+	if s == nil {
+		return statusview.Store{}
+	}
+	return statusview.Store{Configured: true, Durable: s.Durable(), BreakerOpen: s.BreakerOpen()}
+}
+
+// componentPlatforms lists the pooled components in appid order.
+func componentPlatforms() []*platform {
+	var out []*platform
+	platforms.Range(func(_, v any) bool { out = append(out, v.(*platform)); return true })
+	sort.Slice(out, func(i, j int) bool { return out[i].appid < out[j].appid })
+	return out
+}
+
+// summary is the component's line: its token, ticket, store and how many
+// of its authorizers are unhealthy (one status read each: about 5 ms at
+// 10,000, see BenchmarkStatusPage).
+func (p *platform) summary(ctx context.Context, now time.Time) statusview.Component {
+	_, _, bad := p.reg.Find("", 1, "", statusview.Unhealthy(now))
+	c := statusview.Component{AppID: p.appid, Authorizers: p.reg.Len(), Unhealthy: bad, Token: p.comp.Status(), Store: storeState(p.shared)}
+	if v, err := p.comp.Aux().Get(ctx, credential.AuxVerifyTicket); err == nil && len(v) > 0 {
+		c.TicketStored = true
+	}
+	return c
+}
+
+// componentView is a component's line in the JSON of /wechat/status.
+type componentView struct {
+	Component   string            `json:"component"`
+	Authorizers int               `json:"authorizers"`
+	Unhealthy   int               `json:"unhealthy_authorizers"`
+	Ticket      bool              `json:"ticket_stored"`
+	Token       credential.Status `json:"component_token"`
+	StoreDown   bool              `json:"store_down,omitempty"`
+}
+
+// componentViews is the components for the JSON status (nil: none).
+func componentViews(ctx context.Context) []componentView {
+	var out []componentView
+	for _, p := range componentPlatforms() {
+		s := p.summary(ctx, time.Now())
+		out = append(out, componentView{Component: s.AppID, Authorizers: s.Authorizers, Unhealthy: s.Unhealthy,
+			Ticket: s.TicketStored, Token: s.Token, StoreDown: s.Store.BreakerOpen})
+	}
+	return out
+}
+
+var (
+	_ caddyhttp.MiddlewareHandler = StatusHandler{}
+	_ caddyfile.Unmarshaler       = (*StatusHandler)(nil)
+)
