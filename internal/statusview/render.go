@@ -132,8 +132,8 @@ func build(p *Page) *view {
 			row.Creds = append(row.Creds, cred(t, a.TokenAPI, now))
 		}
 		for _, c := range row.Creds {
-			if c.StateClass != "ok" {
-				v.Problems++
+			if c.StateClass != "ok" && c.State != "renewing" {
+				v.Problems++ // a renewal in flight is the normal course
 			}
 		}
 		v.Accounts = append(v.Accounts, row)
