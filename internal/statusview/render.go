@@ -82,10 +82,12 @@ type view struct {
 type accountRow struct {
 	AppID, Label, TokenAPI, Store string
 	StoreBad                      bool
-	Creds                         []credRow
+	Creds                         []Row
 }
 
-type credRow struct {
+// Row is a credential in words, as the page and `caddy wechat status`
+// show it.
+type Row struct {
 	Name, State, StateClass string
 	Source, Age, Expires    string
 	Renew                   string
@@ -101,7 +103,7 @@ type componentRow struct {
 	Authorizers  int
 	Unhealthy    int
 	Ticket       bool
-	Token        credRow
+	Token        Row
 	Link, BadURL string
 }
 
@@ -117,7 +119,7 @@ type authorizersView struct {
 }
 
 type authRow struct {
-	credRow
+	Row
 	AppID   string
 	Unsaved bool
 }
@@ -153,7 +155,7 @@ func build(p *Page) *view {
 		av := &authorizersView{Component: a.Component, Search: a.Search, Unhealthy: a.Unhealthy, Limit: a.Limit, Total: a.Total,
 			Filtered: a.Search != "" || a.Unhealthy}
 		for _, it := range a.Items {
-			r := authRow{credRow: cred(it.Status, "", now), AppID: it.AppID, Unsaved: it.RefreshUnsaved}
+			r := authRow{Row: cred(it.Status, "", now), AppID: it.AppID, Unsaved: it.RefreshUnsaved}
 			if it.RefreshUnsaved {
 				r.State += ", refresh token unsaved"
 				r.StateClass = "bad"
@@ -189,9 +191,15 @@ func storeWords(s Store) string {
 	return "shared store (breaker closed)"
 }
 
-func cred(st credential.Status, api string, now time.Time) credRow {
+// Describe puts a credential's status in words: states, ages, the
+// fetches against the ceiling, the last error and what to do about it.
+func Describe(st credential.Status, tokenAPI string, now time.Time) Row {
+	return cred(st, tokenAPI, now)
+}
+
+func cred(st credential.Status, api string, now time.Time) Row {
 	states := State(st, now)
-	r := credRow{Name: st.Name, State: strings.Join(states, ", "), StateClass: "ok", Source: st.Source,
+	r := Row{Name: st.Name, State: strings.Join(states, ", "), StateClass: "ok", Source: st.Source,
 		FetchN: int(st.Fetches), FetchMax: st.Ceiling, FetchHigh: st.Ceiling * 4 / 5}
 	switch states[0] {
 	case "healthy":
