@@ -61,7 +61,7 @@ func Status(w io.Writer, addr string) (int, error) {
 		}
 		for _, c := range append([]credential.Status{a.Status}, a.Tickets...) {
 			r := statusview.Describe(c, a.TokenAPI, now)
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.AppID, a.TokenAPI, c.Name, r.State, r.Source,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.AppID, a.TokenAPI, c.Name, r.State, strings.ReplaceAll(r.Source, "—", "-"),
 				dash(r.Age), dash(r.Expires), dash(r.Renew), r.Fetches, r.Forced, store, errWords(r))
 		}
 	}

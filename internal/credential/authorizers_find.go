@@ -18,7 +18,11 @@ func (r *Registry) Find(cursor string, limit int, q string, keep func(*Authorize
 	if limit <= 0 {
 		limit = 100
 	}
-	var ids []*Authorizer
+	// The page is the limit smallest appids after cursor: a max-heap of
+	// that size keeps them, so ten thousand candidates cost about one
+	// comparison each instead of a sort of them all.
+	top := make([]candidate, 0, min(limit, 1024))
+	n := 0
 	var st AuthorizerStatus
 	for i := range r.shards {
 		m := r.shards[i].m.Load()
@@ -36,21 +40,63 @@ func (r *Registry) Find(cursor string, limit int, q string, keep func(*Authorize
 				}
 			}
 			total++
-			if k > cursor {
-				ids = append(ids, a)
+			if k <= cursor {
+				continue
+			}
+			n++
+			switch {
+			case len(top) < limit:
+				top = append(top, candidate{k, a})
+				siftUp(top, len(top)-1)
+			case k < top[0].k:
+				top[0] = candidate{k, a}
+				siftDown(top, 0)
 			}
 		}
 	}
-	slices.SortFunc(ids, func(a, b *Authorizer) int { return strings.Compare(a.src.AppID, b.src.AppID) })
-	if len(ids) > limit {
-		ids = ids[:limit]
-		next = ids[limit-1].src.AppID
+	slices.SortFunc(top, func(a, b candidate) int { return strings.Compare(a.k, b.k) })
+	if n > limit {
+		next = top[len(top)-1].k
 	}
-	items = make([]AuthorizerStatus, len(ids))
-	for i, a := range ids {
-		items[i] = a.status()
+	items = make([]AuthorizerStatus, len(top))
+	for i, c := range top {
+		items[i] = c.a.status()
 	}
 	return items, next, total
+}
+
+type candidate struct {
+	k string
+	a *Authorizer
+}
+
+// siftUp and siftDown keep h a max-heap on k.
+func siftUp(h []candidate, i int) {
+	for i > 0 {
+		p := (i - 1) / 2
+		if h[p].k >= h[i].k {
+			return
+		}
+		h[p], h[i] = h[i], h[p]
+		i = p
+	}
+}
+
+func siftDown(h []candidate, i int) {
+	for {
+		l, big := 2*i+1, i
+		if l < len(h) && h[l].k > h[big].k {
+			big = l
+		}
+		if r := l + 1; r < len(h) && h[r].k > h[big].k {
+			big = r
+		}
+		if big == i {
+			return
+		}
+		h[i], h[big] = h[big], h[i]
+		i = big
+	}
 }
 
 func (a *Authorizer) status() AuthorizerStatus {

@@ -62,4 +62,19 @@ func TestRegistryFind(t *testing.T) {
 	if len(p) != 30 || next != "" || total != 30 || p[29].AppID != "wxfind29" || p[3].ExpiresAt.IsZero() {
 		t.Fatalf("all: %d next %q total %d", len(p), next, total)
 	}
+	// Without search or filter, Find is Page: every limit, every cursor
+	// (the heap that picks a page against the full sort).
+	for limit := 1; limit <= 31; limit++ {
+		for c := -1; c < 30; c += 3 {
+			cursor := ""
+			if c >= 0 {
+				cursor = fmt.Sprintf("wxfind%02d", c)
+			}
+			want, wnext := reg.Page(cursor, limit)
+			got, gnext, _ := reg.Find(cursor, limit, "", nil)
+			if ids(got) != ids(want) || gnext != wnext {
+				t.Fatalf("cursor %q limit %d: Find %s next %q; Page %s next %q", cursor, limit, ids(got), gnext, ids(want), wnext)
+			}
+		}
+	}
 }
