@@ -25,7 +25,7 @@ const (
 	spCompToken    = "callbacktoken0001"
 	spCompAESKey   = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
 	spAuthorizers  = 12
-	spRenewTTL     = 20 * time.Second
+	spRenewTTL     = 40 * time.Second
 	spBrowserLimit = 5
 )
 
@@ -122,7 +122,7 @@ func TestStatusPageInChromium(t *testing.T) {
 		}
 		return n == 5
 	})
-	// From now on the renewing account's fetch hangs: at half its 20 s
+	// From now on the renewing account's fetch hangs: at half its 40 s
 	// life its renewal starts and stays in flight (fetch_timeout 30s).
 	renewing.SetTokenDelay(time.Minute)
 	// The healthy account's JS-SDK ticket.
@@ -280,6 +280,14 @@ func TestStatusPageInChromium(t *testing.T) {
 	r := spDo(t, "GET", g.URL+"/status?unhealthy=1", "", "Authorization", "Basic b3BzOmhlbGxv") // ops:hello
 	if r.status != 200 || !strings.Contains(r.header.Get("Content-Security-Policy"), "default-src 'none'") || !strings.Contains(r.body, `data-appid="`+spMerchant(7)+`"`) || strings.Contains(r.body, `data-appid="`+spMerchant(8)+`"`) {
 		t.Errorf("wechat_status: %d %v", r.status, r.header)
+	}
+	// Hostile input: a search that is not an appid is refused, not echoed;
+	// the page is read-only.
+	if h := spDo(t, "GET", g.URL+"/status?q=%3Cscript%3Ealert(1)%3C/script%3E", "", "Authorization", "Basic b3BzOmhlbGxv"); h.status != 400 || strings.Contains(h.body, "<script") {
+		t.Errorf("a hostile search: %d %q", h.status, h.body)
+	}
+	if h := spDo(t, "POST", g.URL+"/status", "", "Authorization", "Basic b3BzOmhlbGxv"); h.status != 405 {
+		t.Errorf("POST to wechat_status: %d", h.status)
 	}
 	admin := "http://" + g.Admin + "/wechat/status"
 	if a := spDo(t, "GET", admin+"/authorizers?unhealthy=1", "", "Accept", "text/html"); a.status != 200 || !strings.Contains(a.body, `data-appid="`+spMerchant(11)+`"`) || a.header.Get("Content-Security-Policy") == "" {
