@@ -6,6 +6,7 @@
 package wechatcmd
 
 import (
+	"errors"
 	"os"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
@@ -76,7 +77,12 @@ wechat_jssdk, WeCom, open platform component) checks that:
 Prints one line per check (ok, FAIL, skip) and exits 1 if any failed.
 `,
 				RunE: caddycmd.WrapCommandFuncForCobra(func(fl caddycmd.Flags) (int, error) {
-					return Doctor(os.Stdout, fl.String("config"), fl.String("adapter")), nil
+					if code := Doctor(os.Stdout, fl.String("config"), fl.String("adapter")); code != 0 {
+						// An error, so that Caddy's Main exits non-zero (a
+						// bare status 1 would exit 0).
+						return code, errors.New("caddy wechat doctor: a check failed (the FAIL lines above)")
+					}
+					return 0, nil
 				}),
 			}
 			doctor.Flags().StringP("config", "c", "", "Configuration file (default: ./Caddyfile)")

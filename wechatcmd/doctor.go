@@ -299,7 +299,9 @@ func (d *doctor) token(subject string, a *account, appid, secret string, bases [
 		var ae *credential.APIError
 		if errors.As(err, &ae) {
 			if adv := statusview.Advice(api, text); adv != "" {
-				d.line("FAIL", subject, "token", fmt.Sprintf("errcode %d: %s (WeChat said: %s)", ae.Code, adv, credential.StripRID(ae.Msg)))
+				said := credential.StripRID(ae.Msg)
+				said += strings.Repeat(")", max(strings.Count(said, "(")-strings.Count(said, ")"), 0)) // the rid went with a ")"
+				d.line("FAIL", subject, "token", fmt.Sprintf("errcode %d: %s (WeChat said: %s)", ae.Code, adv, said))
 				return
 			}
 		}
