@@ -95,13 +95,12 @@ func statusPage(ctx context.Context, q statusview.Query, now time.Time) *statusv
 	plats := componentPlatforms()
 	var chosen *platform
 	for _, pl := range plats {
-		p.Components = append(p.Components, pl.summary(ctx, now))
 		if pl.appid == q.Component || (q.Component == "" && len(plats) == 1) {
 			chosen = pl
 		}
 	}
-	switch {
-	case chosen != nil:
+	bad := -1 // the chosen component's unhealthy count, when its page counted them
+	if chosen != nil {
 		q.Component = chosen.appid
 		a := &statusview.Authorizers{Query: q}
 		var keep func(*credential.AuthorizerStatus) bool
@@ -109,7 +108,20 @@ func statusPage(ctx context.Context, q statusview.Query, now time.Time) *statusv
 			keep = statusview.Unhealthy(now)
 		}
 		a.Items, a.Next, a.Total = chosen.reg.Find(q.Cursor, q.Limit, q.Search, keep)
+		if q.Unhealthy && q.Search == "" {
+			bad = a.Total
+		}
 		p.Authorizers = a
+	}
+	for _, pl := range plats {
+		if pl == chosen {
+			p.Components = append(p.Components, pl.summary(ctx, now, bad))
+		} else {
+			p.Components = append(p.Components, pl.summary(ctx, now, -1))
+		}
+	}
+	switch {
+	case chosen != nil:
 	case q.Component != "":
 		p.Notice = "No component " + q.Component + " is configured."
 	case len(plats) > 1:
@@ -134,10 +146,12 @@ func componentPlatforms() []*platform {
 }
 
 // summary is the component's line: its token, ticket, store and how many
-// of its authorizers are unhealthy (one status read each: about 5 ms at
-// 10,000, see BenchmarkStatusPage).
-func (p *platform) summary(ctx context.Context, now time.Time) statusview.Component {
-	_, _, bad := p.reg.Find("", 1, "", statusview.Unhealthy(now))
+// of its authorizers are unhealthy (bad, or when it is -1 counted here:
+// one status read per authorizer, see BenchmarkStatusPage).
+func (p *platform) summary(ctx context.Context, now time.Time, bad int) statusview.Component {
+	if bad < 0 {
+		_, _, bad = p.reg.Find("", 1, "", statusview.Unhealthy(now))
+	}
 	c := statusview.Component{AppID: p.appid, Authorizers: p.reg.Len(), Unhealthy: bad, Token: p.comp.Status(), Store: storeState(p.shared)}
 	if v, err := p.comp.Aux().Get(ctx, credential.AuxVerifyTicket); err == nil && len(v) > 0 {
 		c.TicketStored = true
@@ -159,7 +173,7 @@ type componentView struct {
 func componentViews(ctx context.Context) []componentView {
 	var out []componentView
 	for _, p := range componentPlatforms() {
-		s := p.summary(ctx, time.Now())
+		s := p.summary(ctx, time.Now(), -1)
 		out = append(out, componentView{Component: s.AppID, Authorizers: s.Authorizers, Unhealthy: s.Unhealthy,
 			Ticket: s.TicketStored, Token: s.Token, StoreDown: s.Store.BreakerOpen})
 	}

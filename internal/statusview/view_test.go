@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -220,7 +221,10 @@ func BenchmarkStatusPage(b *testing.B) {
 			keep = bad
 		}
 		items, next, total := reg.Find(q.Cursor, q.Limit, q.Search, keep)
-		_, _, nbad := reg.Find("", 1, "", bad)
+		nbad := total // as the gateway does (status_html.go): the filtered page counted them
+		if !q.Unhealthy || q.Search != "" {
+			_, _, nbad = reg.Find("", 1, "", bad)
+		}
 		return &statusview.Page{Now: now, Components: []statusview.Component{{AppID: "wxcomp", Authorizers: reg.Len(), Unhealthy: nbad, TicketStored: true}},
 			Authorizers: &statusview.Authorizers{Query: q, Items: items, Next: next, Total: total}}
 	}
@@ -237,6 +241,7 @@ func BenchmarkStatusPage(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			var buf bytes.Buffer
 			b.ReportAllocs()
+			cpu0 := cpuTime()
 			for b.Loop() {
 				buf.Reset()
 				rec := &discard{h: http.Header{}, w: &buf}
@@ -244,6 +249,9 @@ func BenchmarkStatusPage(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+			// The process's CPU time per page (GC included): on a shared
+			// machine wall time (ns/op) counts the other tenants too.
+			b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N)/1e6, "cpu-ms/page")
 			b.ReportMetric(float64(buf.Len()), "bytes/page")
 			if c.q.Unhealthy && !strings.Contains(buf.String(), "50 match") {
 				b.Fatalf("the unhealthy filter found something else")
@@ -260,3 +268,9 @@ type discard struct {
 func (d *discard) Header() http.Header         { return d.h }
 func (d *discard) Write(p []byte) (int, error) { return d.w.Write(p) }
 func (d *discard) WriteHeader(int)             {}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
