@@ -47,6 +47,7 @@ type doctor struct {
 	date    time.Time                // WeChat's clock, from the first answer's Date header
 	dateAt  time.Time                // our clock when it was read
 	dateOf  string
+	storage json.RawMessage // the config's Caddy storage, for `store storage`
 }
 
 type domainResult struct {
@@ -92,6 +93,11 @@ func (d *doctor) run(configFile, adapter string) {
 		used = "json"
 	}
 	d.line("ok", "config", "adapts", file+" ("+used+")")
+	var top struct {
+		Storage json.RawMessage `json:"storage"`
+	}
+	json.Unmarshal(cfg, &top)
+	d.storage = top.Storage
 	accts, err := findAccounts(cfg)
 	if err != nil {
 		d.line("FAIL", "config", "accounts", err.Error())
@@ -337,6 +343,9 @@ func (d *doctor) store(subject string, a *account) {
 		}
 		return
 	}
+	if name == "storage" {
+		raw = d.withStorage(raw)
+	}
 	start := time.Now()
 	err := probeStore(name, raw)
 	switch {
@@ -347,6 +356,26 @@ func (d *doctor) store(subject string, a *account) {
 	default:
 		d.line("ok", subject, "store "+name, fmt.Sprintf("answers (a read in %s)", time.Since(start).Round(time.Millisecond)))
 	}
+}
+
+// withStorage gives a storage store without a storage of its own the one
+// a running Caddy would give it: the config's, else file_system in
+// Caddy's data directory (of the user running the doctor).
+func (d *doctor) withStorage(raw json.RawMessage) json.RawMessage {
+	var m map[string]any
+	if json.Unmarshal(raw, &m) != nil || m["storage"] != nil {
+		return raw
+	}
+	if len(d.storage) > 0 {
+		m["storage"] = d.storage
+	} else {
+		m["storage"] = map[string]any{"module": "file_system", "root": caddy.AppDataDir()}
+	}
+	out, err := json.Marshal(m)
+	if err != nil {
+		return raw
+	}
+	return out
 }
 
 var errOffline = errors.New("Caddy's default storage is known only to a running Caddy: not checked")

@@ -3,7 +3,6 @@ package wechatcmd_test
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -140,7 +139,10 @@ func TestDoctorHealthy(t *testing.T) {
 	setEnv(t)
 	f := newFake(t)
 	mc := testserver.Memcached(t)
-	code, out := doctor(t, site(f, "memcache "+mc.Addr))
+	rd := testserver.Redis(t)
+	cfg := strings.Replace(site(f, "memcache "+mc.Addr), "corpsecret {env.DOCTOR_CORPSECRET}",
+		"corpsecret {env.DOCTOR_CORPSECRET}\n\t\t\tstore redis {\n\t\t\t\taddress "+rd.Addr+"\n\t\t\t}", 1)
+	code, out := doctor(t, cfg)
 	if code != 0 {
 		t.Fatalf("exit %d", code)
 	}
@@ -152,6 +154,7 @@ func TestDoctorHealthy(t *testing.T) {
 		{"ok", "wechat " + appID, "store memcache: answers"},
 		{"ok", "wechat " + appID, "domain 127.0.0.1"},
 		{"ok", "wecom " + corpID, "token: fetched, expires in 2h0m0s (GET /cgi-bin/gettoken"},
+		{"ok", "wecom " + corpID, "store redis: answers"},
 		{"skip", "component " + compAppID, "token"},
 		{"warn", "component " + compAppID, "store: none"},
 		{"ok", "clock", "within a minute"},
@@ -249,6 +252,15 @@ func TestDoctorFailures(t *testing.T) {
 			t.Fatalf("exit %d", code)
 		}
 	})
+	t.Run("caddy storage", func(t *testing.T) {
+		// `store storage` uses Caddy's storage: the config's, read where
+		// the running Caddy would read it.
+		dir := t.TempDir()
+		code, out := doctor(t, "{\n\tstorage file_system "+dir+"\n}\n"+site(f, "store storage"))
+		if code != 0 || lineOf(out, "ok", "wechat "+appID, "store storage: answers") == "" {
+			t.Fatalf("exit %d", code)
+		}
+	})
 	t.Run("clock", func(t *testing.T) {
 		f.mu.Lock()
 		f.skew = -5 * time.Minute
@@ -267,11 +279,21 @@ func TestDoctorFailures(t *testing.T) {
 	})
 }
 
-// `caddy wechat` is registered with its two subcommands.
+// `caddy wechat` is registered with its two subcommands; status without
+// a running admin API says so and fails.
 func TestCommandRegistered(t *testing.T) {
 	cmd, ok := caddycmd.Commands()["wechat"]
 	if !ok || cmd.CobraFunc == nil {
 		t.Fatal("no caddy wechat command")
 	}
-	var _ io.Writer = &bytes.Buffer{}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	var out bytes.Buffer
+	if code, err := wechatcmd.Status(&out, addr); code != 1 || err == nil || !strings.Contains(err.Error(), "admin API at "+addr) {
+		t.Fatalf("status with no admin API: %d %v", code, err)
+	}
 }
