@@ -15,7 +15,6 @@ func init() {
 	caddy.RegisterModule(adminAPI{})
 }
 
-
 // accountView is one row of the status endpoint. It never holds a token.
 type accountView struct {
 	AppID    string `json:"appid"`
