@@ -17,6 +17,7 @@ import (
 
 	"github.com/caddy-wechat/wechat/internal/componentcb"
 	"github.com/caddy-wechat/wechat/internal/credential"
+	"github.com/caddy-wechat/wechat/stores"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -100,11 +101,11 @@ func (c *ComponentConfig) acquire(ctx caddy.Context) (*platform, string, error) 
 	if err != nil {
 		return nil, "", err
 	}
-	store, err := loadStore(ctx, c, "Store", c.Store, c.Memcache, c.MemcachePrefix, c.MemcacheTimeout)
+	store, err := stores.Load(ctx, c, "Store", c.Store, c.Memcache, c.MemcachePrefix, c.MemcacheTimeout)
 	if err != nil {
 		return nil, "", fmt.Errorf("wechat component: %v", err)
 	}
-	storeID := storeKey(store)
+	storeID := stores.Key(store)
 	var ep strings.Builder
 	for _, b := range bases {
 		ep.WriteString(b.String() + ",")
@@ -144,7 +145,7 @@ func newPlatform(appid, secret string, bases []*url.URL, store StoreProvider, fe
 	p := &platform{appid: appid}
 	p.obs = newComponentObserver(appid)
 	if store != nil {
-		if p.shared, err = openShared(store, seal, credential.SharedOptions{Logger: logger}); err != nil {
+		if p.shared, err = stores.Open(store, seal, credential.SharedOptions{Logger: logger}); err != nil {
 			return nil, err
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/caddy-wechat/wechat/internal/credential"
+	"github.com/caddy-wechat/wechat/stores"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"go.uber.org/zap"
@@ -131,7 +132,7 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	}
 	t.provisionUpstream()
 	t.bases = bases
-	store, err := loadStore(ctx, t, "Store", t.Store, t.Memcache, t.MemcachePrefix, t.MemcacheTimeout)
+	store, err := stores.Load(ctx, t, "Store", t.Store, t.Memcache, t.MemcachePrefix, t.MemcacheTimeout)
 	if err != nil {
 		return err
 	}
@@ -146,7 +147,7 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	}
 	tlsJSON, _ := json.Marshal(t.TLS)
 	fmt.Fprintf(&fetchID, "|%s|%s|%d|%s", set.fetchTimeout, set.minAge, set.ceiling, tlsJSON)
-	t.poolKey = accountKey(appid, t.secret, api, storeKey(store), fetchID.String())
+	t.poolKey = accountKey(appid, t.secret, api, stores.Key(store), fetchID.String())
 	t.provisionRequestPath(ctx)
 	val, _, err := accounts.LoadOrNew(t.poolKey, func() (caddy.Destructor, error) {
 		return newAccount(t.poolKey, set)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/caddy-wechat/wechat/internal/credential"
+	"github.com/caddy-wechat/wechat/stores"
 	"go.uber.org/zap"
 )
 
@@ -95,7 +96,7 @@ func newAccount(key string, s accountSettings) (*account, error) {
 	storeID := ""
 	if s.store != nil {
 		storeID = s.store.StoreID()
-		if a.shared, err = openShared(s.store, seal, credential.SharedOptions{Observer: a, Logger: zap.NewNop()}); err != nil {
+		if a.shared, err = stores.Open(s.store, seal, credential.SharedOptions{Observer: a, Logger: zap.NewNop()}); err != nil {
 			return nil, err
 		}
 	}
