@@ -1,7 +1,12 @@
 package wechat
 
-// Packages every Caddy built with the module gets.
+// The gateway's pluggable parts live in subpackages that register their
+// Caddy modules in init; importing the root (as xcaddy's --with does)
+// brings all of them, the way caddy-l4's imports.go and Caddy's
+// modules/standard do.
 import (
+	// wechat.stores.memcache, .redis, .sql, .storage
+	_ "github.com/caddy-wechat/wechat/stores"
 	// `caddy wechat status` and `caddy wechat doctor`.
 	_ "github.com/caddy-wechat/wechat/wechatcmd"
 )

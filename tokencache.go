@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/caddy-wechat/wechat/internal/credential"
+	"github.com/caddy-wechat/wechat/stores"
 	"go.uber.org/zap"
 )
 
@@ -94,22 +95,10 @@ func newAccount(key string, s accountSettings) (*account, error) {
 	}
 	storeID := ""
 	if s.store != nil {
-		b, err := s.store.OpenBackend()
-		if err != nil {
+		storeID = s.store.StoreID()
+		if a.shared, err = stores.Open(s.store, seal, credential.SharedOptions{Observer: a, Logger: zap.NewNop()}); err != nil {
 			return nil, err
 		}
-		storeID = s.store.StoreID()
-		opt := credential.SharedOptions{Observer: a, Logger: zap.NewNop()}
-		if p, ok := s.store.(interface{ KeyPrefix() string }); ok {
-			opt.Prefix = p.KeyPrefix()
-		}
-		if p, ok := s.store.(interface{ OpTimeout() time.Duration }); ok {
-			opt.OpTimeout = p.OpTimeout()
-		}
-		if p, ok := s.store.(interface{ Durable() bool }); ok {
-			opt.Durable = p.Durable()
-		}
-		a.shared = credential.NewShared(b, seal, opt)
 	}
 	a.label = accountLabel(seal, s.api, storeID)
 	window := credential.StableWindow
