@@ -208,6 +208,9 @@ func cred(st credential.Status, api string, now time.Time) Row {
 	default:
 		r.StateClass = "bad"
 	}
+	if (states[0] == "backing off" || states[0] == "failing") && !st.FetchedAt.IsZero() && now.Before(st.ExpiresAt) {
+		r.StateClass = "warn" // a renewal failed, the token still works: act before it expires
+	}
 	if r.Source == "" {
 		r.Source = "—"
 	}

@@ -67,6 +67,20 @@ func TestState(t *testing.T) {
 	}
 }
 
+// A failed renewal while the token still works is a warning; without a
+// token it is an error.
+func TestDescribeClass(t *testing.T) {
+	st := tok("access_token", 118*time.Minute, 2*time.Hour, -time.Minute)
+	st.LastError, st.RetryAt = "WeChat token endpoint answered errcode -1: system error", now.Add(10*time.Second)
+	if r := statusview.Describe(st, "stable", now); r.State != "backing off" || r.StateClass != "warn" || !strings.Contains(r.Advice, "busy") {
+		t.Errorf("valid token, renewal failing: %+v", r)
+	}
+	st.FetchedAt = time.Time{}
+	if r := statusview.Describe(st, "stable", now); r.StateClass != "bad" {
+		t.Errorf("no token, fetch failing: %+v", r)
+	}
+}
+
 // The words for each errcode the README's table lists, the IP of a
 // 40164 among them.
 func TestAdvice(t *testing.T) {
