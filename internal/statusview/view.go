@@ -55,6 +55,14 @@ type Store struct {
 	BreakerOpen bool
 }
 
+// StoreOf describes a credential store (nil: none).
+func StoreOf(s *credential.Shared) Store {
+	if s == nil {
+		return Store{}
+	}
+	return Store{Configured: true, Durable: s.Durable(), BreakerOpen: s.BreakerOpen()}
+}
+
 // Component is one open platform component.
 type Component struct {
 	AppID        string
