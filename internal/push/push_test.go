@@ -290,7 +290,9 @@ func TestPlainMode(t *testing.T) {
 
 func TestMiniProgramJSON(t *testing.T) {
 	f := newFixture(t, func(c *Config) { c.Kind = MiniProgram; c.Format = JSON })
-	f.app.reply = func([]byte) string { return `{"ToUserName":"u","FromUserName":"a","CreateTime":1,"MsgType":"transfer_customer_service"}` }
+	f.app.reply = func([]byte) string {
+		return `{"ToUserName":"u","FromUserName":"a","CreateTime":1,"MsgType":"transfer_customer_service"}`
+	}
 	msg := fmt.Sprintf(`{"ToUserName":"%s","FromUserName":"%s","CreateTime":%d,"MsgType":"event","Event":"user_enter_tempsession","SessionFrom":"x"}`, tOrig, tUser, f.now.Unix())
 	w := f.serve(f.request(msg, f.now.Unix(), "n"))
 	if w.Code != 200 || w.Header().Get("Content-Type") != "application/json" {
@@ -305,7 +307,12 @@ func TestMiniProgramJSON(t *testing.T) {
 }
 
 func TestWeComPush(t *testing.T) {
-	f := newFixture(t, func(c *Config) { c.Kind = WeCom; c.AppID = "ww0123456789abcdef"; c.OriginalID = ""; c.AgentID = "1000002" })
+	f := newFixture(t, func(c *Config) {
+		c.Kind = WeCom
+		c.AppID = "ww0123456789abcdef"
+		c.OriginalID = ""
+		c.AgentID = "1000002"
+	})
 	f.app.reply = func([]byte) string { return "success" }
 	msg := fmt.Sprintf("<xml><ToUserName><![CDATA[ww0123456789abcdef]]></ToUserName><FromUserName><![CDATA[zhangsan]]></FromUserName><CreateTime>%d</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[hi]]></Content><MsgId>9001</MsgId><AgentID>1000002</AgentID></xml>", f.now.Unix())
 	w := f.serve(f.request(msg, f.now.Unix(), "n"))
