@@ -59,3 +59,4 @@ done
 go test -run '^$' -fuzz '^FuzzOpenToken$' -fuzztime "${FUZZTIME:-5000x}" ./internal/credential
 go test -run '^$' -fuzz '^FuzzDecrypt$' -fuzztime "${FUZZTIME:-5000x}" ./internal/wxcrypto
 go test -run '^$' -fuzz '^FuzzCallback$' -fuzztime "${FUZZTIME:-5000x}" ./internal/componentcb
+go test -run '^$' -fuzz '^FuzzMessagePush$' -fuzztime "${FUZZTIME:-5000x}" ./internal/push
