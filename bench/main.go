@@ -14,6 +14,10 @@
 // -stores memcache,redis,mysql,postgres,storage adds a gateway per store,
 // each with a private server in the temp dir, and prints each server's
 // own counters per 1,000 gateway requests after the load.
+//
+// -push loads wechat_push instead (bench/push.go): signed, encrypted
+// pushes at -rate per second for -d, then closed loop on -c connections,
+// with in-process marks and with a memcache store.
 package main
 
 import (
@@ -57,6 +61,8 @@ func main() {
 		gen      = flag.String("gen", "auto", "load generator: auto, wrk or go")
 		caddyBin = flag.String("caddy", "", "use this caddy binary instead of building ./cmd/caddy")
 		profDir  = flag.String("cpuprofile", "", "after the rounds, write CPU profiles of the gateway and the proxy under load to this directory")
+		pushMode = flag.Bool("push", false, "instead: load wechat_push with signed, encrypted pushes (-rate per second for -d, then closed loop on -c connections), in-process marks and a memcache store")
+		rate     = flag.Int("rate", 1000, "pushes per second of the -push open-loop run")
 	)
 	flag.Parse()
 
@@ -84,6 +90,16 @@ func main() {
 		}
 		fmt.Fprintf(os.Stderr, "building %s ...\n", pkg)
 		bin = buildCaddy(dir, pkg)
+	}
+	if *pushMode {
+		fmt.Printf("machine: %d CPUs, %s, %s %s/%s; load average before: %s", runtime.NumCPU(), cpuModel(), runtime.Version(), runtime.GOOS, runtime.GOARCH, loadavg())
+		runPush(bin, dir, *rate, *dur, *conns, false)
+		if *useMC {
+			runPush(bin, dir, *rate, *dur, *conns, true)
+		}
+		fmt.Printf("load average after:  %s", loadavg())
+		stopAll()
+		return
 	}
 
 	// The fake WeChat, in its own Caddy.
