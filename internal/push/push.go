@@ -614,6 +614,10 @@ func (g *Gateway) runApp(r *http.Request, m *Message, next Next) (ctype byte, bo
 	h.Del("Content-Encoding")
 	h.Del("Transfer-Encoding")
 	h.Del("Expect")
+	// The reply must come back as plain bytes: without the client's
+	// Accept-Encoding, Go's transport (reverse_proxy's) asks for gzip
+	// itself and undoes it.
+	h.Del("Accept-Encoding")
 	h.Set("Content-Length", strconv.Itoa(len(m.Plain)))
 	if g.cfg.Format == JSON {
 		h.Set("Content-Type", "application/json")
@@ -622,7 +626,9 @@ func (g *Gateway) runApp(r *http.Request, m *Message, next Next) (ctype byte, bo
 	}
 	f := m.Fields
 	if g.cfg.Kind == WeCom {
-		h.Set(HeaderCorpID, g.cfg.AppID)
+		// The corp the message is for: the corpid of a self-built app
+		// (checked by decryption), the authorizing corp for a suite.
+		h.Set(HeaderCorpID, headerSafe(f.ToUserName))
 		if f.AgentID != "" {
 			h.Set(HeaderAgentID, f.AgentID)
 		}

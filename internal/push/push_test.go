@@ -75,7 +75,7 @@ func (a *app) serve(w http.ResponseWriter, r *http.Request) error {
 }
 
 type fixture struct {
-	t   *testing.T
+	t   testing.TB
 	g   *Gateway
 	cfg Config
 	ev  *events
@@ -84,7 +84,7 @@ type fixture struct {
 	now time.Time
 }
 
-func newFixture(t *testing.T, mod func(*Config)) *fixture {
+func newFixture(t testing.TB, mod func(*Config)) *fixture {
 	t.Helper()
 	f := &fixture{t: t, ev: &events{n: map[string]int{}}, app: &app{}, now: time.Unix(1_700_000_000, 0)}
 	f.cfg = Config{Kind: OfficialAccount, Mode: Safe, Token: tToken, AESKey: tKey, AppID: tAppID, OriginalID: tOrig,
