@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddy-wechat/wechat/internal/wxcrypto"
@@ -51,6 +52,8 @@ type Pusher struct {
 	Client *http.Client
 	Now    func() time.Time
 
+	once    sync.Once
+	initErr error
 	crypter *wxcrypto.Crypter
 }
 
@@ -63,7 +66,13 @@ type Attempt struct {
 	Duration time.Duration
 }
 
+// init fills the defaults once; a Pusher is then safe for concurrent use.
 func (p *Pusher) init() error {
+	p.once.Do(func() { p.initErr = p.setup() })
+	return p.initErr
+}
+
+func (p *Pusher) setup() error {
 	if p.Timeout <= 0 {
 		p.Timeout = 5 * time.Second
 	}
@@ -76,7 +85,7 @@ func (p *Pusher) init() error {
 	if p.Client == nil {
 		p.Client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	}
-	if p.crypter == nil && p.encrypted() {
+	if p.encrypted() {
 		c, err := wxcrypto.New(p.Account.Token, p.Account.EncodingAESKey, p.Account.AppID)
 		if err != nil {
 			return err
