@@ -99,7 +99,7 @@ type dedupe struct {
 	opTimeout     time.Duration
 	retrySpan     time.Duration // deliveries later than this after the first are replays
 	maxDeliveries uint8         // more deliveries than this are replays
-	claimFor      time.Duration // how long a pending delivery holds the message
+	claimFor      time.Duration // how long a claim holds the message unless renewed
 	ttl           time.Duration // a mark's life
 	poll          time.Duration // how often a waiting delivery looks again
 }
@@ -215,6 +215,26 @@ func (d *dedupe) finish(ctx context.Context, key string, owner [12]byte, ctype b
 		}
 	}
 	return errContention
+}
+
+// renew extends owner's claim by claimFor from now; held is false when
+// the claim is no longer owner's (taken over, done, or gone).
+func (d *dedupe) renew(ctx context.Context, key string, owner [12]byte, now time.Time) (held bool, err error) {
+	for range 8 {
+		rec, ver, _, err := d.get(ctx, key)
+		if err != nil {
+			return true, err
+		}
+		if rec == nil || rec.state != statePending || rec.owner != owner {
+			return false, nil
+		}
+		rec.deadline = now.UnixMilli() + d.claimFor.Milliseconds()
+		ok, err := d.put(ctx, key, true, ver, rec, d.left(rec.first, now))
+		if err != nil || ok {
+			return true, err
+		}
+	}
+	return true, errContention
 }
 
 // wait polls until the reply is stored, the owner's claim lapses (then

@@ -63,7 +63,7 @@ func TestRetryPattern(t *testing.T) {
 	msg2 := textXML("4002", "x", f.now.Unix())
 	f.app.gate = nil
 	f.serve(f.request(msg2, f.now.Unix(), "a"))
-	f.now = f.now.Add(retrySpan + time.Second)
+	f.setNow(f.now.Add(retrySpan + time.Second))
 	if w := f.serve(f.request(msg2, f.now.Unix(), "b")); w.Code != 409 {
 		t.Fatalf("a replay after the retry span: %d %s", w.Code, w.Body)
 	}
@@ -223,8 +223,8 @@ func TestTakeover(t *testing.T) {
 	if out, _, err := d.begin(context.Background(), key, newOwner(), f.now); out != runApp || err != nil {
 		t.Fatal(out, err)
 	}
-	// The owner never finishes.
-	f.now = f.now.Add(f.cfg.AppTimeout + claimMargin + time.Second)
+	// The owner died: it never renews its claim, nor finishes.
+	f.setNow(f.now.Add(leaseFor + time.Second))
 	f.app.reply = func([]byte) string { return replyXML }
 	w := f.serve(f.request(msg, f.now.Unix(), "n2"))
 	if w.Code != 200 || f.app.calls.Load() != 1 {
@@ -293,5 +293,37 @@ func TestWaiterClientGone(t *testing.T) {
 	<-first
 	if w := f.serve(f.request(msg, f.now.Unix(), "3")); w.Code != http.StatusOK || f.openReply(w.Body.Bytes()) != replyXML {
 		t.Fatalf("%d %s", w.Code, w.Body)
+	}
+}
+
+// TestLeaseRenewed: an app slower than the lease keeps its message, as
+// long as its gateway lives: the owner renews the claim, so a retry waits
+// for the reply instead of taking the message over.
+func TestLeaseRenewed(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.AppTimeout = time.Minute })
+	f.g.renew = 5 * time.Millisecond
+	f.app.gate = make(chan struct{})
+	f.app.reply = func([]byte) string { return replyXML }
+	msg := textXML("8101", "slow", f.now.Unix())
+	first := make(chan *httptest.ResponseRecorder)
+	go func() { first <- f.serve(f.request(msg, f.now.Unix(), "1")) }()
+	waitFor(t, func() bool { return f.app.calls.Load() == 1 })
+	// 20 s pass on the gateway's clock, in steps the renewals follow.
+	start := f.now
+	for i := 1; i <= 10; i++ {
+		f.clock.Store(start.Add(time.Duration(i) * 2 * time.Second).UnixNano())
+		time.Sleep(20 * time.Millisecond)
+	}
+	second := make(chan *httptest.ResponseRecorder)
+	go func() { second <- f.serve(f.request(msg, f.now.Unix(), "2")) }()
+	time.Sleep(50 * time.Millisecond)
+	if n := f.app.calls.Load(); n != 1 {
+		t.Fatalf("the retry took a live claim over: app called %d times", n)
+	}
+	close(f.app.gate)
+	for _, ch := range []chan *httptest.ResponseRecorder{first, second} {
+		if w := <-ch; w.Code != 200 || f.openReply(w.Body.Bytes()) != replyXML {
+			t.Fatalf("%d %s", w.Code, w.Body)
+		}
 	}
 }

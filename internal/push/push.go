@@ -88,6 +88,12 @@ const (
 	// maxDeliveries: WeChat's three tries, and one more for a retry sent
 	// while a lost answer was in transit.
 	maxDeliveries = 4
+	// leaseFor is how long a claim holds a message without renewal: the
+	// owner renews it every leaseRenew while its app works, so a slow app
+	// keeps its message for up to AppTimeout, and an instance that died
+	// blocks the retries for at most WeChat's 5 s (then one takes over).
+	leaseFor      = 5 * time.Second
+	leaseRenew    = time.Second
 	claimMargin   = 2 * time.Second
 	markMargin    = time.Minute
 	maxParam      = 128
@@ -181,6 +187,7 @@ var appHeaders = []string{HeaderAppID, HeaderCorpID, HeaderAgentID, HeaderMsgTyp
 // Gateway serves one account's pushes.
 type Gateway struct {
 	cfg     Config
+	renew   time.Duration // leaseRenew; tests shorten it
 	crypter *wxcrypto.Crypter // nil in plain mode
 	shared  *dedupe           // over cfg.Marks; nil without
 	local   *dedupe           // in-process
@@ -222,7 +229,7 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.OpTimeout <= 0 {
 		cfg.OpTimeout = 100 * time.Millisecond
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger}
+	g := &Gateway{cfg: cfg, log: cfg.Logger, renew: leaseRenew}
 	if g.log == nil {
 		g.log = zap.NewNop()
 	}
@@ -243,7 +250,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	mk := func(m Marks, poll time.Duration) *dedupe {
 		return &dedupe{marks: m, seal: seal, prefix: cfg.Prefix, opTimeout: cfg.OpTimeout, retrySpan: retrySpan,
-			maxDeliveries: maxDeliveries, claimFor: cfg.AppTimeout + claimMargin, ttl: 2*cfg.MaxSkew + markMargin, poll: poll}
+			maxDeliveries: maxDeliveries, claimFor: leaseFor, ttl: 2*cfg.MaxSkew + markMargin, poll: poll}
 	}
 	if cfg.Local == nil {
 		cfg.Local = NewMemMarks(0, 0, cfg.Now)
@@ -561,7 +568,7 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, next Next) error 
 	}
 	key := d.key("push", m.Key)
 	if out == waitApp {
-		wctx, cancel := context.WithTimeout(r.Context(), g.cfg.AppTimeout+claimMargin)
+		wctx, cancel := context.WithTimeout(r.Context(), g.cfg.AppTimeout+leaseFor+claimMargin)
 		out, rec, err = d.wait(wctx, key, owner, g.cfg.Now)
 		cancel()
 		if err != nil {
@@ -582,12 +589,41 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, next Next) error 
 		g.event(ResultRetryStored)
 		return g.reply(w, q, rec.ctype, rec.body)
 	}
+	stop := g.keepLease(bg, d, key, owner)
 	ctype, body, result := g.runApp(r, m, next)
+	stop()
 	g.event(result)
 	if ferr := d.finish(bg, key, owner, ctype, body, g.cfg.Now()); ferr != nil {
 		g.log.Warn("wechat_push: storing the reply for retries failed", zap.String("appid", g.cfg.AppID), zap.String("error", ferr.Error()))
 	}
 	return g.reply(w, q, ctype, body)
+}
+
+// keepLease renews this delivery's claim while its app works, until stop.
+func (g *Gateway) keepLease(ctx context.Context, d *dedupe, key string, owner [12]byte) (stop func()) {
+	done := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		t := time.NewTicker(g.renew)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			if held, err := d.renew(ctx, key, owner, g.cfg.Now()); err != nil || !held {
+				if err != nil {
+					g.log.Debug("wechat_push: renewing a message's claim failed", zap.String("error", err.Error()))
+				}
+				if !held && err == nil {
+					return // taken over, or gone: nothing left to hold
+				}
+			}
+		}
+	}()
+	return func() { close(done); <-exited }
 }
 
 // Reply content types, as stored in a mark.

@@ -81,14 +81,19 @@ type fixture struct {
 	ev  *events
 	app *app
 	c   *wxcrypto.Crypter
-	now time.Time
+	now time.Time // the test's clock; set it with setNow
+	// clock is now for the gateway, which reads it from other goroutines.
+	clock atomic.Int64
 }
+
+func (f *fixture) setNow(t time.Time) { f.now = t; f.clock.Store(t.UnixNano()) }
 
 func newFixture(t testing.TB, mod func(*Config)) *fixture {
 	t.Helper()
-	f := &fixture{t: t, ev: &events{n: map[string]int{}}, app: &app{}, now: time.Unix(1_700_000_000, 0)}
+	f := &fixture{t: t, ev: &events{n: map[string]int{}}, app: &app{}}
+	f.setNow(time.Unix(1_700_000_000, 0))
 	f.cfg = Config{Kind: OfficialAccount, Mode: Safe, Token: tToken, AESKey: tKey, AppID: tAppID, OriginalID: tOrig,
-		Events: f.ev, Now: func() time.Time { return f.now }, AppTimeout: 2 * time.Second}
+		Events: f.ev, Now: func() time.Time { return time.Unix(0, f.clock.Load()) }, AppTimeout: 2 * time.Second}
 	if mod != nil {
 		mod(&f.cfg)
 	}
