@@ -92,12 +92,12 @@ const (
 	// owner renews it every leaseRenew while its app works, so a slow app
 	// keeps its message for up to AppTimeout, and an instance that died
 	// blocks the retries for at most WeChat's 5 s (then one takes over).
-	leaseFor      = 5 * time.Second
-	leaseRenew    = time.Second
-	claimMargin   = 2 * time.Second
-	markMargin    = time.Minute
-	maxParam      = 128
-	maxEchostr    = 1024
+	leaseFor    = 5 * time.Second
+	leaseRenew  = time.Second
+	claimMargin = 2 * time.Second
+	markMargin  = time.Minute
+	maxParam    = 128
+	maxEchostr  = 1024
 )
 
 // Config is one account's push settings.
@@ -187,7 +187,7 @@ var appHeaders = []string{HeaderAppID, HeaderCorpID, HeaderAgentID, HeaderMsgTyp
 // Gateway serves one account's pushes.
 type Gateway struct {
 	cfg     Config
-	renew   time.Duration // leaseRenew; tests shorten it
+	renew   time.Duration     // leaseRenew; tests shorten it
 	crypter *wxcrypto.Crypter // nil in plain mode
 	shared  *dedupe           // over cfg.Marks; nil without
 	local   *dedupe           // in-process
