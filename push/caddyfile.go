@@ -11,8 +11,11 @@ import (
 
 func init() {
 	httpcaddyfile.RegisterHandlerDirective("wechat_push", parseCaddyfile)
-	// Before reverse_proxy, like wechat, so no `order` option is needed.
-	httpcaddyfile.RegisterDirectiveOrder("wechat_push", httpcaddyfile.Before, "reverse_proxy")
+	// Ordered like wechat (in front of reverse_proxy), so no `order`
+	// option is needed; and in front of respond too (the only terminal
+	// directive between them in Caddy's order), so that a `respond` in
+	// the same block can never answer WeChat before the push is checked.
+	httpcaddyfile.RegisterDirectiveOrder("wechat_push", httpcaddyfile.Before, "respond")
 }
 
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {

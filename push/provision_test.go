@@ -60,3 +60,18 @@ func TestCaddyfileRefuses(t *testing.T) {
 		}
 	}
 }
+
+// TestDirectiveOrder: without an order option, wechat_push runs before
+// reverse_proxy and before respond, whatever order they are written in.
+func TestDirectiveOrder(t *testing.T) {
+	cf := ":8080 {\n\thandle /wx {\n\t\trespond /health 200\n\t\treverse_proxy 127.0.0.1:9000\n\t\twechat_push {\n\t\t\tappid wx1\n\t\t\ttoken {env.T}\n\t\t}\n\t}\n}\n"
+	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cf), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(out)
+	p, r, rp := strings.Index(s, `"wechat_push"`), strings.Index(s, `"static_response"`), strings.Index(s, `"reverse_proxy"`)
+	if p < 0 || r < 0 || rp < 0 || p > r || p > rp {
+		t.Fatalf("order: wechat_push %d, respond %d, reverse_proxy %d in %s", p, r, rp, s)
+	}
+}
