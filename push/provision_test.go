@@ -2,6 +2,7 @@ package push_test
 
 import (
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 
@@ -73,5 +74,30 @@ func TestDirectiveOrder(t *testing.T) {
 	p, r, rp := strings.Index(s, `"wechat_push"`), strings.Index(s, `"static_response"`), strings.Index(s, `"reverse_proxy"`)
 	if p < 0 || r < 0 || rp < 0 || p > r || p > rp {
 		t.Fatalf("order: wechat_push %d, respond %d, reverse_proxy %d in %s", p, r, rp, s)
+	}
+}
+
+// TestLiteralSecretWarned: a token or key written in the config, not as
+// a placeholder, is warned about at load (the admin API's /config/ shows
+// it), by field name and never by value.
+func TestLiteralSecretWarned(t *testing.T) {
+	logFile := t.TempDir() + "/caddy.log"
+	cfg := `{"logging":{"logs":{"default":{"level":"WARN","writer":{"output":"file","filename":"` + logFile + `"}}}},
+		"apps":{"http":{"servers":{"s":{"listen":["127.0.0.1:0"],"routes":[{"handle":[{"handler":"wechat_push",
+		"appid":"wx1","token":"literalToken77","encoding_aes_key":"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"}]}]}}}}}`
+	var c caddy.Config
+	if err := json.Unmarshal([]byte(cfg), &c); err != nil {
+		t.Fatal(err)
+	}
+	if err := caddy.Validate(&c); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(logFile)
+	log := string(b)
+	if !strings.Contains(log, `"field":"token"`) || !strings.Contains(log, `"field":"encoding_aes_key"`) {
+		t.Fatalf("no warning for the literal secrets:\n%s", log)
+	}
+	if strings.Contains(log, "literalToken77") || strings.Contains(log, "abcdefghijklmnop") {
+		t.Fatal("the warning quotes a secret")
 	}
 }
