@@ -363,3 +363,29 @@ func TestAppFailureAnswersSuccess(t *testing.T) {
 		})
 	}
 }
+
+// TestCompatibleMode: a compatible-mode push carries the message twice,
+// in clear and in Encrypt; only the signed, encrypted copy counts, so a
+// tampered clear copy changes nothing the app sees, and a compatible
+// push without encrypt_type is refused.
+func TestCompatibleMode(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.Mode = Compatible })
+	f.app.reply = func([]byte) string { return replyXML }
+	msg := textXML("9901", "the real one", f.now.Unix())
+	r := f.request(msg, f.now.Unix(), "n")
+	body, _ := io.ReadAll(r.Body)
+	tampered := strings.Replace(string(body), "<Encrypt>", "<FromUserName>oEvil</FromUserName><Content>evil</Content><MsgId>1</MsgId><Encrypt>", 1)
+	r.Body = io.NopCloser(strings.NewReader(tampered))
+	r.ContentLength = int64(len(tampered))
+	w := f.serve(r)
+	if w.Code != 200 || f.openReply(w.Body.Bytes()) != replyXML || string(f.app.body) != msg || f.app.headers.Get(HeaderOpenID) != tUser {
+		t.Fatalf("%d %s; app got %q %v", w.Code, w.Body, f.app.body, f.app.headers)
+	}
+	q := r.URL.Query()
+	q.Del("encrypt_type")
+	q.Del("msg_signature")
+	r2 := httptest.NewRequest(http.MethodPost, "/wx?"+q.Encode(), strings.NewReader(textXML("9902", "x", f.now.Unix())))
+	if w := f.serve(r2); w.Code != 400 || f.app.calls.Load() != 1 {
+		t.Fatalf("a clear push in compatible mode: %d", w.Code)
+	}
+}
