@@ -2,7 +2,6 @@
 package integration
 
 import (
-	"encoding/json"
 	"encoding/xml"
 	"fmt"
 	"io"
@@ -300,9 +299,4 @@ func pusher(kind string) *fakewechat.Pusher {
 		return &fakewechat.Pusher{Account: fakewechat.PushAccount{Token: pushToken, AppID: oaAppID, Mode: "plain", OriginalID: oaOrig}}
 	}
 	return &fakewechat.Pusher{Account: fakewechat.PushAccount{Token: pushToken, EncodingAESKey: pushAESKey, AppID: oaAppID, OriginalID: oaOrig}}
-}
-
-func mustJSON(v any) string {
-	b, _ := json.Marshal(v)
-	return string(b)
 }
