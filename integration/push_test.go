@@ -194,6 +194,11 @@ func TestPushRetryAcrossInstances(t *testing.T) {
 	}
 	waited := g.metric(t, "caddy_wechat_push_requests_total", `result="retry_waited"`)
 	stored := g.metric(t, "caddy_wechat_push_requests_total", `result="retry_stored"`)
+	// The fallback to in-process marks would hide a store that shares
+	// nothing: it must not have been used.
+	if se := g.metric(t, "caddy_wechat_push_store_errors_total"); se != 0 {
+		t.Fatalf("%v store errors: the instances may have de-duplicated on their own", se)
+	}
 	if waited != 1 || stored != 2 {
 		t.Fatalf("retry_waited %v, retry_stored %v", waited, stored)
 	}

@@ -389,3 +389,25 @@ func TestCompatibleMode(t *testing.T) {
 		t.Fatalf("a clear push in compatible mode: %d", w.Code)
 	}
 }
+
+// TestWeComSuite: a WeCom third-party app's data callback: the receiver
+// id is the suite id, the message is for the authorizing corp, and the
+// app learns which corp from Wechat-Corpid.
+func TestWeComSuite(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.Kind = WeCom; c.AppID = "wwsuite00000000001"; c.OriginalID = "" })
+	f.app.reply = func([]byte) string { return "success" }
+	msg := fmt.Sprintf("<xml><ToUserName><![CDATA[wwcorpA]]></ToUserName><FromUserName><![CDATA[lisi]]></FromUserName><CreateTime>%d</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[enter_agent]]></Event><AgentID>7</AgentID></xml>", f.now.Unix())
+	ts := strconv.FormatInt(f.now.Unix(), 10)
+	enc := f.c.Encrypt([]byte(msg))
+	q := url.Values{"timestamp": {ts}, "nonce": {"n"}, "msg_signature": {sig(tToken, ts, "n", enc)}}
+	body := "<xml><ToUserName><![CDATA[wwcorpA]]></ToUserName><AgentID><![CDATA[7]]></AgentID><Encrypt><![CDATA[" + enc + "]]></Encrypt></xml>"
+	w := f.serve(httptest.NewRequest(http.MethodPost, "/wx?"+q.Encode(), strings.NewReader(body)))
+	if w.Code != 200 || f.app.headers.Get(HeaderCorpID) != "wwcorpA" || f.app.headers.Get(HeaderAgentID) != "7" || f.app.headers.Get(HeaderEvent) != "enter_agent" {
+		t.Fatalf("%d %s %v", w.Code, w.Body, f.app.headers)
+	}
+	// The clear envelope naming another corp than the signed message.
+	body2 := strings.Replace(body, "<ToUserName><![CDATA[wwcorpA]]>", "<ToUserName><![CDATA[wwcorpB]]>", 1)
+	if w := f.serve(httptest.NewRequest(http.MethodPost, "/wx?"+q.Encode(), strings.NewReader(body2))); w.Code != 403 {
+		t.Fatalf("envelope for another corp: %d", w.Code)
+	}
+}
