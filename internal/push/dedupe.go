@@ -238,7 +238,8 @@ func (d *dedupe) renew(ctx context.Context, key string, owner [12]byte, now time
 }
 
 // wait polls until the reply is stored, the owner's claim lapses (then
-// this delivery takes over: runApp), the mark vanishes, or ctx ends.
+// this delivery takes over: runApp), the mark vanishes, or ctx ends. A
+// failed poll is tried again: the reply may be there on the next.
 func (d *dedupe) wait(ctx context.Context, key string, owner [12]byte, now func() time.Time) (outcome, *record, error) {
 	t := time.NewTicker(d.poll)
 	defer t.Stop()
@@ -250,7 +251,7 @@ func (d *dedupe) wait(ctx context.Context, key string, owner [12]byte, now func(
 		}
 		rec, ver, _, err := d.get(ctx, key)
 		if err != nil {
-			return 0, nil, err
+			continue // a store hiccup: look again, until ctx ends
 		}
 		switch {
 		case rec == nil || rec.state == stateSig:
@@ -261,11 +262,7 @@ func (d *dedupe) wait(ctx context.Context, key string, owner [12]byte, now func(
 		n := now()
 		if n.UnixMilli() > rec.deadline {
 			rec.owner, rec.deadline = owner, n.UnixMilli()+d.claimFor.Milliseconds()
-			ok, err := d.put(ctx, key, true, ver, rec, d.left(rec.first, n))
-			if err != nil {
-				return 0, nil, err
-			}
-			if ok {
+			if ok, err := d.put(ctx, key, true, ver, rec, d.left(rec.first, n)); err == nil && ok {
 				return runApp, rec, nil
 			}
 		}

@@ -327,3 +327,31 @@ func TestLeaseRenewed(t *testing.T) {
 		}
 	}
 }
+
+// TestWaiterSurvivesStoreHiccup: a retry waiting for the first reply
+// keeps polling through a store that stalls for a while.
+func TestWaiterSurvivesStoreHiccup(t *testing.T) {
+	st := memstore.New()
+	f := newFixture(t, func(c *Config) { c.Marks = st.Open(); c.OpTimeout = 20 * time.Millisecond })
+	f.app.gate = make(chan struct{})
+	f.app.reply = func([]byte) string { return replyXML }
+	msg := textXML("9501", "x", f.now.Unix())
+	first := make(chan *httptest.ResponseRecorder)
+	go func() { first <- f.serve(f.request(msg, f.now.Unix(), "1")) }()
+	waitFor(t, func() bool { return f.app.calls.Load() == 1 })
+	second := make(chan *httptest.ResponseRecorder)
+	go func() { second <- f.serve(f.request(msg, f.now.Unix(), "2")) }()
+	time.Sleep(80 * time.Millisecond) // the retry is waiting
+	st.Pause()
+	time.Sleep(200 * time.Millisecond) // its polls time out
+	st.Resume()
+	close(f.app.gate)
+	for _, ch := range []chan *httptest.ResponseRecorder{first, second} {
+		if w := <-ch; w.Code != 200 || f.openReply(w.Body.Bytes()) != replyXML {
+			t.Fatalf("%d %s", w.Code, w.Body)
+		}
+	}
+	if f.app.calls.Load() != 1 {
+		t.Fatalf("app %d", f.app.calls.Load())
+	}
+}
