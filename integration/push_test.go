@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -360,5 +361,55 @@ func TestPushConcurrentRetries(t *testing.T) {
 	}
 	if app.calls.Load() != 1 {
 		t.Fatalf("app saw %d", app.calls.Load())
+	}
+}
+
+// TestPushBadFloodMemoryFlat: 100 concurrent oversized pushes (1 MiB,
+// no Content-Length), three rounds, through a real Caddy: each is 413,
+// none reaches the app, and the heap after them is where it was.
+func TestPushBadFloodMemoryFlat(t *testing.T) {
+	app := newPushApp(t)
+	g := startPush(t, app, "")
+	p := pusher("oa")
+	big := bytes.Repeat([]byte("A"), 1<<20)
+	r0, _ := p.Request(g.A+"/oa", fakewechat.TextMessage(oaOrig, openID, "x", 76000001, time.Now()))
+	u := r0.URL.String()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 100}}
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	round := func() {
+		var wg sync.WaitGroup
+		for range 100 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				resp, err := client.Post(u, "text/xml", io.NopCloser(bytes.NewReader(big)))
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 413 {
+						t.Errorf("status %d", resp.StatusCode)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	round()
+	before := heap()
+	round()
+	round()
+	if after := heap(); after > before+4<<20 {
+		t.Errorf("heap %d → %d after 200 oversized pushes", before, after)
+	}
+	if n := g.metric(t, "caddy_wechat_push_requests_total", `result="too_large"`); n != 300 {
+		t.Errorf("too_large %v, want 300", n)
+	}
+	if app.calls.Load() != 0 {
+		t.Errorf("the app saw %d", app.calls.Load())
 	}
 }
