@@ -144,6 +144,9 @@ func badCases() []badCase {
 			return signedBody(f, `<xml><ToUserName>`+tOrig+`</ToUserName><Content>&xxe;</Content></xml>`)
 		}, 400, ResultMessage},
 		{"deep nesting", func(f *fixture) *http.Request { return signedBody(f, deep) }, 400, ResultMessage},
+		{"a field twice", func(f *fixture) *http.Request {
+			return signedBody(f, strings.Replace(textXML("1", "x", f.now.Unix()), "<MsgType>", "<FromUserName>oOther</FromUserName><MsgType>", 1))
+		}, 400, ResultMessage},
 		{"oversized body", func(f *fixture) *http.Request {
 			r := signedEnvelope(f, "x", f.now.Unix())
 			r.Body = io.NopCloser(strings.NewReader("<xml><Encrypt>" + strings.Repeat("A", DefaultMaxBody) + "</Encrypt></xml>"))

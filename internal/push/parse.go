@@ -27,6 +27,7 @@ var (
 	ErrTooMany   = errors.New("too many elements")
 	ErrBigField  = errors.New("a field is too long")
 	ErrNoEncrypt = errors.New("no Encrypt field")
+	ErrDuplicate = errors.New("a field is given twice")
 )
 
 // Fields are the parts of a push the gateway reads: the envelope's
@@ -41,27 +42,42 @@ type Fields struct {
 	MsgID        string
 	AgentID      string
 	Encrypt      string
+
+	seen uint16 // the fields set so far
 }
 
-func (f *Fields) set(name, v string) {
+// set stores one field; a field given twice (in either spelling) is
+// refused, so that the gateway and the app, whose parser may keep the
+// first where ours keeps the last, cannot read one document two ways.
+func (f *Fields) set(name, v string) error {
+	var p *string
+	var bit uint16
 	switch name {
 	case "ToUserName":
-		f.ToUserName = v
+		p, bit = &f.ToUserName, 1
 	case "FromUserName":
-		f.FromUserName = v
+		p, bit = &f.FromUserName, 2
 	case "CreateTime":
-		f.CreateTime = v
+		p, bit = &f.CreateTime, 4
 	case "MsgType":
-		f.MsgType = v
+		p, bit = &f.MsgType, 8
 	case "Event":
-		f.Event = v
+		p, bit = &f.Event, 16
 	case "MsgId", "MsgID":
-		f.MsgID = v
+		p, bit = &f.MsgID, 32
 	case "AgentID", "AgentId":
-		f.AgentID = v
+		p, bit = &f.AgentID, 64
 	case "Encrypt":
-		f.Encrypt = v
+		p, bit = &f.Encrypt, 128
+	default:
+		return nil
 	}
+	if f.seen&bit != 0 {
+		return ErrDuplicate
+	}
+	f.seen |= bit
+	*p = v
+	return nil
 }
 
 // wanted reports whether a top-level name is one Fields keeps, so the
@@ -115,7 +131,9 @@ func ParseXML(b []byte) (Fields, error) {
 			}
 		case xml.EndElement:
 			if depth == 2 && cur != "" {
-				f.set(cur, strings.TrimSpace(string(text)))
+				if err := f.set(cur, strings.TrimSpace(string(text))); err != nil {
+					return Fields{}, err
+				}
 				cur = ""
 			}
 			depth--
@@ -152,20 +170,32 @@ func ParseJSON(b []byte) (Fields, error) {
 	if err := jsonDepth(b); err != nil {
 		return Fields{}, err
 	}
-	var m map[string]json.RawMessage
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.UseNumber()
-	if err := d.Decode(&m); err != nil || m == nil {
+	if t, err := d.Token(); err != nil || t != json.Delim('{') {
 		return Fields{}, ErrNotJSON
 	}
-	if _, err := d.Token(); err != io.EOF {
-		return Fields{}, ErrNotJSON // trailing data
-	}
-	if len(m) > maxElements {
-		return Fields{}, ErrTooMany
-	}
 	var f Fields
-	for k, raw := range m {
+	keys := map[string]bool{}
+	for d.More() {
+		t, err := d.Token()
+		k, ok := t.(string)
+		if err != nil || !ok {
+			return Fields{}, ErrNotJSON
+		}
+		// encoding/json keeps the last of two equal keys; another
+		// parser may keep the first: refuse both.
+		if keys[k] {
+			return Fields{}, ErrDuplicate
+		}
+		keys[k] = true
+		if len(keys) > maxElements {
+			return Fields{}, ErrTooMany
+		}
+		var raw json.RawMessage
+		if err := d.Decode(&raw); err != nil {
+			return Fields{}, ErrNotJSON
+		}
 		if !wanted(k) {
 			continue
 		}
@@ -176,7 +206,15 @@ func ParseJSON(b []byte) (Fields, error) {
 		if !ok {
 			return Fields{}, ErrNotJSON
 		}
-		f.set(k, v)
+		if err := f.set(k, v); err != nil {
+			return Fields{}, err
+		}
+	}
+	if t, err := d.Token(); err != nil || t != json.Delim('}') {
+		return Fields{}, ErrNotJSON
+	}
+	if _, err := d.Token(); err != io.EOF {
+		return Fields{}, ErrNotJSON // trailing data
 	}
 	return f, nil
 }
