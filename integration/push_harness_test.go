@@ -103,6 +103,7 @@ type pushGateway struct {
 	A, B  string // base URLs of two servers (two instances when they share a store)
 	Admin string
 	Log   string
+	base  map[string]float64 // /metrics when the config was loaded
 }
 
 // freePorts returns n distinct free ports: the listeners are held until
@@ -234,11 +235,12 @@ func startPush(t *testing.T, app *pushApp, store string) *pushGateway {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
+	g.base = g.scrape(t)
 	return g
 }
 
-// metric sums a counter's samples whose labels contain all of match.
-func (g *pushGateway) metric(t *testing.T, name string, match ...string) float64 {
+// scrape reads Caddy's /metrics as series -> value.
+func (g *pushGateway) scrape(t *testing.T) map[string]float64 {
 	t.Helper()
 	resp, err := http.Get(g.Admin + "/metrics")
 	if err != nil {
@@ -246,19 +248,35 @@ func (g *pushGateway) metric(t *testing.T, name string, match ...string) float64
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	var sum float64
+	out := map[string]float64{}
 	for _, line := range strings.Split(string(b), "\n") {
-		if !strings.HasPrefix(line, name+"{") {
+		i := strings.LastIndexByte(line, ' ')
+		if strings.HasPrefix(line, "#") || i <= 0 {
+			continue
+		}
+		var v float64
+		fmt.Sscan(line[i+1:], &v)
+		out[line[:i]] = v
+	}
+	return out
+}
+
+// metric sums a counter's samples whose labels contain all of match,
+// counted since startPush: the collectors are the process's, and outlive
+// each test's config.
+func (g *pushGateway) metric(t *testing.T, name string, match ...string) float64 {
+	t.Helper()
+	var sum float64
+	for series, v := range g.scrape(t) {
+		if !strings.HasPrefix(series, name+"{") {
 			continue
 		}
 		ok := true
 		for _, m := range match {
-			ok = ok && strings.Contains(line, m)
+			ok = ok && strings.Contains(series, m)
 		}
-		var v float64
-		if i := strings.LastIndexByte(line, ' '); ok && i > 0 {
-			fmt.Sscan(line[i+1:], &v)
-			sum += v
+		if ok {
+			sum += v - g.base[series]
 		}
 	}
 	return sum
