@@ -25,6 +25,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddy-wechat/wechat/internal/credential"
@@ -599,31 +600,34 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, next Next) error 
 	return g.reply(w, q, ctype, body)
 }
 
-// keepLease renews this delivery's claim while its app works, until stop.
+// keepLease renews this delivery's claim while its app works, until
+// stop. A timer rather than a goroutine: most apps answer before the
+// first renewal, and then it costs one timer. A renewal still running
+// after stop is harmless: it finds the message done (or its version
+// changed) and writes nothing.
 func (g *Gateway) keepLease(ctx context.Context, d *dedupe, key string, owner [12]byte) (stop func()) {
-	done := make(chan struct{})
-	exited := make(chan struct{})
-	go func() {
-		defer close(exited)
-		t := time.NewTicker(g.renew)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-			}
-			if held, err := d.renew(ctx, key, owner, g.cfg.Now()); err != nil || !held {
-				if err != nil {
-					g.log.Debug("wechat_push: renewing a message's claim failed", zap.String("error", err.Error()))
-				}
-				if !held && err == nil {
-					return // taken over, or gone: nothing left to hold
-				}
-			}
+	var mu sync.Mutex
+	stopped := false
+	var t *time.Timer
+	mu.Lock() // t is set before the first renewal reads it
+	defer mu.Unlock()
+	t = time.AfterFunc(g.renew, func() {
+		held, err := d.renew(ctx, key, owner, g.cfg.Now())
+		if err != nil {
+			g.log.Debug("wechat_push: renewing a message's claim failed", zap.String("error", err.Error()))
 		}
-	}()
-	return func() { close(done); <-exited }
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped && (held || err != nil) { // not taken over: keep holding
+			t.Reset(g.renew)
+		}
+	})
+	return func() {
+		mu.Lock()
+		stopped = true
+		t.Stop()
+		mu.Unlock()
+	}
 }
 
 // Reply content types, as stored in a mark.
