@@ -53,6 +53,7 @@ type RegistryConfig struct {
 	Rand         func() float64
 	Logger       *zap.Logger
 	Observer     Observer
+	Sleep        func(ctx context.Context, d time.Duration) error // Config.Sleep
 }
 
 // Authorizer is one merchant's entry: its source, inline so an entry is
@@ -184,6 +185,7 @@ func (r *Registry) newAuthorizer(appid string) *Authorizer {
 		Rand:         r.cfg.Rand,
 		Logger:       r.cfg.Logger,
 		Observer:     r.cfg.Observer,
+		Sleep:        r.cfg.Sleep,
 		PeekInterval: -1,
 		Spread:       true,
 	})

@@ -324,13 +324,18 @@ func (s *TicketSource) Fetch(ctx context.Context, _ FetchOptions) (*Token, error
 	t, err := s.getticket(ctx, tok)
 	var ae *APIError
 	if !errors.As(err, &ae) || !IsTokenErrcode(ae.Code) {
+		s.Tokens.Confirm(tok)
 		return t, err
 	}
-	fresh, replay, rerr := s.Tokens.Rejected(ctx, tok)
+	fresh, replay, rerr := s.Tokens.RejectedOn(ctx, tok, "/cgi-bin/ticket/getticket")
 	if rerr != nil || !replay {
 		return nil, err
 	}
-	return s.getticket(ctx, fresh)
+	t, err = s.getticket(ctx, fresh)
+	if !errors.As(err, &ae) || !IsTokenErrcode(ae.Code) {
+		s.Tokens.Confirm(fresh)
+	}
+	return t, err
 }
 
 func (s *TicketSource) getticket(ctx context.Context, tok *Token) (*Token, error) {
