@@ -199,11 +199,14 @@ func (t *ComponentTransport) roundTrip(req *http.Request) (*http.Response, error
 		t.count("error", named)
 		return nil, t.redact(err)
 	}
-	if isTokenErrcode(code) {
-		// As on the account transport: the evidence reaches the engine even
-		// when the body is too large to replay, so a bad token is replaced
-		// for the next call; a replacement that answers is confirmed.
-		fresh, replay, rerr := cache.Rejected(req.Context(), tok)
+	if !isTokenErrcode(code) {
+		cache.Confirm(tok) // fresh evidence that tok works (credential.Cache.Confirm)
+	} else {
+		// As on the account transport: the evidence (and its API path)
+		// reaches the engine even when the body is too large to replay, so
+		// a bad token is replaced for the next call; a replacement that
+		// answers is confirmed.
+		fresh, replay, rerr := cache.RejectedOn(req.Context(), tok, clean)
 		if rerr == nil && replay && replayable {
 			resp.Body.Close()
 			if resp, err = t.send(req, p, param, body, fresh); err != nil {

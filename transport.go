@@ -91,16 +91,18 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 		return nil, t.redactErr(err)
 	}
 	if !isTokenErrcode(code) {
+		t.acct.tokens.Confirm(tok) // fresh evidence that tok works (credential.Cache.Confirm)
 		t.metrics.request(resultOfCode(code))
 		return resp, nil
 	}
 
-	// WeChat rejected the token. The engine decides what that evidence
-	// is worth (credential.Cache.Rejected: replaced already, too young,
-	// probed valid, or really bad), and whether to replay once with the
+	// WeChat rejected the token on this API path. The engine decides what
+	// that evidence is worth (credential.Cache.RejectedOn: replaced
+	// already, held, probed valid for this path, or really bad), and
+	// whether to replay once with the
 	// same body. A body too large to replay still counts as evidence, so
 	// that large uploads alone cannot keep a dead token.
-	fresh, replay, err := t.acct.Rejected(req.Context(), tok)
+	fresh, replay, err := t.acct.Rejected(req.Context(), tok, canonicalPath(req.URL.Path))
 	if !replayable {
 		t.metrics.retry("not_replayable")
 		t.metrics.request("token_error")
