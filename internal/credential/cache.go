@@ -353,6 +353,7 @@ func pathKey(api string) uint64 { return maphash.String(pathSeed, api) }
 type probeResult struct {
 	valid bool
 	at    time.Time
+	path  uint64 // the API path whose 40001 started the probe
 }
 
 // probe asks the source whether t is valid, for a 40001 of the API path
@@ -381,12 +382,16 @@ func (c *Cache) probe(ctx context.Context, t *Token, api string) (valid, known b
 			return true, true
 		}
 	}
-	quiet := now.Before(c.ev.quietTill)
-	c.mu.Unlock()
-	if quiet {
+	if now.Before(c.ev.quietTill) {
+		c.mu.Unlock()
 		return false, false
 	}
-	ch := c.probes.DoChan(t.Value, func() (any, error) { return c.runProbe(p, t) })
+	// Joined under c.mu: a probe records its verdict under c.mu before its
+	// flight ends, so a caller that found no verdict here either joins that
+	// flight or starts one after the verdict is kept, never a second probe
+	// of a path just found valid.
+	ch := c.probes.DoChan(t.Value, func() (any, error) { return c.runProbe(p, t, key) })
+	c.mu.Unlock()
 	var r singleflight.Result
 	select {
 	case r = <-ch:
@@ -397,8 +402,8 @@ func (c *Cache) probe(ctx context.Context, t *Token, api string) (valid, known b
 		return false, false
 	}
 	pr := r.Val.(probeResult)
-	if pr.valid {
-		c.noteValid(t.Value, key, pr.at)
+	if pr.valid && pr.path != key {
+		c.noteValid(t.Value, key, pr.at) // a caller of another path that joined the probe
 	}
 	return pr.valid, true
 }
@@ -408,6 +413,10 @@ func (c *Cache) probe(ctx context.Context, t *Token, api string) (valid, known b
 func (c *Cache) noteValid(v string, key uint64, at time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.noteValidLocked(v, key, at)
+}
+
+func (c *Cache) noteValidLocked(v string, key uint64, at time.Time) {
 	if c.ev.token != v {
 		return
 	}
@@ -425,8 +434,10 @@ func (c *Cache) noteValid(v string, key uint64, at time.Time) {
 }
 
 // runProbe is one probe of t, run once for all the callers that joined
-// it, after waiting for the token's next probe slot.
-func (c *Cache) runProbe(p Prober, t *Token) (any, error) {
+// it, after waiting for the token's next probe slot. A "valid" verdict is
+// kept for key, the path that started it, before the flight ends, so a
+// caller of that path arriving just after sees it and probes nothing.
+func (c *Cache) runProbe(p Prober, t *Token, key uint64) (any, error) {
 	c.mu.Lock()
 	var wait time.Duration
 	if c.ev.token == t.Value && !c.ev.lastProbe.IsZero() {
@@ -478,8 +489,10 @@ func (c *Cache) runProbe(p Prober, t *Token) (any, error) {
 			c.badProbes = map[string]probeRecord{}
 		}
 		c.badProbes[t.Value] = r
+	} else {
+		c.noteValidLocked(t.Value, key, start)
 	}
-	return probeResult{valid, start}, nil
+	return probeResult{valid, start, key}, nil
 }
 
 func (c *Cache) sleep(ctx context.Context, d time.Duration) error {
