@@ -195,12 +195,12 @@ func (a authorizerCred) Token(ctx context.Context) (*tokenEntry, error) {
 	return tok, err
 }
 
-func (a authorizerCred) Rejected(ctx context.Context, tok *tokenEntry) (*tokenEntry, bool, error) {
+func (a authorizerCred) RejectedOn(ctx context.Context, tok *tokenEntry, api string) (*tokenEntry, bool, error) {
 	au := a.reg.Lookup(a.appid)
 	if au == nil {
 		return nil, false, credential.ErrUnknownAuthorizer
 	}
-	return au.Rejected(ctx, tok)
+	return au.RejectedOn(ctx, tok, api)
 }
 
 func (a authorizerCred) Confirm(tok *tokenEntry) {

@@ -138,6 +138,10 @@ func (s *Server) componentAPI(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.count(name)
+	if r.URL.Path == ComponentAlwaysInvalidPath {
+		writeErr(w, 40001, "") // whatever the component token
+		return
+	}
 	if !s.componentCheck(w, r, req) {
 		return
 	}
@@ -156,6 +160,12 @@ func (s *Server) componentAPI(w http.ResponseWriter, r *http.Request) {
 		s.echoComponent(w, r)
 	}
 }
+
+// ComponentAlwaysInvalidPath answers 40001 whatever the component token,
+// like a component API that checks a credential of the caller's own: a
+// fresh component token cannot fix it. Calls count in
+// Fetches("test_always_40001").
+const ComponentAlwaysInvalidPath = "/cgi-bin/component/test_always_40001"
 
 // componentCheck checks component_access_token (41018 missing; 40001 not
 // a component token; 42001 expired) and the component_appid in the body.
