@@ -36,6 +36,7 @@ type Shared struct {
 	badLogged atomic.Bool
 	ops       atomic.Int64 // backend calls attempted, for tests
 	logger    atomic.Pointer[zap.Logger]
+	lockWait  time.Duration // a write's extra time to wait for a peer's lock
 }
 
 // SetLogger replaces the logger, e.g. with a reloaded config's.
@@ -90,6 +91,9 @@ func NewShared(b Backend, seal *Sealer, opt SharedOptions) *Shared {
 		opt.Observer = nopObserver{}
 	}
 	s := &Shared{b: b, seal: seal, base: opt.Prefix + seal.KeyName(), opt: opt, slot: randv2.N(counterSlots)}
+	if lw, ok := b.(interface{ LockWait() time.Duration }); ok {
+		s.lockWait = max(lw.LockWait(), 0)
+	}
 	s.logger.Store(opt.Logger)
 	return s
 }
@@ -131,9 +135,21 @@ func (s *Shared) call(ctx context.Context, op string, always bool, f func(contex
 		bypass = true
 	}
 	s.ops.Add(1)
-	ctx, cancel := context.WithTimeout(ctx, s.opt.OpTimeout)
+	timeout := s.opt.OpTimeout
+	if op != "get" {
+		timeout += s.lockWait // a write may wait for a peer's lock
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	err := f(ctx)
 	cancel()
+	if errors.Is(err, ErrBusy) {
+		// A peer held the lock all that time: contention, not an
+		// outage. The breaker is left as it was.
+		if !bypass {
+			s.brk.unprobe() // if this was the half-open probe, let another go
+		}
+		return err
+	}
 	if err == nil || errors.Is(err, ErrNotFound) {
 		if s.brk.success() {
 			s.logger.Load().Info("credential store reachable again")
@@ -188,6 +204,13 @@ func (b *breaker) fail(until time.Time) bool {
 	first := !b.open
 	b.open, b.probing, b.openUntil = true, false, until
 	return first
+}
+
+// unprobe ends a probe that got no verdict (a busy lock).
+func (b *breaker) unprobe() {
+	b.mu.Lock()
+	b.probing = false
+	b.mu.Unlock()
 }
 
 func (b *breaker) isOpen() bool {
@@ -418,11 +441,14 @@ func (s *Shared) auxGet(ctx context.Context, key string) ([]byte, error) {
 	return p, nil
 }
 
+// auxPut asks the store even while the breaker is open: an auxiliary
+// value is a refresh token or a pushed ticket, whose loss costs more than
+// one short timeout.
 func (s *Shared) auxPut(ctx context.Context, key string, v []byte) error {
 	sealed := s.seal.Seal(key, v)
 	for range saveAttempts {
 		var stored bool
-		err := s.do(ctx, "add", func(ctx context.Context) (err error) {
+		err := s.call(ctx, "add", true, func(ctx context.Context) (err error) {
 			stored, err = s.b.Add(ctx, key, sealed, 0)
 			return err
 		})
@@ -430,7 +456,7 @@ func (s *Shared) auxPut(ctx context.Context, key string, v []byte) error {
 			return err
 		}
 		var ver Version
-		err = s.do(ctx, "get", func(ctx context.Context) (err error) {
+		err = s.call(ctx, "get", true, func(ctx context.Context) (err error) {
 			_, ver, err = s.b.Get(ctx, key)
 			return err
 		})
@@ -440,7 +466,7 @@ func (s *Shared) auxPut(ctx context.Context, key string, v []byte) error {
 		if err != nil {
 			return err
 		}
-		err = s.do(ctx, "cas", func(ctx context.Context) (err error) {
+		err = s.call(ctx, "cas", true, func(ctx context.Context) (err error) {
 			stored, err = s.b.CompareAndSwap(ctx, key, ver, sealed, 0)
 			return err
 		})
