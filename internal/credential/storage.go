@@ -328,8 +328,7 @@ type lister interface {
 // maybeSweep starts a sweep if the storage can List and none ran for
 // sweepEvery.
 func (st *Storage) maybeSweep() {
-	l, ok := st.s.(lister)
-	if !ok {
+	if _, ok := st.s.(lister); !ok {
 		return
 	}
 	now := st.now()
@@ -345,15 +344,20 @@ func (st *Storage) maybeSweep() {
 		defer st.sweeping.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), sweepTimeout)
 		defer cancel()
-		_, _ = st.Sweep(ctx, l)
+		_, _ = st.Sweep(ctx)
 	}()
 }
 
 // Sweep deletes up to sweepBatch expired files under the prefix, each
 // under its lock and checked again there, starting where the last sweep
 // stopped, and reports how many it deleted. Files that are not
-// envelopes are left alone: they are not ours.
-func (st *Storage) Sweep(ctx context.Context, l lister) (int, error) {
+// envelopes are left alone: they are not ours. A storage that cannot
+// List is not swept.
+func (st *Storage) Sweep(ctx context.Context) (int, error) {
+	l, ok := st.s.(lister)
+	if !ok {
+		return 0, nil
+	}
 	dir := path.Dir(st.prefix + "x") // the folder the files are in
 	keys, err := l.List(ctx, dir, false)
 	if err != nil {
