@@ -47,7 +47,7 @@ type SQL struct {
 
 type sqlQueries struct {
 	get, add, cas, deleteIf, del, incr, sweep string
-	postgres                           bool // $n placeholders, each once; incr has RETURNING
+	postgres                                  bool // $n placeholders, each once; incr has RETURNING
 }
 
 // OpenSQL opens driver "mysql" (MySQL, MariaDB) or "postgres" at dsn.
