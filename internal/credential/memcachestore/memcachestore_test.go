@@ -202,3 +202,32 @@ func TestDeleteIfIsAtomic(t *testing.T) {
 		t.Fatal("DeleteIf deleted a value it does not hold")
 	}
 }
+
+// The conformance suite's multi-process case: three processes on one
+// memcached, 120 authorizers expiring at once.
+func TestAcrossProcesses(t *testing.T) {
+	s := startServer(t)
+	open := func(t *testing.T) credential.Backend { return openAt(t, s.addr) }
+	storetest.Processes(t, storetest.Harness{Open: open}, "TestClusterProcessHelper", []string{procAddrEnv + "=" + s.addr})
+}
+
+const procAddrEnv = "WECHAT_CLUSTER_MEMCACHE"
+
+func openAt(t *testing.T, addr string) credential.Backend {
+	b, err := memcachestore.New([]string{addr}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestClusterProcessHelper is one gateway process of TestAcrossProcesses.
+func TestClusterProcessHelper(t *testing.T) {
+	addr := os.Getenv(procAddrEnv)
+	if addr == "" {
+		t.Skip("a helper process of TestAcrossProcesses")
+	}
+	if !storetest.ProcessChild(t, func(t *testing.T) credential.Backend { return openAt(t, addr) }) {
+		t.Fatal("started without the cluster environment")
+	}
+}
