@@ -80,4 +80,3 @@ func TestClusterProcessHelper(t *testing.T) {
 		t.Fatal("started without the cluster environment")
 	}
 }
-
