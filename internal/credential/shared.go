@@ -37,6 +37,12 @@ type Shared struct {
 	ops       atomic.Int64 // backend calls attempted, for tests
 	logger    atomic.Pointer[zap.Logger]
 	lockWait  time.Duration // a write's extra time to wait for a peer's lock
+	// newest is, per key, the fetch time (Unix ns) of the newest token
+	// read or written there: a store writer may put back an older sealed
+	// token of the account (revoked since), and one older than a token
+	// this instance has seen is no better than none. One entry per
+	// credential (authorizer), a few dozen bytes.
+	newest sync.Map
 }
 
 // SetLogger replaces the logger, e.g. with a reloaded config's.
@@ -244,7 +250,29 @@ func (s *Shared) read(ctx context.Context, key string) (t *Token, ver Version, p
 		}
 		return nil, ver, true, nil
 	}
+	if n, ok := s.newest.Load(key); ok && t.FetchedAt.UnixNano() < n.(int64) {
+		return nil, ver, true, nil // put back: older than one already seen
+	}
+	s.saw(key, t)
 	return t, ver, true, nil
+}
+
+// saw records t as read or written under key, if it is the newest.
+func (s *Shared) saw(key string, t *Token) {
+	n := t.FetchedAt.UnixNano()
+	for {
+		v, ok := s.newest.Load(key)
+		switch {
+		case !ok:
+			if _, loaded := s.newest.LoadOrStore(key, n); !loaded {
+				return
+			}
+		case v.(int64) >= n:
+			return
+		case s.newest.CompareAndSwap(key, v, n):
+			return
+		}
+	}
 }
 
 // want says which stored tokens a flow can use instead of fetching.
@@ -357,6 +385,7 @@ func (s *Shared) save(ctx context.Context, key string, fresh *Token, bad string)
 		}
 		if stored {
 			s.badLogged.Store(false)
+			s.saw(key, fresh)
 			return fresh
 		}
 	}

@@ -278,3 +278,46 @@ func (r *recorder) last() []byte {
 type noRelease struct{ credential.Backend }
 
 func (n *noRelease) DeleteIf(ctx context.Context, key string, v []byte) error { return nil }
+
+// replayedToken: an honest sealed token of the account, revoked since,
+// put back under its key after a newer one was stored. An instance that
+// has seen the newer one does not adopt it when its token is rejected:
+// the replay goes out with a token WeChat accepts.
+func replayedToken(t *testing.T, h Harness) {
+	c := newCluster(t, h, credential.APIClassic)
+	a := c.instance(secret)
+	cx := ctx(t)
+	raw := c.h.Open(t)
+	key := a.shared.Key("access_token")
+	t1, err := a.tokens.Token(cx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, _, err := raw.Get(cx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.clock.Advance(3 * time.Minute)
+	c.fake.Revoke(t1.Value)
+	t2, _, err := a.tokens.Rejected(cx, t1)
+	if err != nil || t2.Value == t1.Value {
+		t.Fatalf("first rejection: %v", err)
+	}
+	// WeChat revokes t2 too (a force_refresh elsewhere); the attacker
+	// puts t1 back.
+	c.clock.Advance(3 * time.Minute)
+	c.fake.Revoke(t2.Value)
+	if err := raw.Delete(cx, key); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := raw.Add(cx, key, old, time.Hour); err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	t3, replay, err := a.tokens.Rejected(cx, t2)
+	if err != nil || !replay {
+		t.Fatalf("second rejection: replay %v, %v", replay, err)
+	}
+	if t3.Value == t1.Value || !c.fake.Valid(t3.Value) {
+		t.Fatal("adopted a revoked token put back in the store; the replay fails")
+	}
+}

@@ -47,6 +47,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("ReplayedLeaseIgnored", func(t *testing.T) { replayedLease(t, h) })
 	t.Run("HonestDeadHolder", func(t *testing.T) { honestDeadHolder(t, h) })
 	t.Run("PlantedMarkIgnored", func(t *testing.T) { plantedMark(t, h) })
+	t.Run("ReplayedTokenNotAdopted", func(t *testing.T) { replayedToken(t, h) })
 	t.Run("TicketsShared", func(t *testing.T) { ticketsShared(t, h) })
 	t.Run("StoreDown", func(t *testing.T) { storeDown(t, h, h.Kill, h.Restart) })
 	t.Run("StoreBlackHoled", func(t *testing.T) { storeDown(t, h, h.Pause, h.Resume) })
