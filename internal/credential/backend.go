@@ -58,3 +58,9 @@ type Version any
 // ErrNotFound is a Backend's answer for a missing or expired key. It is
 // an answer, not a failure: it never opens the breaker.
 var ErrNotFound = errors.New("credential: not found")
+
+// ErrBusy is a Backend's answer for a write that found the key locked by
+// a peer for as long as it may wait (Caddy storage's lock): contention,
+// not a failure. It never opens the breaker; the caller goes on as it
+// would without the store for this one call.
+var ErrBusy = errors.New("credential: the key is locked by a peer")

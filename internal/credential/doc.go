@@ -24,14 +24,21 @@
 //   - Shared: a Backend (memcache, Redis, SQL, Caddy storage) behind a
 //     breaker, with the cluster protocol written once: read, lease, re-read,
 //     fetch, newer-wins write, release only if ours; waiters poll and take
-//     over a lease whose holder died; daily counters; a once-a-minute peek
-//     that adopts a peer's newer token.
+//     over a lease whose holder died, and wait no longer than an honest
+//     lease lives (FetchTimeout + 2 s) whatever the store holds; daily
+//     counters as sealed per-instance slots that are summed; a
+//     once-a-minute peek that adopts a peer's newer token. A lock a peer
+//     holds (Caddy storage) is ErrBusy, contention, never a breaker
+//     failure.
 //   - Sealer: every stored value is AES-256-GCM under a key derived by
 //     HKDF-SHA256 from the secret and appid, with the storage key as
 //     additional data; key names are an HMAC under another derived key.
 //     Whoever reads or writes the store can neither read a token nor plant
 //     one, and an authentic value that claims more than WeChat grants is
-//     still refused.
+//     still refused. Leases and one-time marks carry their own sealed
+//     expiry, counters are sealed counts: a value the account's gateways
+//     did not write is worth no more than an absent one, and the worst a
+//     store writer can do is make the gateway behave as if it had no store.
 //
 // # New sources
 //

@@ -229,8 +229,9 @@ func (p *Platform) events() PlatformObserver {
 // AuthorizerTokenSource fetches one authorizer's access token with its
 // stored refresh token. A rotated refresh token is written to the Aux
 // before the access token is returned: if the store refuses it, the
-// token is still returned (the merchant's calls go on), the new refresh
-// token is kept in memory, used by the next fetch and written again then.
+// token is still returned (the merchant's calls go on) and the new
+// refresh token is kept in memory; the next fetch writes it first, and
+// fails clearly rather than use it while it is not durable.
 type AuthorizerTokenSource struct {
 	P     *Platform
 	AppID string
@@ -269,9 +270,12 @@ func unusable(v []byte) bool { return len(v) == 0 }
 
 func (s *AuthorizerTokenSource) refreshToken(ctx context.Context, aux Aux) (string, error) {
 	if u := s.unsaved.Load(); u != nil {
-		if err := aux.Put(ctx, AuxRefreshToken, []byte(*u)); err == nil {
-			s.unsaved.CompareAndSwap(u, nil)
+		// Never use a rotated refresh token before it is durable: its use
+		// rotates it again, and a crash would then lose the only live one.
+		if err := aux.Put(ctx, AuxRefreshToken, []byte(*u)); err != nil {
+			return "", fmt.Errorf("the rotated refresh token of authorizer %s is not stored yet (%w); not using it until it is", s.AppID, err)
 		}
+		s.unsaved.CompareAndSwap(u, nil)
 		return *u, nil
 	}
 	v, err := aux.Get(ctx, AuxRefreshToken)
