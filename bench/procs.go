@@ -184,7 +184,7 @@ func check(name, url string) {
 
 // startMemcached runs a private memcached on a free loopback port; restart
 // kills it (its data goes with it) and runs it again on that port.
-func startMemcached(dir string) (addr string, restart func(down time.Duration)) {
+func startMemcached(dir string) (addr string, restart func(down func())) {
 	bin, err := exec.LookPath("memcached")
 	if err != nil {
 		fatalf("memcached not found (apt-get install memcached), or run with -memcache=false")

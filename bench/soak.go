@@ -380,13 +380,24 @@ func soakStore(bin, dir, name string, o soakOpts) int {
 		})
 		at(0.36)
 		if sb.restart != nil {
-			record("store server killed", func() string {
-				sb.restart(o.down)
-				return fmt.Sprintf("restarted on the same port and data dir after %s, ready", o.down)
+			// The outage must be met: the gateways lose their token
+			// while the store is dead, and fetch without it.
+			t0 := time.Since(start)
+			sb.restart(func() {
+				events = append(events, event{at: t0, end: time.Since(start), name: "store server killed"})
+				time.Sleep(o.down / 2)
+				record("every token revoked while the store is down", func() string { fw.RevokeAll(); return "" })
+				time.Sleep(o.down / 2)
 			})
+			events = append(events, event{at: time.Since(start), end: time.Since(start), name: "store server restarted",
+				note: "on the same port and data dir, ready"})
 		}
 		at(0.55)
 		record("every token revoked (40001: the fake's secret reset)", func() string { fw.RevokeAll(); return "" })
+		// Issue 20's blind spot: a revocation right after the fresh
+		// fetch that repaired the last one.
+		time.Sleep(time.Second)
+		record("every token revoked again, 1 s later", func() string { fw.RevokeAll(); return "" })
 		at(0.70)
 		record("config reload of gateway A and of reverse_proxy", func() string {
 			var rw sync.WaitGroup

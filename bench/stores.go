@@ -40,10 +40,10 @@ type storeBench struct {
 	// calls are the counters that add up to round trips; nil: all.
 	calls []string
 	t     *target
-	// restart kills the server and starts it again on the same port and
-	// data dir once down has passed (the soak's store restart); nil for
-	// a store without a server.
-	restart func(down time.Duration)
+	// restart kills the server, runs down (the outage), and starts the
+	// server again on the same port and data dir (the soak's store
+	// restart); nil for a store without a server.
+	restart func(down func())
 	initial map[string]int64 // before the gateway started
 	before  map[string]int64 // before the timed runs
 }
@@ -386,10 +386,10 @@ func storeReport(stores []*storeBench, elapsed time.Duration) {
 }
 
 // restarter returns a store's restart: it ends p with sig (a crash, not a
-// clean stop), waits down, and runs launch again, which reuses the port
-// and the data dir.
-func restarter(p *proc, sig os.Signal, launch func() *proc) func(down time.Duration) {
-	return func(down time.Duration) {
+// clean stop), runs down, and runs launch again, which reuses the port and
+// the data dir.
+func restarter(p *proc, sig os.Signal, launch func() *proc) func(down func()) {
+	return func(down func()) {
 		_ = p.cmd.Process.Signal(sig)
 		select {
 		case <-p.exited:
@@ -397,7 +397,7 @@ func restarter(p *proc, sig os.Signal, launch func() *proc) func(down time.Durat
 			_ = p.cmd.Process.Kill()
 			<-p.exited
 		}
-		time.Sleep(down)
+		down()
 		p = launch()
 	}
 }
