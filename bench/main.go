@@ -65,13 +65,14 @@ func main() {
 		soakRate = flag.Int("soak-rate", 200, "requests per second per soaked target")
 		soakConn = flag.Int("soak-conns", 16, "keep-alive connections per soaked target")
 		soakDown = flag.Duration("soak-store-down", 3*time.Second, "how long the soak's killed store server stays down")
+		soakRel  = flag.Int("soak-reloads", 1, "config reloads of the soak's gateway A (and of its reverse_proxy), 0.5 s apart")
 	)
 	flag.Parse()
 	if *soak {
-		if *soakRate < 1 || *soakConn < 1 || *soakDur <= 0 {
-			fatalf("-soak-rate, -soak-conns and -soak-duration must be positive")
+		if *soakRate < 1 || *soakConn < 1 || *soakDur <= 0 || *soakRel < 1 {
+			fatalf("-soak-rate, -soak-conns, -soak-reloads and -soak-duration must be positive")
 		}
-		os.Exit(soakMain(*caddyBin, *storeArg, soakOpts{d: *soakDur, rate: *soakRate, conns: *soakConn, down: *soakDown}))
+		os.Exit(soakMain(*caddyBin, *storeArg, soakOpts{d: *soakDur, rate: *soakRate, conns: *soakConn, down: *soakDown, reloads: *soakRel}))
 	}
 
 	gl := pickGen(*gen, *threads)

@@ -52,6 +52,9 @@ type soakOpts struct {
 	rate  int           // requests per second per target
 	conns int           // keep-alive connections per target
 	down  time.Duration // how long the store server stays dead
+	// reloads of gateway A (and of the proxy), 0.5 s apart: one is the
+	// brief; more give the keep-alive race more chances to show.
+	reloads int
 }
 
 // soakMain runs the soak on each store and returns the exit code: 1 if
@@ -133,6 +136,16 @@ func (c *soakCaddy) reload(n int) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode != 200 {
 		return fmt.Errorf("POST /load: %d %s", resp.StatusCode, b)
+	}
+	// The running config must be the new one, or nothing was reloaded.
+	resp, err = httpc.Get("http://" + c.admin + "/config/apps/http")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ = io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if want := fmt.Sprintf(`"soak_reload":%d`, n); !bytes.Contains(b, []byte(want)) {
+		return fmt.Errorf("after POST /load the running config lacks %s", want)
 	}
 	return nil
 }
@@ -247,7 +260,12 @@ func shortErr(err error) string {
 	}
 	var oe *net.OpError
 	if errors.As(err, &oe) {
-		return oe.Op + ": " + oe.Err.Error()
+		cause := oe.Err
+		var se *os.SyscallError
+		if errors.As(cause, &se) {
+			cause = se.Err
+		}
+		return oe.Op + ": " + cause.Error()
 	}
 	return err.Error()
 }
@@ -331,7 +349,9 @@ func soakStore(bin, dir, name string, o soakOpts) int {
 		// app's business, only its transport errors are compared.
 		newSoakTarget("proxy", px.url, o.conns, fw.CurrentStable),
 	}
-	ttl := min(max(o.d/2, 20*time.Second), 2*time.Hour)
+	// Short enough that refresh-ahead renews each token within the soak
+	// (at half its life, useBy at three quarters).
+	ttl := min(max(o.d/4, 15*time.Second), 2*time.Hour)
 	start := time.Now()
 	var (
 		events  []event
@@ -376,7 +396,7 @@ func soakStore(bin, dir, name string, o soakOpts) int {
 		record("every token expired (42001)", func() string {
 			fw.SetTokenTTL(ttl)
 			fw.ExpireAll()
-			return fmt.Sprintf("tokens issued from now on live %s: natural expiries and renewals follow", ttl)
+			return fmt.Sprintf("tokens issued from now on live %s, so renewals ahead of expiry follow", ttl)
 		})
 		at(0.36)
 		if sb.restart != nil {
@@ -391,6 +411,8 @@ func soakStore(bin, dir, name string, o soakOpts) int {
 			})
 			events = append(events, event{at: time.Since(start), end: time.Since(start), name: "store server restarted",
 				note: "on the same port and data dir, ready"})
+		} else {
+			record("every token revoked (no store server to restart: "+name+")", func() string { fw.RevokeAll(); return "" })
 		}
 		at(0.55)
 		record("every token revoked (40001: the fake's secret reset)", func() string { fw.RevokeAll(); return "" })
@@ -399,28 +421,36 @@ func soakStore(bin, dir, name string, o soakOpts) int {
 		time.Sleep(time.Second)
 		record("every token revoked again, 1 s later", func() string { fw.RevokeAll(); return "" })
 		at(0.70)
-		record("config reload of gateway A and of reverse_proxy", func() string {
+		what := "config reload of gateway A and of reverse_proxy"
+		if o.reloads > 1 {
+			what = fmt.Sprintf("%d config reloads of gateway A and of reverse_proxy, 0.5 s apart", o.reloads)
+		}
+		record(what, func() string {
 			var rw sync.WaitGroup
-			var notes []string
+			took := map[string][]string{}
 			var mu sync.Mutex
-			for _, c := range []*soakCaddy{gwA, px} {
+			for k := range o.reloads * 2 {
+				c := []*soakCaddy{gwA, px}[k%2]
+				if k >= 2 && k%2 == 0 {
+					rw.Wait() // one pair at a time, 0.5 s apart
+					time.Sleep(500 * time.Millisecond)
+				}
 				rw.Go(func() {
 					t0 := time.Since(start)
-					err := c.reload(1)
+					err := c.reload(k/2 + 1)
 					w := reloadWindow(t0, time.Since(start))
 					mu.Lock()
 					defer mu.Unlock()
 					reloads[c.name] = append(reloads[c.name], w)
 					if err != nil {
-						notes = append(notes, c.name+": "+err.Error())
+						took[c.name] = append(took[c.name], err.Error())
 					} else {
-						notes = append(notes, fmt.Sprintf("%s: POST /load took %s", c.name, (w.to-w.from-2100*time.Millisecond).Round(time.Millisecond)))
+						took[c.name] = append(took[c.name], (w.to - w.from - 2100*time.Millisecond).Round(time.Millisecond).String())
 					}
 				})
 			}
 			rw.Wait()
-			slices.Sort(notes)
-			return strings.Join(notes, "; ")
+			return "POST /load took " + strings.Join(took["gateway-a"], ", ") + " (gateway A), " + strings.Join(took["proxy"], ", ") + " (reverse_proxy)"
 		})
 		at(0.85)
 		record("force_refresh by another system", forceRefresh)

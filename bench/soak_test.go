@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -118,7 +119,7 @@ func TestSoakAttribute(t *testing.T) {
 // A transport error is named by its cause: not the URL, which carries
 // the plain proxy's token, nor the ports.
 func TestSoakShortErr(t *testing.T) {
-	op := &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET,
+	op := &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET),
 		Source: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}, Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}}
 	err := &url.Error{Op: "Get", URL: "http://127.0.0.1:8080/x?access_token=SECRET_TOKEN", Err: op}
 	if got := shortErr(err); got != "read: connection reset by peer" {
