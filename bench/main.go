@@ -66,13 +66,14 @@ func main() {
 		soakConn = flag.Int("soak-conns", 16, "keep-alive connections per soaked target")
 		soakDown = flag.Duration("soak-store-down", 3*time.Second, "how long the soak's killed store server stays down")
 		soakRel  = flag.Int("soak-reloads", 1, "config reloads of the soak's gateway A (and of its reverse_proxy), 0.5 s apart")
+		soakEv   = flag.Bool("soak-evidence", false, "the soak also calls an API that answers 40001 whatever the token (1/s per gateway), and revokes the token 0.5 s after a 2 s WeChat-wide glitch")
 	)
 	flag.Parse()
 	if *soak {
 		if *soakRate < 1 || *soakConn < 1 || *soakDur <= 0 || *soakRel < 1 {
 			fatalf("-soak-rate, -soak-conns, -soak-reloads and -soak-duration must be positive")
 		}
-		os.Exit(soakMain(*caddyBin, *storeArg, soakOpts{d: *soakDur, rate: *soakRate, conns: *soakConn, down: *soakDown, reloads: *soakRel}))
+		os.Exit(soakMain(*caddyBin, *storeArg, soakOpts{d: *soakDur, rate: *soakRate, conns: *soakConn, down: *soakDown, reloads: *soakRel, evidence: *soakEv}))
 	}
 
 	gl := pickGen(*gen, *threads)

@@ -16,7 +16,7 @@ const s = time.Second
 // What a soak request counts as: only a transport error on a reused
 // connection inside a reload's window is excused.
 func TestSoakClassify(t *testing.T) {
-	reloads := []window{reloadWindow(10*s, 10*s+50*time.Millisecond)}
+	ex := excuses{reloads: []window{reloadWindow(10*s, 10*s+50*time.Millisecond)}, glitches: []window{glitchWindow(20*s, 22*s)}}
 	cases := []struct {
 		name string
 		o    outcome
@@ -38,13 +38,19 @@ func TestSoakClassify(t *testing.T) {
 		{"reused, long before", outcome{at: 5 * s, err: "EOF", reused: true}, classTransport},
 		{"fresh connection inside the window", outcome{at: 10 * s, err: "dial: connection refused"}, classTransport},
 		{"an error beats its status", outcome{at: s, status: 200, err: "read: connection reset by peer"}, classTransport},
+		{"40001 in a glitch", outcome{at: 21 * s, status: 200, errcode: 40001}, classGlitch},
+		{"40001 sent just before the glitch's end", outcome{at: 22*s + 150*time.Millisecond, status: 200, errcode: 40001}, classGlitch},
+		{"40001 after the glitch", outcome{at: 22*s + 300*time.Millisecond, status: 200, errcode: 40001}, classToken},
+		{"a 502 in a glitch is no glitch's", outcome{at: 21 * s, status: 502, errcode: 40001}, classStatus},
+		{"another errcode in a glitch", outcome{at: 21 * s, status: 200, errcode: 45009}, classErrcode},
+		{"a reload excuses no errcode", outcome{at: 10 * s, status: 200, errcode: 40001, reused: true}, classToken},
 	}
 	for _, c := range cases {
-		if got := classify(c.o, reloads); got != c.want {
+		if got := classify(c.o, ex); got != c.want {
 			t.Errorf("%s: %s, want %s", c.name, classNames[got], classNames[c.want])
 		}
 	}
-	if got := classify(outcome{at: 10 * s, err: "EOF", reused: true}, nil); got != classTransport {
+	if got := classify(outcome{at: 10 * s, err: "EOF", reused: true}, excuses{}); got != classTransport {
 		t.Errorf("no reload: %s, want transport", classNames[got])
 	}
 }
@@ -52,7 +58,7 @@ func TestSoakClassify(t *testing.T) {
 // A tally's failed count leaves out successes and reload-closed
 // connections, and nothing else.
 func TestSoakTally(t *testing.T) {
-	reloads := []window{reloadWindow(10*s, 10*s)}
+	ex := excuses{reloads: []window{reloadWindow(10*s, 10*s)}, glitches: []window{glitchWindow(40*s, 41*s)}}
 	var tl tally
 	for _, o := range []outcome{
 		{at: s, status: 200, latency: 1 * time.Millisecond},
@@ -62,14 +68,15 @@ func TestSoakTally(t *testing.T) {
 		{at: 10 * s, status: 200, attempts: 2, latency: 5 * time.Millisecond},
 		{at: 20 * s, status: 200, attempts: 2, latency: 6 * time.Millisecond},
 		{at: 30 * s, status: 502, latency: 100 * time.Millisecond},
+		{at: 40 * s, status: 200, errcode: 40001, latency: 7 * time.Millisecond},
 	} {
-		tl.add(o, reloads)
+		tl.add(o, ex)
 	}
-	if tl.requests != 7 || tl.gets != 4 || tl.posts != 3 {
-		t.Fatalf("requests %d gets %d posts %d, want 7 4 3", tl.requests, tl.gets, tl.posts)
+	if tl.requests != 8 || tl.gets != 5 || tl.posts != 3 {
+		t.Fatalf("requests %d gets %d posts %d, want 8 5 3", tl.requests, tl.gets, tl.posts)
 	}
-	if tl.by[classOK] != 4 || tl.by[classReload] != 1 || tl.failed() != 2 {
-		t.Fatalf("ok %d reload-closed %d failed %d, want 4 1 2", tl.by[classOK], tl.by[classReload], tl.failed())
+	if tl.by[classOK] != 4 || tl.by[classReload] != 1 || tl.by[classGlitch] != 1 || tl.failed() != 2 {
+		t.Fatalf("ok %d reload-closed %d glitch %d failed %d, want 4 1 1 2", tl.by[classOK], tl.by[classReload], tl.by[classGlitch], tl.failed())
 	}
 	if tl.retriedAtReload != 1 || tl.retriedElsewhere != 1 {
 		t.Fatalf("retried %d+%d, want 1+1", tl.retriedAtReload, tl.retriedElsewhere)
@@ -77,8 +84,8 @@ func TestSoakTally(t *testing.T) {
 	if tl.closed["transport: EOF"] != 1 {
 		t.Fatalf("closed kinds %v", tl.closed)
 	}
-	if p50, max := tl.pct(0.5), tl.pct(1); p50 != 4*time.Millisecond || max != 100*time.Millisecond {
-		t.Fatalf("p50 %s max %s, want 4ms 100ms", p50, max)
+	if p50, max := tl.pct(0.5), tl.pct(1); p50 != 5*time.Millisecond || max != 100*time.Millisecond {
+		t.Fatalf("p50 %s max %s, want 5ms 100ms", p50, max)
 	}
 }
 
@@ -94,7 +101,7 @@ func TestSoakAttribute(t *testing.T) {
 	}
 	classes := make([]class, len(fails))
 	for i, f := range fails {
-		classes[i] = classify(f, nil)
+		classes[i] = classify(f, excuses{})
 	}
 	got := attribute(fails, classes, events)
 	if len(got) != 3 {

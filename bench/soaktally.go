@@ -37,15 +37,34 @@ const (
 	classMismatch        // a 200 that is not the echo the request asked for
 	classTransport       // no answer, and no reload explains it
 	classReload          // no answer on a reused connection at a reload: Caddy's graceful close
+	classGlitch          // a token errcode while WeChat rejected every token: nothing to serve
 	nClasses
 )
 
-var classNames = [nClasses]string{"ok", "token errcode", "other errcode", "non-2xx", "wrong answer", "transport", "reload-closed"}
+var classNames = [nClasses]string{"ok", "token errcode", "other errcode", "non-2xx", "wrong answer", "transport", "reload-closed", "glitch"}
 
 // window is a stretch of the soak, e.g. around one reload.
 type window struct{ from, to time.Duration }
 
 func (w window) has(t time.Duration) bool { return t >= w.from && t <= w.to }
+
+// excuses are the stretches in which some outcomes are not the gateway's
+// to prevent.
+type excuses struct {
+	reloads  []window // a reload of this target: Caddy may close a keep-alive connection
+	glitches []window // WeChat rejected every token
+}
+
+func within(ws []window, t time.Duration) bool {
+	return slices.ContainsFunc(ws, func(w window) bool { return w.has(t) })
+}
+
+// glitchWindow excuses the token errcodes of requests sent while the fake
+// rejected every token, and those sent just before its end, which the
+// gateway may have replayed inside it.
+func glitchWindow(start, end time.Duration) window {
+	return window{start, end + 200*time.Millisecond}
+}
 
 // reloadWindow is the stretch in which a reload may close a client's
 // keep-alive connection: from just before the POST /load to a moment after
@@ -61,17 +80,21 @@ func tokenErrcode(code int) bool {
 
 // classify says what o counts as. Only a transport error on a reused
 // connection sent inside a reload's window is the reload's: the same error
-// on a fresh connection, or at another time, is a failure.
-func classify(o outcome, reloads []window) class {
+// on a fresh connection, or at another time, is a failure. Only a token
+// errcode sent inside a glitch is the glitch's.
+func classify(o outcome, ex excuses) class {
 	switch {
 	case o.err != "":
-		if o.reused && slices.ContainsFunc(reloads, func(w window) bool { return w.has(o.at) }) {
+		if o.reused && within(ex.reloads, o.at) {
 			return classReload
 		}
 		return classTransport
 	case o.status < 200 || o.status > 299:
 		return classStatus
 	case tokenErrcode(o.errcode):
+		if within(ex.glitches, o.at) {
+			return classGlitch
+		}
 		return classToken
 	case o.errcode != 0:
 		return classErrcode
@@ -91,7 +114,7 @@ func kind(o outcome, c class) string {
 			return fmt.Sprintf("HTTP %d errcode %d", o.status, o.errcode)
 		}
 		return fmt.Sprintf("HTTP %d", o.status)
-	case classToken, classErrcode:
+	case classToken, classErrcode, classGlitch:
 		return fmt.Sprintf("errcode %d", o.errcode)
 	case classMismatch:
 		return "wrong answer: " + o.mismatch
@@ -111,14 +134,14 @@ type tally struct {
 	lat                               []time.Duration
 }
 
-func (t *tally) add(o outcome, reloads []window) class {
+func (t *tally) add(o outcome, ex excuses) class {
 	t.requests++
 	if o.post {
 		t.posts++
 	} else {
 		t.gets++
 	}
-	c := classify(o, reloads)
+	c := classify(o, ex)
 	t.by[c]++
 	if c == classReload {
 		if t.closed == nil {
@@ -127,7 +150,7 @@ func (t *tally) add(o outcome, reloads []window) class {
 		t.closed[kind(o, c)]++
 	}
 	if o.err == "" && o.attempts > 1 {
-		if slices.ContainsFunc(reloads, func(w window) bool { return w.has(o.at) }) {
+		if within(ex.reloads, o.at) {
 			t.retriedAtReload++
 		} else {
 			t.retriedElsewhere++
@@ -138,10 +161,13 @@ func (t *tally) add(o outcome, reloads []window) class {
 }
 
 // failed counts what the gateway could have served: everything but the
-// successes and the connections a reload closed.
+// successes, the connections a reload closed and the glitch's rejections.
 func (t *tally) failed() int {
-	return t.requests - t.by[classOK] - t.by[classReload]
+	return t.requests - t.by[classOK] - t.by[classReload] - t.by[classGlitch]
 }
+
+// excused says whether c is not a failure.
+func excused(c class) bool { return c == classOK || c == classReload || c == classGlitch }
 
 // pct is the q-th percentile of the latencies (sorts them).
 func (t *tally) pct(q float64) time.Duration {
