@@ -292,14 +292,16 @@ func (t *soakTarget) drive(start time.Time, d time.Duration, rate, conns int) []
 		wg.Go(func() {
 			var mine []outcome
 			next := start.Add(time.Duration(i) * interval / time.Duration(conns))
-			for n := i; ; n += conns {
+			for k := 0; ; k++ {
 				if w := time.Until(next); w > 0 {
 					time.Sleep(w)
 				}
 				if time.Since(start) >= d {
 					break
 				}
-				mine = append(mine, t.do(start, n, n%2 == 1))
+				// Each connection alternates; n numbers the POST bodies.
+				n := i + k*conns
+				mine = append(mine, t.do(start, n, (i+k)%2 == 1))
 				next = next.Add(interval)
 				if now := time.Now(); next.Before(now) {
 					next = now
@@ -435,8 +437,9 @@ func soakStore(bin, dir, name string, o soakOpts) int {
 		}
 		at(0.55)
 		record("every token revoked (40001: the fake's secret reset)", func() string { fw.RevokeAll(); return "" })
-		// Issue 20's blind spot: a revocation right after the fresh
-		// fetch that repaired the last one.
+		// A revocation right after the fetch that repaired the last
+		// one: the fresh token's vouch must not blind the gateway
+		// (issue 20, item 1).
 		time.Sleep(time.Second)
 		record("every token revoked again, 1 s later", func() string { fw.RevokeAll(); return "" })
 		if o.evidence {
