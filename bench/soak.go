@@ -580,8 +580,12 @@ func printSoak(store string, o soakOpts, elapsed time.Duration, events []event, 
 	}
 	fmt.Printf("failed requests the gateway could have served: %d of %d %s\n", sum.failed(), sum.requests, verdict(sum.failed() == 0, "0"))
 	for _, ef := range attribute(fails, classes, events) {
-		fmt.Printf("  after %q (%.1fs): %d failed, +%.2fs..+%.2fs; %s; on %s\n", ef.event, ef.at.Seconds(), ef.n,
-			ef.first.Seconds(), ef.last.Seconds(), counts(ef.kinds), counts(ef.targets))
+		open := ""
+		if ef.open {
+			open = " (still failing when the next event came)"
+		}
+		fmt.Printf("  after %q (%.1fs): %d failed, +%.2fs..+%.2fs%s; %s; on %s\n", ef.event, ef.at.Seconds(), ef.n,
+			ef.first.Seconds(), ef.last.Seconds(), open, counts(ef.kinds), counts(ef.targets))
 	}
 	details := map[string]int{}
 	for i, f := range fails {

@@ -118,6 +118,16 @@ func TestSoakAttribute(t *testing.T) {
 	if got[2].event != "reload" || got[2].n != 1 || got[2].kinds["transport: EOF"] != 1 || got[2].first != 0 {
 		t.Fatalf("reload group %+v", got[2])
 	}
+	// The revoked group ended 8 s before the reload: repaired. The one
+	// before the first event ran into it.
+	if got[1].open || got[2].open {
+		t.Fatalf("groups marked still failing at the next event: %+v %+v", got[1], got[2])
+	}
+	fails = append(fails, outcome{at: 9*s + 700*time.Millisecond, target: "B", status: 200, errcode: 40001})
+	classes = append(classes, classToken)
+	if got := attribute(fails, classes, events); !got[0].open || got[0].n != 2 {
+		t.Fatalf("failures up to 0.3 s before the next event: %+v", got[0])
+	}
 	if c := counts(r.kinds); c != "errcode 40001 ×2, errcode 42001 ×1" {
 		t.Fatalf("counts: %q", c)
 	}

@@ -193,6 +193,10 @@ type eventFailures struct {
 	first, last time.Duration // of the failures, from the event
 	kinds       map[string]int
 	targets     map[string]int
+	// open: still failing when the next event came (last failure less
+	// than 0.5 s before it), so the count is cut short, not repaired.
+	open bool
+	next time.Duration // the next event's time, if any
 }
 
 // attribute groups failures by the last event sent before each of them;
@@ -204,9 +208,12 @@ func attribute(fails []outcome, classes []class, events []event) []eventFailures
 		e := sort.Search(len(events), func(j int) bool { return events[j].at > o.at }) - 1
 		k, ok := idx[e]
 		if !ok {
-			ef := eventFailures{event: "before the first event", kinds: map[string]int{}, targets: map[string]int{}}
+			ef := eventFailures{event: "before the first event", kinds: map[string]int{}, targets: map[string]int{}, next: -1}
 			if e >= 0 {
 				ef.event, ef.at = events[e].name, events[e].at
+			}
+			if e+1 < len(events) {
+				ef.next = events[e+1].at
 			}
 			k = len(out)
 			idx[e] = k
@@ -221,6 +228,10 @@ func attribute(fails []outcome, classes []class, events []event) []eventFailures
 		ef.n++
 		ef.kinds[kind(o, classes[i])]++
 		ef.targets[o.target]++
+	}
+	for i := range out {
+		ef := &out[i]
+		ef.open = ef.next >= 0 && ef.next-(ef.at+ef.last) < 500*time.Millisecond
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].at < out[j].at })
 	return out
