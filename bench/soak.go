@@ -549,7 +549,7 @@ func printSoak(store string, o soakOpts, elapsed time.Duration, events []event, 
 		}
 		fmt.Printf("  %6.1fs  %s%s\n", e.at.Seconds(), e.name, note)
 	}
-	fmt.Printf("%-14s %9s %7s %7s %8s %7s %14s %9s %8s %8s %8s\n", "target", "requests", "GET", "POST", "ok", "failed", "reload-closed", "retried", "p50 ms", "p99 ms", "max ms")
+	fmt.Printf("%-14s %9s %7s %7s %8s %7s %14s %9s %8s %8s %8s\n", "target", "requests", "GET", "POST", "ok", "failed", "reload-lost", "retried", "p50 ms", "p99 ms", "max ms")
 	var sum tally
 	for _, t := range targets {
 		tl := tallies[t.name]
@@ -564,16 +564,20 @@ func printSoak(store string, o soakOpts, elapsed time.Duration, events []event, 
 				sum.by[c] += tl.by[c]
 			}
 		}
-		fmt.Printf("%-14s %9d %7d %7d %8d %7s %14d %4d+%-4d %8s %8s %8s\n", label, tl.requests, tl.gets, tl.posts, tl.by[classOK], failed,
-			tl.by[classReload], tl.retriedAtReload, tl.retriedElsewhere, ms(tl.pct(0.5)), ms(tl.pct(0.99)), ms(tl.pct(1)))
+		fmt.Printf("%-14s %9d %7d %7d %8d %7s %14s %4d+%-4d %8s %8s %8s\n", label, tl.requests, tl.gets, tl.posts, tl.by[classOK], failed,
+			fmt.Sprintf("%d+%d", tl.by[classReload], tl.by[classReloadNew]), tl.retriedAtReload, tl.retriedElsewhere, ms(tl.pct(0.5)), ms(tl.pct(0.99)), ms(tl.pct(1)))
 	}
 	fmt.Println("  failed: the gateway could have served it (non-2xx, an errcode reaching the client, a transport error outside a reload, a wrong echo);")
-	fmt.Println("  reload-closed: a transport error on a reused keep-alive connection at the reload (Caddy's graceful close, not the gateway's);")
+	fmt.Println("  reload-lost: transport errors at a reload, on a reused keep-alive connection (Caddy's graceful close) + on a new one")
+	fmt.Println("    (reset in the old listener's backlog): Caddy's, not the gateway's, and the plain reverse_proxy loses them too;")
 	fmt.Println("  retried: GETs Go's client resent silently on a new connection, at a reload + elsewhere.")
 	for _, t := range targets {
 		if tl := tallies[t.name]; len(tl.closed) > 0 {
-			fmt.Printf("  reload-closed on %s: %s\n", t.name, counts(tl.closed))
+			fmt.Printf("  reload-lost on %s: %s\n", t.name, counts(tl.closed))
 		}
+	}
+	if p := tallies["proxy"]; len(p.lost) > 0 {
+		fmt.Printf("  reverse_proxy failed: %s\n", counts(p.lost))
 	}
 	if p := tallies["proxy"]; p.by[classToken]+p.by[classErrcode] > 0 {
 		fmt.Printf("  reverse_proxy: %d answers carried a token errcode for its client's own token (the app's problem the gateway removes; not counted)\n", p.by[classToken]+p.by[classErrcode])

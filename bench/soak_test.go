@@ -13,8 +13,8 @@ import (
 
 const s = time.Second
 
-// What a soak request counts as: only a transport error on a reused
-// connection inside a reload's window is excused.
+// What a soak request counts as: only a transport error inside a reload's
+// window, and a token errcode inside a glitch, are excused.
 func TestSoakClassify(t *testing.T) {
 	ex := excuses{reloads: []window{reloadWindow(10*s, 10*s+50*time.Millisecond)}, glitches: []window{glitchWindow(20*s, 22*s)}}
 	cases := []struct {
@@ -36,7 +36,8 @@ func TestSoakClassify(t *testing.T) {
 		{"reused, while the old server drains", outcome{at: 12 * s, err: "EOF", reused: true}, classReload},
 		{"reused, after the window", outcome{at: 12*s + 100*time.Millisecond, err: "EOF", reused: true}, classTransport},
 		{"reused, long before", outcome{at: 5 * s, err: "EOF", reused: true}, classTransport},
-		{"fresh connection inside the window", outcome{at: 10 * s, err: "dial: connection refused"}, classTransport},
+		{"new connection inside the window", outcome{at: 10 * s, err: "read: connection reset by peer"}, classReloadNew},
+		{"new connection after the window", outcome{at: 13 * s, err: "read: connection reset by peer"}, classTransport},
 		{"an error beats its status", outcome{at: s, status: 200, err: "read: connection reset by peer"}, classTransport},
 		{"40001 in a glitch", outcome{at: 21 * s, status: 200, errcode: 40001}, classGlitch},
 		{"40001 sent just before the glitch's end", outcome{at: 22*s + 150*time.Millisecond, status: 200, errcode: 40001}, classGlitch},
@@ -69,20 +70,25 @@ func TestSoakTally(t *testing.T) {
 		{at: 20 * s, status: 200, attempts: 2, latency: 6 * time.Millisecond},
 		{at: 30 * s, status: 502, latency: 100 * time.Millisecond},
 		{at: 40 * s, status: 200, errcode: 40001, latency: 7 * time.Millisecond},
+		{at: 11 * s, err: "read: connection reset by peer", latency: 8 * time.Millisecond},
 	} {
 		tl.add(o, ex)
 	}
-	if tl.requests != 8 || tl.gets != 5 || tl.posts != 3 {
-		t.Fatalf("requests %d gets %d posts %d, want 8 5 3", tl.requests, tl.gets, tl.posts)
+	if tl.requests != 9 || tl.gets != 6 || tl.posts != 3 {
+		t.Fatalf("requests %d gets %d posts %d, want 9 6 3", tl.requests, tl.gets, tl.posts)
 	}
-	if tl.by[classOK] != 4 || tl.by[classReload] != 1 || tl.by[classGlitch] != 1 || tl.failed() != 2 {
-		t.Fatalf("ok %d reload-closed %d glitch %d failed %d, want 4 1 1 2", tl.by[classOK], tl.by[classReload], tl.by[classGlitch], tl.failed())
+	if tl.by[classOK] != 4 || tl.by[classReload] != 1 || tl.by[classReloadNew] != 1 || tl.by[classGlitch] != 1 || tl.failed() != 2 {
+		t.Fatalf("ok %d reload-closed %d reload-reset %d glitch %d failed %d, want 4 1 1 1 2",
+			tl.by[classOK], tl.by[classReload], tl.by[classReloadNew], tl.by[classGlitch], tl.failed())
 	}
 	if tl.retriedAtReload != 1 || tl.retriedElsewhere != 1 {
 		t.Fatalf("retried %d+%d, want 1+1", tl.retriedAtReload, tl.retriedElsewhere)
 	}
-	if tl.closed["transport: EOF"] != 1 {
+	if tl.closed["transport: EOF"] != 1 || tl.closed["transport: read: connection reset by peer"] != 1 || len(tl.closed) != 2 {
 		t.Fatalf("closed kinds %v", tl.closed)
+	}
+	if tl.lost["HTTP 502"] != 1 || len(tl.lost) != 1 {
+		t.Fatalf("lost kinds %v", tl.lost)
 	}
 	if p50, max := tl.pct(0.5), tl.pct(1); p50 != 5*time.Millisecond || max != 100*time.Millisecond {
 		t.Fatalf("p50 %s max %s, want 5ms 100ms", p50, max)

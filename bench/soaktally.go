@@ -37,11 +37,12 @@ const (
 	classMismatch        // a 200 that is not the echo the request asked for
 	classTransport       // no answer, and no reload explains it
 	classReload          // no answer on a reused connection at a reload: Caddy's graceful close
+	classReloadNew       // no answer on a new connection at a reload: reset in the old listener's backlog
 	classGlitch          // a token errcode while WeChat rejected every token: nothing to serve
 	nClasses
 )
 
-var classNames = [nClasses]string{"ok", "token errcode", "other errcode", "non-2xx", "wrong answer", "transport", "reload-closed", "glitch"}
+var classNames = [nClasses]string{"ok", "token errcode", "other errcode", "non-2xx", "wrong answer", "transport", "reload-closed", "reload-reset", "glitch"}
 
 // window is a stretch of the soak, e.g. around one reload.
 type window struct{ from, to time.Duration }
@@ -78,17 +79,23 @@ func tokenErrcode(code int) bool {
 	return code == 40001 || code == 40014 || code == 42001 || code == 41001
 }
 
-// classify says what o counts as. Only a transport error on a reused
-// connection sent inside a reload's window is the reload's: the same error
-// on a fresh connection, or at another time, is a failure. Only a token
-// errcode sent inside a glitch is the glitch's.
+// classify says what o counts as. Only a transport error sent inside a
+// reload's window is the reload's, on a reused connection (the graceful
+// close of an idle keep-alive connection as the client sends on it) or on
+// a new one (Caddy's listeners share the port with SO_REUSEPORT, and the
+// old socket's backlog is reset when it closes); the same error at another
+// time is a failure. Only a token errcode sent inside a glitch is the
+// glitch's.
 func classify(o outcome, ex excuses) class {
 	switch {
 	case o.err != "":
-		if o.reused && within(ex.reloads, o.at) {
+		switch {
+		case !within(ex.reloads, o.at):
+			return classTransport
+		case o.reused:
 			return classReload
 		}
-		return classTransport
+		return classReloadNew
 	case o.status < 200 || o.status > 299:
 		return classStatus
 	case tokenErrcode(o.errcode):
@@ -107,7 +114,7 @@ func classify(o outcome, ex excuses) class {
 // kind names a failed outcome for the report: what the client got.
 func kind(o outcome, c class) string {
 	switch c {
-	case classTransport, classReload:
+	case classTransport, classReload, classReloadNew:
 		return "transport: " + o.err
 	case classStatus:
 		if o.errcode != 0 {
@@ -131,6 +138,7 @@ type tally struct {
 	// not. A POST is never resent, so it shows as reload-closed instead.
 	retriedAtReload, retriedElsewhere int
 	closed                            map[string]int // the reload-closed by kind
+	lost                              map[string]int // transport errors and non-2xx by kind
 	lat                               []time.Duration
 }
 
@@ -143,11 +151,17 @@ func (t *tally) add(o outcome, ex excuses) class {
 	}
 	c := classify(o, ex)
 	t.by[c]++
-	if c == classReload {
+	if c == classReload || c == classReloadNew {
 		if t.closed == nil {
 			t.closed = map[string]int{}
 		}
 		t.closed[kind(o, c)]++
+	}
+	if c == classTransport || c == classStatus {
+		if t.lost == nil {
+			t.lost = map[string]int{}
+		}
+		t.lost[kind(o, c)]++
 	}
 	if o.err == "" && o.attempts > 1 {
 		if within(ex.reloads, o.at) {
@@ -161,13 +175,16 @@ func (t *tally) add(o outcome, ex excuses) class {
 }
 
 // failed counts what the gateway could have served: everything but the
-// successes, the connections a reload closed and the glitch's rejections.
+// successes, the connections a reload closed or reset and the glitch's
+// rejections.
 func (t *tally) failed() int {
-	return t.requests - t.by[classOK] - t.by[classReload] - t.by[classGlitch]
+	return t.requests - t.by[classOK] - t.by[classReload] - t.by[classReloadNew] - t.by[classGlitch]
 }
 
 // excused says whether c is not a failure.
-func excused(c class) bool { return c == classOK || c == classReload || c == classGlitch }
+func excused(c class) bool {
+	return c == classOK || c == classReload || c == classReloadNew || c == classGlitch
+}
 
 // pct is the q-th percentile of the latencies (sorts them).
 func (t *tally) pct(q float64) time.Duration {
