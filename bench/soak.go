@@ -34,8 +34,9 @@ import (
 // revokes and expires tokens at the fake, crashes and restarts the store
 // server and reloads one instance's config. A plain reverse_proxy takes
 // the same traffic and the same reload, so what a graceful reload costs
-// any Caddy (keep-alive connections closed under a client's request) is
-// counted apart from what the gateway could have served.
+// any Caddy (connections closed or reset under a client's request) is
+// counted apart from what the gateway could have served. BENCHMARKS.md
+// has the figures.
 //
 //	go run ./bench -soak -stores memcache,redis,postgres,storage -soak-duration 1m
 //
@@ -52,8 +53,8 @@ type soakOpts struct {
 	rate  int           // requests per second per target
 	conns int           // keep-alive connections per target
 	down  time.Duration // how long the store server stays dead
-	// reloads of gateway A (and of the proxy), 0.5 s apart: one is the
-	// brief; more give the keep-alive race more chances to show.
+	// reloads of gateway A (and of the proxy), 0.5 s apart: one by
+	// default; more give the keep-alive race more chances to show.
 	reloads int
 	// evidence adds what the gateway may misread as "the token is fine":
 	// a caller of an API that answers 40001 whatever the token, and a
@@ -174,7 +175,6 @@ const postPath = "/cgi-bin/message/custom/send?soak=1"
 
 // do sends request n, a GET or a POST, and says what came back.
 func (t *soakTarget) do(start time.Time, n int, post bool) outcome {
-	o := outcome{target: t.name, post: post}
 	method, path, body := "GET", apiPath, []byte(nil)
 	if t.path != "" {
 		path, post = t.path, false
@@ -182,6 +182,7 @@ func (t *soakTarget) do(start time.Time, n int, post bool) outcome {
 		method, path = "POST", postPath
 		body = fmt.Appendf(nil, `{"touser":"o1","msgtype":"text","text":{"content":"soak %s %d"}}`, t.name, n)
 	}
+	o := outcome{target: t.name, post: post}
 	u := t.base + path
 	if t.token != nil {
 		u += "&access_token=" + url.QueryEscape(t.token())
@@ -234,7 +235,7 @@ func (t *soakTarget) do(start time.Time, n int, post bool) outcome {
 	sum := sha256.Sum256(body)
 	switch {
 	case ans.Errcode != 0 || o.status != 200:
-		o.detail = snippet(fakewechatStripRID(ans.Errmsg))
+		o.detail = snippet(stripRID(ans.Errmsg))
 	case t.path != "":
 	case ans.Method != method || ans.Path != strings.Split(path, "?")[0]:
 		o.mismatch = "echo of " + ans.Method + " " + ans.Path
@@ -244,8 +245,8 @@ func (t *soakTarget) do(start time.Time, n int, post bool) outcome {
 	return o
 }
 
-// fakewechatStripRID drops WeChat's "rid: …" so equal errors group.
-func fakewechatStripRID(msg string) string {
+// stripRID drops WeChat's "rid: …" so equal errors group.
+func stripRID(msg string) string {
 	if i := strings.LastIndex(msg, " rid:"); i >= 0 {
 		return msg[:i]
 	}
@@ -299,7 +300,7 @@ func (t *soakTarget) drive(start time.Time, d time.Duration, rate, conns int) []
 				if time.Since(start) >= d {
 					break
 				}
-				// Each connection alternates; n numbers the POST bodies.
+				// Each worker alternates; n numbers the POST bodies.
 				n := i + k*conns
 				mine = append(mine, t.do(start, n, (i+k)%2 == 1))
 				next = next.Add(interval)
