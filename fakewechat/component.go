@@ -234,7 +234,7 @@ func (s *Server) componentToken(w http.ResponseWriter, req componentReq) {
 	t := s.newToken(kindComponent, "component:"+op.o.AppID, now)
 	op.tokenCur = t
 	s.mu.Unlock()
-	writeJSON(w, map[string]any{"component_access_token": t, "expires_in": int(s.opts.TokenTTL / time.Second)})
+	writeJSON(w, map[string]any{"component_access_token": t, "expires_in": int(s.tokenTTL() / time.Second)})
 }
 
 func (s *Server) preAuthCode(w http.ResponseWriter) {
@@ -275,7 +275,7 @@ func (s *Server) queryAuth(w http.ResponseWriter, req componentReq) {
 	info := map[string]any{
 		"authorizer_appid":         c.appid,
 		"authorizer_access_token":  t,
-		"expires_in":               int(s.opts.TokenTTL / time.Second),
+		"expires_in":               int(s.tokenTTL() / time.Second),
 		"authorizer_refresh_token": a.refresh,
 		"func_info":                funcInfo,
 	}
@@ -326,7 +326,7 @@ func (s *Server) authorizerToken(w http.ResponseWriter, req componentReq) {
 	t := s.issueAuthorizerToken(a, req.AuthorizerAppID, now)
 	ans := map[string]any{
 		"authorizer_access_token":  t,
-		"expires_in":               int(s.opts.TokenTTL / time.Second),
+		"expires_in":               int(s.tokenTTL() / time.Second),
 		"authorizer_refresh_token": a.refresh,
 	}
 	s.mu.Unlock()
