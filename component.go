@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddy-wechat/wechat/internal/componentcb"
@@ -256,7 +257,7 @@ func registerComponentMetrics(ctx caddy.Context) {
 		return
 	}
 	for _, c := range []prometheus.Collector{metricCompRenewals, metricCompFailures, metricCompRotations, metricCompRecoveries,
-		metricCompForgotten, metricCompCallbacks, metricCompRequests, metricCompKnown} {
+		metricCompForgotten, metricCompCallbacks, metricCompRequests, metricCompKnown, metricScrub, metricCompHealth} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {
@@ -272,6 +273,9 @@ type componentObserver struct {
 	ok, failed, rotations       prometheus.Counter
 	recovered, notRecovered     prometheus.Counter
 	revoked, unauthorized, othr prometheus.Counter
+	scrub                       *scrubHits
+	started                     time.Time
+	lastTicket                  atomic.Int64 // unix nanoseconds of the last ticket push accepted here
 }
 
 func newComponentObserver(appid string) *componentObserver {
@@ -285,6 +289,8 @@ func newComponentObserver(appid string) *componentObserver {
 		revoked:      metricCompForgotten.WithLabelValues(appid, "revoked"),
 		unauthorized: metricCompForgotten.WithLabelValues(appid, "unauthorized"),
 		othr:         metricCompForgotten.WithLabelValues(appid, "other"),
+		scrub:        newScrubHits(appid),
+		started:      time.Now(),
 	}
 }
 
@@ -325,4 +331,7 @@ func (o *componentObserver) Forgotten(reason string) {
 
 func (o *componentObserver) Callback(infoType, result string) {
 	metricCompCallbacks.WithLabelValues(o.appid, infoType, result).Inc()
+	if infoType == "component_verify_ticket" && result == "ok" {
+		o.lastTicket.Store(time.Now().UnixNano())
+	}
 }

@@ -139,7 +139,9 @@ func (t *ComponentTransport) needles(req *http.Request) *needleSet {
 			vals = append(vals, a.Cache().Recent()...)
 		}
 	}
-	return newNeedleSet(vals...)
+	ns := newNeedleSet(vals...)
+	ns.hits = t.p.obs.scrub
+	return ns
 }
 
 func (t *ComponentTransport) roundTrip(req *http.Request) (*http.Response, error) {
