@@ -165,6 +165,7 @@ func newPlatform(appid, secret string, bases []*url.URL, store StoreProvider, fe
 		return nil, err
 	}
 	p := &platform{appid: appid}
+	logger = logger.With(zap.String(credential.FieldComponent, appid)) // every line of the platform names its component
 	p.obs = newComponentObserver(appid)
 	if store != nil {
 		b, err := store.OpenBackend()

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strconv"
 
+	"github.com/caddy-wechat/wechat/internal/credential"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -177,9 +178,9 @@ func (a *account) quotaCheck(m *metrics) {
 	a.warnedDay = st.Day
 	a.mu.Unlock()
 	if first {
-		a.log().Warn("token fetches are using up the daily quota",
-			zap.String("appid", a.appid), zap.String("token_api", a.api),
-			zap.Int64("used", used), zap.Int64("quota", quota), zap.String("day", st.Day))
+		a.log().Warn("token fetches are using up the daily quota", credential.Event(credential.EventQuotaWarning),
+			zap.String(credential.FieldAppID, a.appid), zap.String(credential.FieldTokenAPI, a.api),
+			zap.Int64(credential.FieldUsed, used), zap.Int64(credential.FieldQuota, quota), zap.String(credential.FieldDay, st.Day))
 	}
 }
 

@@ -168,7 +168,7 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	t.scrubHits = newScrubHits(appid)
 	t.binding = &binding{
 		src:    &credential.AccessTokenSource{RT: t.HTTPTransport.Transport, Bases: bases, AppID: appid, Secret: t.secret, API: api},
-		logger: t.logger,
+		logger: t.logger.With(zap.String(credential.FieldAccount, t.acct.label)), // the engine's lines name the account
 		m:      t.metrics,
 	}
 	t.acct.attach(t.binding)
