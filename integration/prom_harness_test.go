@@ -1,5 +1,3 @@
-// Package integration runs whole-system tests: a real Caddy with the
-// wechat modules, the fake WeChat, and real third-party programs.
 package integration
 
 import (
@@ -27,12 +25,6 @@ import (
 	"github.com/caddy-wechat/wechat/fakewechat"
 	"github.com/caddy-wechat/wechat/internal/testserver"
 )
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testserver.Report()
-	os.Exit(code)
-}
 
 const (
 	promAppID       = "wx00000000prom0001"
@@ -152,13 +144,13 @@ http://127.0.0.1:%d {
 	return &promGateway{URL: fmt.Sprintf("http://127.0.0.1:%d", port), Admin: fmt.Sprintf("127.0.0.1:%d", admin)}
 }
 
-var client = &http.Client{Timeout: 20 * time.Second}
+var promClient = &http.Client{Timeout: 20 * time.Second}
 
 // call sends one request and returns the status and WeChat's errcode.
-func call(t *testing.T, method, u string, body string) (int, int) {
+func promCall(t *testing.T, method, u string, body string) (int, int) {
 	t.Helper()
 	req, _ := http.NewRequest(method, u, strings.NewReader(body))
-	resp, err := client.Do(req)
+	resp, err := promClient.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, u, err)
 	}
@@ -216,7 +208,7 @@ scrape_configs:
 	p := &prometheusServer{URL: fmt.Sprintf("http://127.0.0.1:%d", port)}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := client.Get(p.URL + "/-/ready")
+		resp, err := promClient.Get(p.URL + "/-/ready")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
@@ -236,7 +228,7 @@ func (p *prometheusServer) api(t *testing.T, path string, q url.Values, data any
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.URL+path+"?"+q.Encode(), nil)
-	resp, err := client.Do(req)
+	resp, err := promClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,22 +253,22 @@ func (p *prometheusServer) series(t *testing.T, match string) []map[string]strin
 	return out
 }
 
-type sample struct {
+type promSample struct {
 	Metric map[string]string `json:"metric"`
 	Value  [2]any            `json:"value"`
 }
 
-func (p *prometheusServer) query(t *testing.T, expr string) []sample {
+func (p *prometheusServer) query(t *testing.T, expr string) []promSample {
 	var out struct {
-		ResultType string   `json:"resultType"`
-		Result     []sample `json:"result"`
+		ResultType string       `json:"resultType"`
+		Result     []promSample `json:"result"`
 	}
 	p.api(t, "/api/v1/query", url.Values{"query": {expr}}, &out)
 	return out.Result
 }
 
 // waitFor polls until f holds, or fails the test after d.
-func waitFor(t *testing.T, d time.Duration, what string, f func() bool) {
+func promWaitFor(t *testing.T, d time.Duration, what string, f func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !f() {

@@ -64,29 +64,29 @@ func TestPrometheusSeesEveryName(t *testing.T) {
 	f := newPromFake(t)
 	g := startPromGateway(t, f)
 	prom := startPrometheus(t, g.Admin, rules)
-	waitFor(t, 30*time.Second, "the first scrape of the gateway", func() bool {
+	promWaitFor(t, 30*time.Second, "the first scrape of the gateway", func() bool {
 		return len(prom.query(t, `caddy_wechat_component_refresh_token_recoveries_total{result="failed"}`)) == 1
 	})
 
 	// The healthy account: one fetch, one call.
-	if st, code := call(t, http.MethodGet, g.URL+"/good/cgi-bin/user/info?openid=o1", ""); st != 200 || code != 0 {
+	if st, code := promCall(t, http.MethodGet, g.URL+"/good/cgi-bin/user/info?openid=o1", ""); st != 200 || code != 0 {
 		t.Fatalf("good account: %d %d", st, code)
 	}
 	// A wrong secret (40125) on an unreachable store.
-	if st, _ := call(t, http.MethodGet, g.URL+"/badsecret/cgi-bin/user/info?openid=o1", ""); st == 200 {
+	if st, _ := promCall(t, http.MethodGet, g.URL+"/badsecret/cgi-bin/user/info?openid=o1", ""); st == 200 {
 		t.Fatalf("bad secret answered 200")
 	}
 	// The store errors again once its breaker lets a probe through
 	// (rate() needs two samples of the counter).
-	waitFor(t, 20*time.Second, "a second store error", func() bool {
-		call(t, http.MethodGet, g.URL+"/badsecret/cgi-bin/user/info?openid=o1", "")
+	promWaitFor(t, 20*time.Second, "a second store error", func() bool {
+		promCall(t, http.MethodGet, g.URL+"/badsecret/cgi-bin/user/info?openid=o1", "")
 		return len(prom.query(t, `increase(caddy_wechat_store_errors_total[1m]) > 0`)) > 0
 	})
 	// A ceiling of 1: one fetch, then a rejected token whose
 	// replacement the ceiling refuses.
-	call(t, http.MethodGet, g.URL+"/ceiling/cgi-bin/user/info?openid=o1", "")
+	promCall(t, http.MethodGet, g.URL+"/ceiling/cgi-bin/user/info?openid=o1", "")
 	f.rejectAPI.Store(true)
-	call(t, http.MethodGet, g.URL+"/ceiling/cgi-bin/user/info?openid=o1", "")
+	promCall(t, http.MethodGet, g.URL+"/ceiling/cgi-bin/user/info?openid=o1", "")
 	f.rejectAPI.Store(false)
 
 	// The component: a rejected push (seen by Prometheus before more
@@ -94,29 +94,29 @@ func TestPrometheusSeesEveryName(t *testing.T) {
 	// an authorization, a call as the merchant, and a renewal that gets
 	// 61023 with no recovery.
 	cb := g.URL + "/wechat/component/callback"
-	call(t, http.MethodGet, cb, "")
-	waitFor(t, 10*time.Second, "the first rejected push in Prometheus", func() bool {
+	promCall(t, http.MethodGet, cb, "")
+	promWaitFor(t, 10*time.Second, "the first rejected push in Prometheus", func() bool {
 		return len(prom.query(t, `caddy_wechat_component_callbacks_total{result="method"}`)) == 1
 	})
 	for range 6 {
-		call(t, http.MethodGet, cb, "")
+		promCall(t, http.MethodGet, cb, "")
 	}
 	if _, err := f.PushTicket(cb); err != nil {
 		t.Fatal(err)
 	}
-	if st, code := call(t, http.MethodPost, g.URL+"/cgi-bin/component/api_create_preauthcode", `{}`); st != 200 || code != 0 {
+	if st, code := promCall(t, http.MethodPost, g.URL+"/cgi-bin/component/api_create_preauthcode", `{}`); st != 200 || code != 0 {
 		t.Fatalf("component call: %d %d", st, code)
 	}
 	if _, err := f.PushAuthorized(cb, promMerchant); err != nil {
 		t.Fatal(err)
 	}
 	merchant := g.URL + "/authorizer/" + promMerchant + "/cgi-bin/user/info?openid=o1"
-	if st, code := call(t, http.MethodGet, merchant, ""); st != 200 || code != 0 {
+	if st, code := promCall(t, http.MethodGet, merchant, ""); st != 200 || code != 0 {
 		t.Fatalf("merchant call: %d %d", st, code)
 	}
 	f.rejectAPI.Store(true)
 	f.failAuthorize.Store(true)
-	call(t, http.MethodGet, merchant, "")
+	promCall(t, http.MethodGet, merchant, "")
 	f.rejectAPI.Store(false)
 	f.failAuthorize.Store(false)
 	t.Cleanup(func() {
@@ -127,7 +127,7 @@ func TestPrometheusSeesEveryName(t *testing.T) {
 			}
 		}
 	})
-	waitFor(t, 15*time.Second, "the faults scraped and rated", func() bool {
+	promWaitFor(t, 15*time.Second, "the faults scraped and rated", func() bool {
 		return len(prom.query(t, `increase(caddy_wechat_component_refresh_token_recoveries_total{result="failed"}[1m]) > 0`)) == 1 &&
 			len(prom.query(t, `caddy_wechat_component_authorizer_failures_total{errcode="61023"} > 0`)) == 1 &&
 			len(prom.query(t, `caddy_wechat_fetch_ceiling_refusals_total > 0`)) == 1
@@ -141,7 +141,7 @@ func TestPrometheusSeesEveryName(t *testing.T) {
 			} `json:"rules"`
 		} `json:"groups"`
 	}
-	waitFor(t, 10*time.Second, "every rule evaluated", func() bool {
+	promWaitFor(t, 10*time.Second, "every rule evaluated", func() bool {
 		prom.api(t, "/api/v1/rules", nil, &rg)
 		for _, g := range rg.Groups {
 			for _, r := range g.Rules {
@@ -212,7 +212,7 @@ func TestPrometheusSeesEveryName(t *testing.T) {
 			t.Logf("dashboard queries answering nothing: %q", empty)
 		}
 	})
-	waitFor(t, 10*time.Second, "every dashboard query answering", func() bool {
+	promWaitFor(t, 10*time.Second, "every dashboard query answering", func() bool {
 		empty = empty[:0]
 		for _, e := range dash {
 			if len(prom.query(t, e)) == 0 {
@@ -256,7 +256,7 @@ func TestPrometheusSeesEveryName(t *testing.T) {
 			t.Logf("alerts: %+v", al.Alerts)
 		}
 	})
-	waitFor(t, 15*time.Second, "the alerts", func() bool {
+	promWaitFor(t, 15*time.Second, "the alerts", func() bool {
 		prom.api(t, "/api/v1/alerts", nil, &al)
 		for name, st := range want {
 			if state(name, nil) != st {
