@@ -45,7 +45,7 @@ var (
 	// field-by-field redaction is by design and not counted.
 	metricScrub = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "wechat", Name: "scrub_redactions_total",
-		Help: "Answers in which the scrub replaced a credential, by part (header, body).",
+		Help: "Times the scrub replaced a credential in an answer (a header value, a body), by part.",
 	}, []string{"appid", "part"})
 	metricAccounts = &accountCollector{
 		age: prometheus.NewDesc("caddy_wechat_token_age_seconds",
