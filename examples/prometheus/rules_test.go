@@ -6,6 +6,7 @@ package prometheus_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"regexp"
@@ -140,6 +141,30 @@ func TestDashboardNames(t *testing.T) {
 	}
 	if len(names(dash)) < 20 {
 		t.Errorf("the dashboard shows only %d metrics: %v", len(names(dash)), names(dash))
+	}
+}
+
+// Every dashboard expression is valid PromQL: promtool checks them as
+// recording rules, with Grafana's variables expanded as Grafana would.
+func TestDashboardExprsParse(t *testing.T) {
+	vars := strings.NewReplacer("$__rate_interval", "1m", "$__range", "5m", `"$appid"`, `".*"`)
+	var b strings.Builder
+	b.WriteString("groups:\n  - name: dashboard\n    rules:\n")
+	for i, e := range dashboardExprs(t) {
+		q, _ := json.Marshal(vars.Replace(e)) // a JSON string is a YAML string
+		fmt.Fprintf(&b, "      - record: dashboard_expr_%d\n        expr: %s\n", i, q)
+	}
+	p := t.TempDir() + "/dashboard.rules.yml"
+	if err := os.WriteFile(p, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	promtool(t, "check", "rules", p)
+	// And a broken one is caught.
+	bad := t.TempDir() + "/bad.rules.yml"
+	os.WriteFile(bad, []byte("groups:\n  - name: x\n    rules:\n      - record: x\n        expr: \"sum by (appid (caddy_wechat_requests_total)\"\n"), 0o644)
+	bin := testserver.LookPath(t, "promtool", "prometheus")
+	if out, err := exec.Command(bin, "check", "rules", bad).CombinedOutput(); err == nil {
+		t.Fatalf("promtool accepted broken PromQL: %s", out)
 	}
 }
 
