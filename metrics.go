@@ -3,6 +3,7 @@ package wechat
 import (
 	"errors"
 	"strconv"
+	"time"
 
 	"github.com/caddy-wechat/wechat/internal/credential"
 	"github.com/caddyserver/caddy/v2"
@@ -237,7 +238,7 @@ func (c *accountCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		if a.api == tokenAPIStable {
 			forced := st.Forced
-			if st.Day != now.In(beijing).Format("2006-01-02") {
+			if st.Day != now.In(quotaDayZone).Format("2006-01-02") {
 				forced = 0
 			}
 			ch <- prometheus.MustNewConstMetric(c.forced, prometheus.GaugeValue, float64(forced), lv...)
@@ -250,6 +251,9 @@ func (c *accountCollector) Collect(ch chan<- prometheus.Metric) {
 		return true
 	})
 }
+
+// quotaDayZone is where WeChat's daily quotas reset (Beijing time).
+var quotaDayZone = time.FixedZone("UTC+8", 8*3600)
 
 // scrubHits are one transport's redaction counters, resolved once so
 // that a hit pays no label lookup; nil counts nothing.
