@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/caddy-wechat/wechat/fakewechat"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
@@ -133,5 +135,53 @@ func TestComponentHealthGauges(t *testing.T) {
 	}
 	if v := metricValue(pg, "caddy_wechat_component_store_breaker_open", comp); v != -1 {
 		t.Errorf("a component without a store reports a breaker: %v", v)
+	}
+}
+
+// The component transport counts its redactions under the component's
+// appid, for a component call and for an authorizer's call alike.
+func TestComponentScrubRedactionsCounted(t *testing.T) {
+	resetAccounts(t)
+	t.Setenv("TEST_COMPONENT_APPID", testComponentAppID)
+	t.Setenv("TEST_COMPONENT_SECRET", testComponentSecret)
+	t.Setenv("TEST_COMPONENT_TOKEN", testComponentToken)
+	t.Setenv("TEST_COMPONENT_AES_KEY", testComponentAESKey)
+	fake := fakewechat.New(fakewechat.Options{Component: fakewechat.ComponentOptions{
+		AppID: testComponentAppID, Secret: testComponentSecret, Token: testComponentToken, EncodingAESKey: testComponentAESKey}})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/echo_token") { // a misbehaving upstream
+			q := r.URL.Query()
+			tok := q.Get("component_access_token") + q.Get("access_token")
+			w.Header().Set("X-Echo", "token="+tok)
+			io.WriteString(w, `{"errcode":0,"echo":"`+tok+`"}`)
+			return
+		}
+		fake.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	g := startCaddy(t, componentConfig(srv.URL))
+	cb := g.URL + "/wechat/component/callback"
+	if _, err := fake.PushTicket(cb); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fake.PushAuthorized(cb, "wxmerchantscrub001"); err != nil {
+		t.Fatal(err)
+	}
+	page := func() string { return string(get(t, "http://"+g.Admin+"/metrics").Body) }
+	comp := `appid="` + testComponentAppID + `"`
+	body0 := max(metricValue(page(), "caddy_wechat_scrub_redactions_total", comp, `part="body"`), 0)
+	head0 := max(metricValue(page(), "caddy_wechat_scrub_redactions_total", comp, `part="header"`), 0)
+	for _, u := range []string{g.URL + "/cgi-bin/component/echo_token", g.URL + "/authorizer/wxmerchantscrub001/cgi-bin/echo_token"} {
+		r := do(t, http.MethodPost, u, []byte(`{}`))
+		if !strings.Contains(string(r.Body), redactedMark) || !strings.Contains(r.Header.Get("X-Echo"), redactedMark) {
+			t.Fatalf("%s: not scrubbed: %s %v", u, r.Body, r.Header)
+		}
+	}
+	p := page()
+	if v := metricValue(p, "caddy_wechat_scrub_redactions_total", comp, `part="body"`); v != body0+2 {
+		t.Errorf("body redactions = %v, want %v", v, body0+2)
+	}
+	if v := metricValue(p, "caddy_wechat_scrub_redactions_total", comp, `part="header"`); v != head0+2 {
+		t.Errorf("header redactions = %v, want %v", v, head0+2)
 	}
 }
