@@ -67,3 +67,27 @@ func TestLogContractThroughCaddy(t *testing.T) {
 		t.Errorf("component fetch lines: %v", fetch)
 	}
 }
+
+// The quota warning, once a day, with its numbers and the account.
+func TestLogQuotaWarningThroughCaddy(t *testing.T) {
+	_, g := setup(t, "token_api classic\n\t\tquota_warn 0.0001")
+	for range 2 {
+		if r := get(t, g.URL+"/cgi-bin/user/info?openid=o1"); r.errcode() != 0 {
+			t.Fatalf("call: %s", r.Body)
+		}
+	}
+	var label string
+	accounts.Range(func(_, v any) bool { label = v.(*account).label; return false })
+	lines := logLines(t, g.LogFile, credential.EventQuotaWarning)
+	if len(lines) != 1 {
+		t.Fatalf("%d quota_warning lines, want 1", len(lines))
+	}
+	for k, want := range map[string]any{"appid": testAppID, "account": label, "token_api": "classic", "used": 1.0, "quota": 2000.0} {
+		if lines[0][k] != want {
+			t.Errorf("quota_warning: %s = %v, want %v (%v)", k, lines[0][k], want, lines[0])
+		}
+	}
+	if d, _ := lines[0]["day"].(string); len(d) != len("2006-01-02") {
+		t.Errorf("quota_warning day: %v", lines[0]["day"])
+	}
+}
