@@ -236,7 +236,7 @@ func (t *ComponentTransport) needles(who string) *needleSet {
 				return ns
 			}
 			ns := newNeedleSet(append(append(t.p.comp.Recent(), t.p.plat.Secret), a.Cache().Recent()...)...)
-			ns.cur, ns.comp = cur, comp
+			ns.cur, ns.comp, ns.hits = cur, comp, t.p.obs.scrub
 			a.SetMemo(ns)
 			return ns
 		}
@@ -245,7 +245,7 @@ func (t *ComponentTransport) needles(who string) *needleSet {
 		return ns
 	}
 	ns := newNeedleSet(append(t.p.comp.Recent(), t.p.plat.Secret)...)
-	ns.comp = comp
+	ns.comp, ns.hits = comp, t.p.obs.scrub
 	t.p.needles.Store(ns)
 	return ns
 }

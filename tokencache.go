@@ -152,7 +152,7 @@ func (a *account) use(b *binding) {
 	a.metrics.Store(b.m)
 	a.tokens.SetLogger(b.logger)
 	if a.shared != nil {
-		a.shared.SetLogger(b.logger)
+		a.shared.SetLogger(b.logger.With(zap.String(credential.FieldAppID, a.appid))) // the store's lines name no appid
 	}
 	a.tokens.SetSource(b.src)
 	a.mu.Lock()

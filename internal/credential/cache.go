@@ -294,7 +294,10 @@ func (c *Cache) RejectedOn(ctx context.Context, t *Token, api string) (fresh *To
 	if valid || !known {
 		return cur, false, nil // WeChat's answer was not about our token, or we cannot tell
 	}
-	c.Invalidate(cur)
+	if c.Invalidate(cur) {
+		c.log().Info("a request's evidence and a probe say the credential is invalid; replacing it", Event(EventRejection),
+			zap.String(FieldAppID, c.cfg.AppID), zap.String(FieldCredential, c.cfg.Name))
+	}
 	fresh, err = c.Token(ctx)
 	if err != nil {
 		return nil, false, err
@@ -469,14 +472,16 @@ func (c *Cache) runProbe(p Prober, t *Token, key uint64) (any, error) {
 			quiet = min(probeSpacing<<min(c.ev.unknowns-1, 5), unknownBackoffMax)
 			c.ev.quietTill = now.Add(quiet)
 		}
-		c.log().Warn("probing a rejected credential gave no verdict; keeping it",
-			zap.String("appid", c.cfg.AppID), zap.String("credential", c.cfg.Name),
-			zap.Duration("next_probe_in", quiet), zap.String("error", err.Error()))
+		c.log().Warn("probing a rejected credential gave no verdict; keeping it", Event(EventProbe), zap.String(FieldVerdict, VerdictError),
+			zap.String(FieldAppID, c.cfg.AppID), zap.String(FieldCredential, c.cfg.Name),
+			zap.Duration(FieldRetryIn, quiet), zap.String(FieldError, err.Error()))
 		return nil, err
 	}
 	if c.ev.token == t.Value {
 		c.ev.unknowns, c.ev.quietTill = 0, time.Time{}
 	}
+	c.log().Info("probed a rejected credential", Event(EventProbe), zap.String(FieldVerdict, verdictName(valid)),
+		zap.String(FieldAppID, c.cfg.AppID), zap.String(FieldCredential, c.cfg.Name))
 	if !valid {
 		r := c.badProbes[t.Value]
 		if r.n == 0 {
@@ -529,6 +534,10 @@ func (c *Cache) load(ahead bool) (any, error) {
 		return nil, err
 	}
 	c.publish(t)
+	if ahead {
+		c.log().Info(c.cfg.Name+" renewed ahead of expiry", Event(EventRenewal), zap.String(FieldAppID, c.cfg.AppID),
+			zap.String(FieldCredential, c.cfg.Name), zap.String(FieldSource, t.Source), zap.Int64(FieldExpiresIn, int64(t.ExpiresAt.Sub(t.FetchedAt)/time.Second)))
+	}
 	return t, nil
 }
 
@@ -583,15 +592,15 @@ func (c *Cache) fetch(ctx context.Context, bad string) (*Token, error) {
 			c.logFetch(ft, true)
 			return ft, nil
 		}
-		c.log().Warn("force_refresh failed; keeping the token the endpoint vouches for",
-			zap.String("appid", c.cfg.AppID), zap.String("error", ferr.Error()))
+		c.log().Warn("force_refresh failed; keeping the token the endpoint vouches for", Event(EventForceRefreshFailed),
+			zap.String(FieldAppID, c.cfg.AppID), zap.String(FieldCredential, c.cfg.Name), zap.String(FieldError, ferr.Error()))
 	}
 	// The endpoint vouches for bad now: held, like a replacement, until it
 	// answers a call or ProbeTTL passes. A revocation after it has answered
 	// is probed and repaired at once.
 	c.hold(bad, c.cfg.Now().Add(c.cfg.ProbeTTL))
-	c.log().Info("the token endpoint returned the token a request had rejected; keeping it",
-		zap.String("appid", c.cfg.AppID), zap.String("credential", c.cfg.Name))
+	c.log().Info("the token endpoint returned the token a request had rejected; keeping it", Event(EventVouched),
+		zap.String(FieldAppID, c.cfg.AppID), zap.String(FieldCredential, c.cfg.Name))
 	return t, nil
 }
 
@@ -648,8 +657,8 @@ func (c *Cache) spend(ctx context.Context, force bool) error {
 		return nil
 	}
 	if first {
-		c.log().Error("daily fetch ceiling reached; no more fetches until midnight Beijing time",
-			zap.String("appid", c.cfg.AppID), zap.String("credential", c.cfg.Name), zap.Int("ceiling", c.cfg.Ceiling))
+		c.log().Error("daily fetch ceiling reached; no more fetches until midnight Beijing time", Event(EventCeiling),
+			zap.String(FieldAppID, c.cfg.AppID), zap.String(FieldCredential, c.cfg.Name), zap.Int(FieldCeiling, c.cfg.Ceiling))
 	}
 	if force {
 		return errors.New("force_refresh quota spent")
@@ -659,9 +668,9 @@ func (c *Cache) spend(ctx context.Context, force bool) error {
 }
 
 func (c *Cache) logFetch(t *Token, force bool) {
-	c.log().Info(c.cfg.Name+" fetched",
-		zap.String("appid", c.cfg.AppID), zap.String("credential", c.cfg.Name), zap.Bool("force_refresh", force),
-		zap.Int64("expires_in", int64(t.ExpiresAt.Sub(t.FetchedAt)/time.Second)))
+	c.log().Info(c.cfg.Name+" fetched", Event(EventFetch), zap.String(FieldSource, t.Source),
+		zap.String(FieldAppID, c.cfg.AppID), zap.String(FieldCredential, c.cfg.Name), zap.Bool(FieldForceRefresh, force),
+		zap.Int64(FieldExpiresIn, int64(t.ExpiresAt.Sub(t.FetchedAt)/time.Second)))
 }
 
 // publish makes t the token requests use, unless a newer one is already
@@ -725,11 +734,11 @@ func (c *Cache) failed(err error) {
 	c.retryAt = now.Add(d)
 	c.lastErr, c.lastErrAt = err, now
 	c.mu.Unlock()
-	fields := []zap.Field{zap.String("appid", c.cfg.AppID), zap.String("credential", c.cfg.Name),
-		zap.Duration("retry_in", d), zap.String("error", err.Error())}
+	fields := []zap.Field{Event(EventFetchFailed), zap.String(FieldAppID, c.cfg.AppID), zap.String(FieldCredential, c.cfg.Name),
+		zap.Duration(FieldRetryIn, d), zap.String(FieldError, err.Error())}
 	var ae *APIError
 	if errors.As(err, &ae) {
-		fields = append(fields, zap.Int("errcode", ae.Code))
+		fields = append(fields, zap.Int(FieldErrcode, ae.Code))
 	}
 	c.log().Error("credential fetch failed", fields...)
 	c.reschedule()

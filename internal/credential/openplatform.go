@@ -325,7 +325,7 @@ func (s *AuthorizerTokenSource) Fetch(ctx context.Context, opt FetchOptions) (*T
 	if errors.As(err, &ae) && ae.Code == 61003 {
 		_ = opt.Aux.Put(ctx, AuxRefreshToken, nil)
 		p.events().Forgotten("revoked")
-		p.logger().Warn("authorizer revoked the platform (61003); forgetting it", zap.String("authorizer", s.AppID))
+		p.logger().Warn("authorizer revoked the platform (61003); forgetting it", Event(EventAuthorizerRevoked), zap.String(FieldAuthorizer, s.AppID), zap.Int(FieldErrcode, 61003))
 		return nil, &AuthorizerError{s.AppID, ErrAuthorizerRevoked}
 	}
 	p.events().Renewed(err)
@@ -349,8 +349,8 @@ func (s *AuthorizerTokenSource) rotate(ctx context.Context, aux Aux, next string
 		}
 	}
 	s.unsaved.Store(&next)
-	s.P.logger().Error("the store refused a rotated authorizer_refresh_token; keeping it in memory and writing it again on the next renewal",
-		zap.String("authorizer", s.AppID), zap.String("error", err.Error()))
+	s.P.logger().Error("the store refused a rotated authorizer_refresh_token; keeping it in memory and writing it again on the next renewal", Event(EventRefreshTokenUnsaved),
+		zap.String(FieldAuthorizer, s.AppID), zap.String(FieldError, err.Error()))
 }
 
 // recover asks api_get_authorizer_info for the refresh token after a
@@ -360,15 +360,15 @@ func (s *AuthorizerTokenSource) recover(ctx context.Context, aux Aux, ctok *Toke
 	rt, err := p.AuthorizerInfoRefreshToken(ctx, ctok, s.AppID)
 	if err != nil || rt == "" || rt == old {
 		p.events().Recovered(false)
-		p.logger().Error("authorizer_refresh_token invalid (61023) and api_get_authorizer_info gave no other; the merchant must authorize again",
-			zap.String("authorizer", s.AppID))
+		p.logger().Error("authorizer_refresh_token invalid (61023) and api_get_authorizer_info gave no other; the merchant must authorize again", Event(EventRefreshTokenLost),
+			zap.String(FieldAuthorizer, s.AppID), zap.Int(FieldErrcode, 61023))
 		return "", orig
 	}
 	if err := aux.Put(ctx, AuxRefreshToken, []byte(rt)); err != nil {
 		s.unsaved.Store(&rt)
 	}
 	p.events().Recovered(true)
-	p.logger().Warn("authorizer_refresh_token recovered through api_get_authorizer_info after 61023", zap.String("authorizer", s.AppID))
+	p.logger().Warn("authorizer_refresh_token recovered through api_get_authorizer_info after 61023", Event(EventRefreshTokenRecovered), zap.String(FieldAuthorizer, s.AppID), zap.Int(FieldErrcode, 61023))
 	return rt, nil
 }
 

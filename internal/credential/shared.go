@@ -158,7 +158,7 @@ func (s *Shared) call(ctx context.Context, op string, always bool, f func(contex
 	}
 	if err == nil || errors.Is(err, ErrNotFound) {
 		if s.brk.success() {
-			s.logger.Load().Info("credential store reachable again")
+			s.logger.Load().Info("credential store reachable again", Event(EventStoreBreaker), zap.String(FieldState, StateClosed), zap.String(FieldOp, op))
 		}
 		return err
 	}
@@ -166,8 +166,8 @@ func (s *Shared) call(ctx context.Context, op string, always bool, f func(contex
 	if !bypass && s.brk.fail(s.opt.Now().Add(s.opt.Cooloff)) {
 		// The error text of a backend never quotes a value (Backend
 		// contract), and values are sealed anyway.
-		s.logger.Load().Warn("credential store failed; going on locally and skipping the store for a while",
-			zap.String("op", op), zap.String("error", err.Error()), zap.Duration("retry_in", s.opt.Cooloff))
+		s.logger.Load().Warn("credential store failed; going on locally and skipping the store for a while", Event(EventStoreBreaker), zap.String(FieldState, StateOpen),
+			zap.String(FieldOp, op), zap.String(FieldError, err.Error()), zap.Duration(FieldRetryIn, s.opt.Cooloff))
 	}
 	return fmt.Errorf("%w: %s", errStoreDown, op)
 }
@@ -245,8 +245,8 @@ func (s *Shared) read(ctx context.Context, key string) (t *Token, ver Version, p
 	}
 	if oerr != nil {
 		if s.badLogged.CompareAndSwap(false, true) {
-			s.logger.Load().Warn("a stored credential is unusable (foreign, corrupt or expired); treating it as a miss",
-				zap.String("key", key), zap.String("reason", oerr.Error()))
+			s.logger.Load().Warn("a stored credential is unusable (foreign, corrupt or expired); treating it as a miss", Event(EventStoreUnusable),
+				zap.String(FieldKey, key), zap.String(FieldReason, oerr.Error()))
 		}
 		return nil, ver, true, nil
 	}
