@@ -99,9 +99,9 @@ func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 	// WeChat rejected the token on this API path. The engine decides what
 	// that evidence is worth (credential.Cache.RejectedOn: replaced
 	// already, held, probed valid for this path, or really bad), and
-	// whether to replay once with the
-	// same body. A body too large to replay still counts as evidence, so
-	// that large uploads alone cannot keep a dead token.
+	// whether to replay once with the same body. A body too large to
+	// replay still counts as evidence, so that large uploads alone cannot
+	// keep a dead token.
 	fresh, replay, err := t.acct.Rejected(req.Context(), tok, canonicalPath(req.URL.Path))
 	if !replayable {
 		t.metrics.retry("not_replayable")
