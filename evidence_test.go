@@ -3,6 +3,9 @@ package wechat
 import (
 	"io"
 	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -96,12 +99,12 @@ func TestProbeWithoutVerdictThroughCaddy(t *testing.T) {
 			if r := get(t, g.URL+"/cgi-bin/user/info"); r.errcode() != 0 {
 				t.Fatal(string(r.Body))
 			}
-			var probes int
+			var probes atomic.Int64
 			f.setHook(func(w http.ResponseWriter, r *http.Request) bool {
 				if r.URL.Path != "/cgi-bin/get_api_domain_ip" {
 					return false
 				}
-				probes++ // under no lock: the hook runs one probe at a time (single-flight)
+				probes.Add(1)
 				io.WriteString(w, `{"errcode":`+code+`,"errmsg":"busy rid: x"}`)
 				return true
 			})
@@ -113,12 +116,56 @@ func TestProbeWithoutVerdictThroughCaddy(t *testing.T) {
 			if n := f.Fetches("stable"); n != 1 {
 				t.Errorf("a probe without verdict cost %d fetches; want 1 (the first)", n)
 			}
-			if probes < 1 || probes > 3 {
-				t.Errorf("50 quick 40001s with the probe answering %s: %d probes; want 1 to 3 (1 s doubling)", code, probes)
+			if n := probes.Load(); n < 1 || n > 3 {
+				t.Errorf("50 quick 40001s with the probe answering %s: %d probes; want 1 to 3 (1 s doubling)", code, n)
 			}
 			if r := get(t, g.URL+"/cgi-bin/user/info"); r.errcode() != 0 {
 				t.Errorf("the token was dropped: %s", r.Body)
 			}
 		})
+	}
+}
+
+// Probes stay bounded whatever callers do: through a real Caddy, 40 callers
+// hammering APIs that answer 40001 whatever the token, each on paths of
+// its own, for 2 s cost at most one probe a second, no fetch, and every
+// call of a normal API in between succeeds.
+func TestProbesBoundedThroughCaddy(t *testing.T) {
+	f, g := setup(t, "min_token_age 60s")
+	if r := get(t, g.URL+"/cgi-bin/user/info"); r.errcode() != 0 {
+		t.Fatal(string(r.Body))
+	}
+	f.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.HasPrefix(r.URL.Path, "/cgi-bin/test/any40001/") {
+			return false
+		}
+		io.WriteString(w, `{"errcode":40001,"errmsg":"invalid credential rid: x"}`)
+		return true
+	})
+	start := time.Now()
+	var failed atomic.Int64
+	parallel(40, func(i int) {
+		for n := 0; time.Since(start) < 2*time.Second; n++ {
+			r := get(t, g.URL+"/cgi-bin/test/any40001/"+strconv.Itoa(i)+"/"+strconv.Itoa(n))
+			if r.errcode() != 40001 {
+				failed.Add(1)
+			}
+			if n%5 == 0 {
+				if r := get(t, g.URL+"/cgi-bin/user/info"); r.errcode() != 0 {
+					failed.Add(1)
+				}
+			}
+		}
+	})
+	spent := time.Since(start)
+	t.Logf("%v, 40 callers of 40001-only paths: %d probes, %d fetches", spent.Round(time.Millisecond), f.Fetches("probe"), f.Fetches("stable"))
+	if n := failed.Load(); n != 0 {
+		t.Errorf("%d calls answered other than WeChat would", n)
+	}
+	if p := f.Fetches("probe"); float64(p) > spent.Seconds()+2 {
+		t.Errorf("%v of 40001s on ever new paths: %d probes; want at most one a second", spent, p)
+	}
+	if n := f.Fetches("stable"); n != 1 {
+		t.Errorf("%d fetches; want 1 (the first)", n)
 	}
 }

@@ -115,7 +115,7 @@ type Cache struct {
 	// (Confirm) ends the hold; heldFlag lets Confirm skip the lock.
 	held      heldToken
 	heldFlag  atomic.Bool
-	ev        evidence // about the current token only
+	ev        *evidence // about the current token only; nil until a first probe
 	day       string
 	fetches   int64 // today's, the cluster's when counted through the store
 	forced    int64
@@ -347,6 +347,19 @@ func (c *Cache) holding(v string, now time.Time) bool {
 	return c.held.value == v && now.Before(c.held.until)
 }
 
+// evidenceOf is the evidence about the token v, started afresh when it
+// was about another one (allocated on a cache's first probe: ten
+// thousand authorizers that never see a 40001 pay nothing for it).
+// Callers hold c.mu.
+func (c *Cache) evidenceOf(v string) *evidence {
+	if c.ev == nil {
+		c.ev = &evidence{token: v}
+	} else if c.ev.token != v {
+		*c.ev = evidence{token: v}
+	}
+	return c.ev
+}
+
 // pathKey is the hash an API path's verdict is kept under.
 var pathSeed = maphash.MakeSeed()
 
@@ -376,16 +389,14 @@ func (c *Cache) probe(ctx context.Context, t *Token, api string) (valid, known b
 	key := pathKey(api)
 	now := c.cfg.Now()
 	c.mu.Lock()
-	if c.ev.token != t.Value {
-		c.ev = evidence{token: t.Value}
-	}
-	for _, v := range c.ev.valid {
+	ev := c.evidenceOf(t.Value)
+	for _, v := range ev.valid {
 		if v.path == key && now.Before(v.until) {
 			c.mu.Unlock()
 			return true, true
 		}
 	}
-	if now.Before(c.ev.quietTill) {
+	if now.Before(ev.quietTill) {
 		c.mu.Unlock()
 		return false, false
 	}
@@ -420,7 +431,7 @@ func (c *Cache) noteValid(v string, key uint64, at time.Time) {
 }
 
 func (c *Cache) noteValidLocked(v string, key uint64, at time.Time) {
-	if c.ev.token != v {
+	if c.ev == nil || c.ev.token != v {
 		return
 	}
 	slot := 0
@@ -443,7 +454,7 @@ func (c *Cache) noteValidLocked(v string, key uint64, at time.Time) {
 func (c *Cache) runProbe(p Prober, t *Token, key uint64) (any, error) {
 	c.mu.Lock()
 	var wait time.Duration
-	if c.ev.token == t.Value && !c.ev.lastProbe.IsZero() {
+	if c.ev != nil && c.ev.token == t.Value && !c.ev.lastProbe.IsZero() {
 		wait = c.ev.lastProbe.Add(probeSpacing).Sub(c.cfg.Now())
 	}
 	c.mu.Unlock()
@@ -454,10 +465,7 @@ func (c *Cache) runProbe(p Prober, t *Token, key uint64) (any, error) {
 	}
 	start := c.cfg.Now()
 	c.mu.Lock()
-	if c.ev.token != t.Value {
-		c.ev = evidence{token: t.Value}
-	}
-	c.ev.lastProbe = start
+	c.evidenceOf(t.Value).lastProbe = start
 	c.mu.Unlock()
 	pctx, cancel := context.WithTimeout(c.ctx, c.cfg.FetchTimeout)
 	defer cancel()
@@ -467,7 +475,7 @@ func (c *Cache) runProbe(p Prober, t *Token, key uint64) (any, error) {
 	defer c.mu.Unlock()
 	if err != nil {
 		quiet := probeSpacing
-		if c.ev.token == t.Value {
+		if c.ev != nil && c.ev.token == t.Value {
 			c.ev.unknowns++
 			quiet = min(probeSpacing<<min(c.ev.unknowns-1, 5), unknownBackoffMax)
 			c.ev.quietTill = now.Add(quiet)
@@ -477,7 +485,7 @@ func (c *Cache) runProbe(p Prober, t *Token, key uint64) (any, error) {
 			zap.Duration(FieldRetryIn, quiet), zap.String(FieldError, err.Error()))
 		return nil, err
 	}
-	if c.ev.token == t.Value {
+	if c.ev != nil && c.ev.token == t.Value {
 		c.ev.unknowns, c.ev.quietTill = 0, time.Time{}
 	}
 	c.log().Info("probed a rejected credential", Event(EventProbe), zap.String(FieldVerdict, verdictName(valid)),
