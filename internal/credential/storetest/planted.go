@@ -175,7 +175,7 @@ func replayedLease(t *testing.T, h Harness) {
 	if ok, err := raw.Add(cx, key+":lease", rec.last(), 0); err != nil || !ok {
 		t.Fatalf("putting the lease back: %v %v", ok, err)
 	}
-	c.clock.Advance(4 * time.Second) // past the lease's own expiry (1 s + 2 s)
+	c.clock.Advance(10 * time.Second) // past the lease's own expiry (1 s + 2 s) and the 5 s allowed for skew
 	b := c.instance(secret)
 	start := time.Now()
 	if _, err := b.tokens.Token(cx); err != nil {
@@ -268,7 +268,7 @@ func plantedMark(t *testing.T, h Harness) {
 	if ok, err := raw.Add(cx, markKey("push-2"), v, 0); err != nil || !ok {
 		t.Fatal(ok, err)
 	}
-	c.clock.Advance(3 * time.Second)
+	c.clock.Advance(8 * time.Second) // past its expiry and the 5 s allowed for skew
 	if _, first, err := b.shared.Remember(cx, "push-2", 2*time.Second); err != nil || !first {
 		t.Fatalf("a mark past its own expiry refused a push: first %v, %v", first, err)
 	}
