@@ -211,8 +211,3 @@ func (s *Shared) count(ctx context.Context, key string, skip int) (int64, error)
 	}
 	return n, nil
 }
-
-// Count returns the cluster's count of a daily counter (tests, status).
-func (s *Shared) Count(ctx context.Context, slot, name, day string) (int64, error) {
-	return s.count(ctx, s.Key(slot)+":"+name+":"+day, -1)
-}
