@@ -143,6 +143,38 @@ func (s *ComponentTokenSource) Fetch(ctx context.Context, opt FetchOptions) (*To
 	})
 }
 
+// Probe checks the component token with api_get_authorizer_list (offset
+// 0, count 1): documented to take the component_access_token and to
+// answer 40001 for a bad one, a read that changes nothing, and the
+// cheapest call the component token alone can make (get_api_domain_ip is
+// documented for access tokens only). Its answer names one authorizer and
+// its refresh token; only the errcode is read. Without it, a caller's
+// component API that answers 40001 whatever the token would throw the
+// component token away each time, with no ceiling (issue 19).
+func (s *ComponentTokenSource) Probe(ctx context.Context, t *Token) (bool, error) {
+	redact := func(m string) string { return redactToken(s.Redact(m), t) }
+	body, _ := json.Marshal(struct {
+		AppID  string `json:"component_appid"`
+		Offset int    `json:"offset"`
+		Count  int    `json:"count"`
+	}{s.AppID, 0, 1})
+	var valid bool
+	_, err := eachBase(ctx, s.Bases, func(base *url.URL) (*Token, error) {
+		u := *base
+		u.Path = "/cgi-bin/component/api_get_authorizer_list"
+		u.RawQuery = "component_access_token=" + t.escaped
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(body))
+		if err != nil {
+			return nil, errors.New("building the component token probe failed")
+		}
+		req.Header.Set("Content-Type", "application/json")
+		v, err := probeAnswer(s.RT, req, redact)
+		valid = v
+		return nil, err
+	})
+	return valid, err
+}
+
 // Platform is what every authorizer of one component shares: the
 // component token cache, the transport and the hooks. One per component,
 // so an authorizer costs only its appid and its Cache.
@@ -207,6 +239,31 @@ type AuthorizerTokenSource struct {
 	unsaved atomic.Pointer[string] // a rotated refresh token the store refused
 }
 
+// Probe checks an authorizer token with GET /cgi-bin/get_api_domain_ip,
+// as for an account's access_token: an authorizer token is used exactly
+// like one (open-platform-rules.md). So a merchant's API that answers
+// 40001 whatever the token no longer throws the authorizer token away
+// (each fetch rotating the refresh token, until the ceiling locks the
+// merchant out for the day).
+func (s *AuthorizerTokenSource) Probe(ctx context.Context, t *Token) (bool, error) {
+	p := s.P
+	redact := func(m string) string { return redactToken(redactAll(m, "[secret]", p.Secret), t) }
+	var valid bool
+	_, err := eachBase(ctx, p.Bases, func(base *url.URL) (*Token, error) {
+		u := *base
+		u.Path = "/cgi-bin/get_api_domain_ip"
+		u.RawQuery = "access_token=" + t.escaped
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+		if err != nil {
+			return nil, errors.New("building the authorizer token probe failed")
+		}
+		v, err := probeAnswer(p.RT, req, redact)
+		valid = v
+		return nil, err
+	})
+	return valid, err
+}
+
 // unusable marks a forgotten authorizer in the Aux, which has no delete:
 // an empty refresh token.
 func unusable(v []byte) bool { return len(v) == 0 }
@@ -248,11 +305,14 @@ func (s *AuthorizerTokenSource) Fetch(ctx context.Context, opt FetchOptions) (*T
 	var ae *APIError
 	if errors.As(err, &ae) && IsTokenErrcode(ae.Code) {
 		// About the component token, not the authorizer's.
-		fresh, replay, rerr := p.Component.Rejected(ctx, ctok)
+		fresh, replay, rerr := p.Component.RejectedOn(ctx, ctok, "/cgi-bin/component/api_authorizer_token")
 		if rerr == nil && replay {
 			ctok = fresh
 			t, next, err = s.call(ctx, ctok, rt)
 		}
+	}
+	if !errors.As(err, &ae) || !IsTokenErrcode(ae.Code) {
+		p.Component.Confirm(ctok) // it answered: fresh evidence that it works
 	}
 	if errors.As(err, &ae) && ae.Code == 61023 {
 		var rec string
@@ -395,9 +455,13 @@ func (p *Platform) QueryAuth(ctx context.Context, code string) (*Authorization, 
 	a, err := p.queryAuth(ctx, ctok, code)
 	var ae *APIError
 	if errors.As(err, &ae) && IsTokenErrcode(ae.Code) {
-		if fresh, replay, rerr := p.Component.Rejected(ctx, ctok); rerr == nil && replay {
+		if fresh, replay, rerr := p.Component.RejectedOn(ctx, ctok, "/cgi-bin/component/api_query_auth"); rerr == nil && replay {
 			a, err = p.queryAuth(ctx, fresh, code)
+			ctok = fresh
 		}
+	}
+	if !errors.As(err, &ae) || !IsTokenErrcode(ae.Code) {
+		p.Component.Confirm(ctok)
 	}
 	return a, err
 }

@@ -1,0 +1,10 @@
+package wechat
+
+// The gateway's pluggable parts live in subpackages that register their
+// Caddy modules in init; importing the root (as xcaddy's --with does)
+// brings all of them, the way caddy-l4's imports.go and Caddy's
+// modules/standard do.
+import (
+	// wechat.stores.memcache, .redis, .sql, .storage
+	_ "github.com/caddy-wechat/wechat/stores"
+)
