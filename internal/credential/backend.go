@@ -43,7 +43,9 @@ type Backend interface {
 
 	// Incr adds one to the counter under key, creating it at 1 with ttl
 	// when absent or not a number, and returns the new count. Get on a
-	// counter key returns its count in decimal ASCII.
+	// counter key returns its count in decimal ASCII. The engine's daily
+	// counters do not use it: a plain count is anyone's to plant, so they
+	// are sealed slots written with Add and CompareAndSwap.
 	Incr(ctx context.Context, key string, ttl time.Duration) (int64, error)
 
 	// Close releases the backend's connections.

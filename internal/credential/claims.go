@@ -27,6 +27,11 @@ import (
 //     the sum of the slots that open. An unsealable slot counts 0, and
 //     the engine never reads more than counterSlots keys for a count.
 
+// claimSkew is how far a peer's clock may run behind ours before its
+// claim looks over early; a claim put back after its time is ignored
+// once it is this much past its expiry.
+const claimSkew = 5 * time.Second
+
 // counterSlots bounds the keys read for one count. Instances pick a slot
 // at random; two on one slot only share it through CompareAndSwap.
 const counterSlots = 8
@@ -61,6 +66,7 @@ func (s *Shared) liveClaim(key string, v []byte, bound time.Time) time.Time {
 	if !ok {
 		return time.Time{}
 	}
+	until = until.Add(claimSkew)
 	if !bound.IsZero() && until.After(bound) {
 		until = bound
 	}
@@ -204,9 +210,4 @@ func (s *Shared) count(ctx context.Context, key string, skip int) (int64, error)
 		n += s.openCount(k, v)
 	}
 	return n, nil
-}
-
-// Count returns the cluster's count of a daily counter (tests, status).
-func (s *Shared) Count(ctx context.Context, slot, name, day string) (int64, error) {
-	return s.count(ctx, s.Key(slot)+":"+name+":"+day, -1)
 }

@@ -41,7 +41,7 @@ type Shared struct {
 	// read or written there: a store writer may put back an older sealed
 	// token of the account (revoked since), and one older than a token
 	// this instance has seen is no better than none. One entry per
-	// credential (authorizer), a few dozen bytes.
+	// credential (authorizer) read through the store, about 200 bytes.
 	newest sync.Map
 }
 

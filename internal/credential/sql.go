@@ -137,7 +137,7 @@ ON DUPLICATE KEY UPDATE
   ver = IF(` + mysqlLive + `, ver, VALUES(ver)),
   expires_at = IF(` + mysqlLive + `, expires_at, VALUES(expires_at))`,
 	cas: `UPDATE {t} SET v = ?, ver = ?, expires_at = ` + mysqlExp + `
-WHERE k = ? AND ver = ? AND v IS NOT NULL AND ` + mysqlLive,
+WHERE k = ? AND ver = ? AND ` + mysqlLive,
 	deleteIf: `DELETE FROM {t} WHERE k = ? AND v = ?`,
 	del:      `DELETE FROM {t} WHERE k = ?`,
 	sweep:    `DELETE FROM {t} WHERE expires_at <> 0 AND expires_at <= ` + mysqlNow + ` LIMIT ` + sweepBatchSQL,
@@ -172,7 +172,7 @@ var postgresQueries = sqlQueries{
 ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v, ver = EXCLUDED.ver, expires_at = EXCLUDED.expires_at
 WHERE NOT ` + pgLive,
 	cas: `UPDATE {t} SET v = $1, ver = $2, expires_at = ` + pgExp(3) + `
-WHERE k = $4 AND ver = $5 AND v IS NOT NULL AND ` + pgLive,
+WHERE k = $4 AND ver = $5 AND ` + pgLive,
 	deleteIf: `DELETE FROM {t} WHERE k = $1 AND v = $2`,
 	del:      `DELETE FROM {t} WHERE k = $1`,
 	sweep: `DELETE FROM {t} WHERE k IN (SELECT k FROM {t} WHERE expires_at <> 0 AND expires_at <= ` + pgNow +
