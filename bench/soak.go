@@ -73,7 +73,15 @@ func soakMain(caddyBin, storeArg string, o soakOpts) int {
 	if err != nil {
 		fatalf("%v", err)
 	}
-	defer os.RemoveAll(dir)
+	failed := 0
+	defer func() {
+		if failed == 0 {
+			os.RemoveAll(dir)
+			return
+		}
+		// The Caddies' logs say what the gateways did meanwhile.
+		fmt.Printf("\nlogs kept: %s/soak-<store>/{gateway-a,gateway-b,proxy}.log\n", dir)
+	}()
 	if os.Geteuid() == 0 {
 		_ = os.Chmod(dir, 0o711) // postgres runs as its own user below it
 	}
@@ -88,7 +96,6 @@ func soakMain(caddyBin, storeArg string, o soakOpts) int {
 		bin = buildCaddy(dir, "./bench/caddy")
 	}
 	fmt.Printf("machine: %d CPUs, %s, %s; load average %s", runtime.NumCPU(), cpuModel(), runtime.Version(), loadavg())
-	failed := 0
 	for _, name := range stores {
 		failed += soakStore(bin, dir, name, o)
 		stopAll()
