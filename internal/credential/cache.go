@@ -302,7 +302,12 @@ func (c *Cache) RejectedOn(ctx context.Context, t *Token, api string) (fresh *To
 	if err != nil {
 		return nil, false, err
 	}
-	if fresh.Value != t.Value && c.cfg.MinAge > 0 {
+	// Held only if fetched after this evidence: a token a peer stored
+	// before it (adopted through the store) may have been killed by the
+	// same revocation, and holding it would keep a dead token for
+	// min_token_age. Not held, its next failure is probed (at most once a
+	// second) like any other token's.
+	if fresh.Value != t.Value && c.cfg.MinAge > 0 && !fresh.FetchedAt.Before(now) {
 		c.hold(fresh.Value, fresh.FetchedAt.Add(c.cfg.MinAge))
 	}
 	return fresh, fresh.Value != t.Value, nil

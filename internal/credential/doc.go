@@ -88,7 +88,9 @@
 //     request path calls Confirm(T) on every answer that is not a token
 //     errcode (one atomic load when nothing is held): the first success
 //     ends the hold, so a revocation after a glitch and its recovery is
-//     repaired at once.
+//     repaired at once. A replacement is held only if it was fetched
+//     after the evidence: a peer's token adopted from the store that
+//     predates it may have died in the same revocation.
 //   - Otherwise probe T (Prober: get_api_domain_ip for access and
 //     authorizer tokens, api_get_authorizer_list for the component
 //     token). A "valid" verdict answers only the path that asked for it,

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/caddy-wechat/wechat/internal/credential"
+	"github.com/caddy-wechat/wechat/internal/credential/memstore"
 	"github.com/caddy-wechat/wechat/internal/credential/storetest"
 )
 
@@ -211,4 +212,54 @@ func containsToken(s, tok string) bool {
 		}
 	}
 	return false
+}
+
+// A replacement is held (its failures read as a glitch) only if it was
+// fetched after the evidence that brought it. Adopted from the store, a
+// peer's token fetched before a second revocation is as dead as ours:
+// holding it answered 40001 to every call for up to min_token_age (the
+// soak's 6.5 s on file storage). Now its first failure is probed and
+// repaired.
+func TestPeerTokenFromBeforeTheEvidenceIsNotHeld(t *testing.T) {
+	for _, api := range []string{credential.APIStable, credential.APIClassic} {
+		t.Run(api, func(t *testing.T) {
+			clock := storetest.NewClock()
+			fake := storetest.NewFake(clock, api)
+			seal, err := credential.NewSealer(testSecret, "wxunit")
+			if err != nil {
+				t.Fatal(err)
+			}
+			store := memstore.New()
+			caches := make([]*credential.Cache, 2)
+			for i := range caches {
+				sh := credential.NewShared(store.Open(), seal, credential.SharedOptions{Now: clock.Now})
+				caches[i] = credential.New(credential.Config{Source: fake, Now: clock.Now, FetchTimeout: time.Second,
+					Sleep: clock.Sleep, Shared: sh, MinAge: time.Minute, PeekInterval: -1})
+				t.Cleanup(func() { caches[i].Close() })
+			}
+			a, b := &env{clock: clock, fake: fake, cache: caches[0]}, &env{clock: clock, fake: fake, cache: caches[1]}
+			if code := a.call(t, false); code != 0 {
+				t.Fatal(code)
+			}
+			t1 := a.cache.Current().Value
+			clock.Advance(10 * time.Minute)
+			fake.Revoke(t1) // the first revocation: b meets it and stores a replacement
+			if code := b.call(t, false); code != 0 {
+				t.Fatalf("b after the first revocation: %d", code)
+			}
+			t2 := b.cache.Current().Value
+			if t2 == t1 {
+				t.Fatal("b kept the revoked token")
+			}
+			clock.Advance(time.Second)
+			fake.Revoke(t2) // the second: a still holds t1, and the store t2
+			a.call(t, false)
+			for i := range 3 {
+				clock.Advance(100 * time.Millisecond)
+				if code := a.call(t, false); code != 0 {
+					t.Fatalf("call %d after the second revocation answered %d: the peer's dead token is held", i, code)
+				}
+			}
+		})
+	}
 }
