@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddy-wechat/wechat/stores"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -233,7 +234,7 @@ func (t *Transport) parseOption(d *caddyfile.Dispenser, name string, args []stri
 	case "fetch_timeout":
 		err = parseDuration(d, args, &t.FetchTimeout)
 	case "store":
-		err = t.parseStore(d, args)
+		t.Store, err = stores.ParseCaddyfile(d, args)
 	case "fetch_ceiling":
 		var s string
 		if err = one(&s); err == nil {
@@ -323,18 +324,6 @@ func (t *Transport) finishCaddyfile(d *caddyfile.Dispenser) ([]*url.URL, error) 
 	return bases, nil
 }
 
-func parseDuration(d *caddyfile.Dispenser, args []string, into *caddy.Duration) error {
-	if len(args) != 1 {
-		return d.ArgErr()
-	}
-	v, err := caddy.ParseDuration(args[0])
-	if err != nil {
-		if n, e := strconv.Atoi(args[0]); e == nil {
-			v = time.Duration(n) * time.Second
-		} else {
-			return d.Errf("bad duration %q: %v", args[0], err)
-		}
-	}
-	*into = caddy.Duration(v)
-	return nil
-}
+// parseDuration is stores.ParseDuration: one spelling of a duration for
+// every wechat directive.
+var parseDuration = stores.ParseDuration

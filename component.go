@@ -12,10 +12,12 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddy-wechat/wechat/internal/componentcb"
 	"github.com/caddy-wechat/wechat/internal/credential"
+	"github.com/caddy-wechat/wechat/stores"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -65,6 +67,10 @@ type platform struct {
 	reg    *credential.Registry
 	obs    *componentObserver
 	guard  componentcb.ReplayGuard // outlives config reloads
+
+	// needles is the scrub set of calls that name no authorizer, rebuilt
+	// when the component token changes (an authorizer's is kept with it).
+	needles atomic.Pointer[needleSet]
 }
 
 var platforms = caddy.NewUsagePool()
@@ -95,17 +101,11 @@ func (c *ComponentConfig) acquire(ctx caddy.Context) (*platform, string, error) 
 	if err != nil {
 		return nil, "", err
 	}
-	store, err := c.storeProvider(ctx)
+	store, err := stores.Load(ctx, c, "Store", c.Store, c.Memcache, c.MemcachePrefix, c.MemcacheTimeout)
 	if err != nil {
-		return nil, "", err
+		return nil, "", fmt.Errorf("wechat component: %v", err)
 	}
-	storeID := ""
-	if store != nil {
-		storeID = store.StoreID()
-		if p, ok := store.(interface{ KeyPrefix() string }); ok {
-			storeID += "|" + p.KeyPrefix()
-		}
-	}
+	storeID := stores.Key(store)
 	var ep strings.Builder
 	for _, b := range bases {
 		ep.WriteString(b.String() + ",")
@@ -122,27 +122,6 @@ func (c *ComponentConfig) acquire(ctx caddy.Context) (*platform, string, error) 
 		return nil, "", fmt.Errorf("wechat component: %v", err)
 	}
 	return val.(*platform), key, nil
-}
-
-func (c *ComponentConfig) storeProvider(ctx caddy.Context) (StoreProvider, error) {
-	if len(c.Store) > 0 {
-		if len(c.Memcache) > 0 {
-			return nil, errors.New("wechat component: give either store or memcache, not both")
-		}
-		mod, err := ctx.LoadModule(c, "Store")
-		if err != nil {
-			return nil, fmt.Errorf("wechat component: loading store: %v", err)
-		}
-		p, ok := mod.(StoreProvider)
-		if !ok {
-			return nil, fmt.Errorf("wechat component: store module %T is not a StoreProvider", mod)
-		}
-		return p, nil
-	}
-	if len(c.Memcache) > 0 {
-		return &MemcacheStore{Servers: c.Memcache, Prefix: c.MemcachePrefix, Timeout: c.MemcacheTimeout}, nil
-	}
-	return nil, nil
 }
 
 // componentHTTP is the platform's own client transport for token calls:
@@ -164,23 +143,12 @@ func newPlatform(appid, secret string, bases []*url.URL, store StoreProvider, fe
 		return nil, err
 	}
 	p := &platform{appid: appid}
+	logger = logger.With(zap.String(credential.FieldComponent, appid)) // every line of the platform names its component
 	p.obs = newComponentObserver(appid)
 	if store != nil {
-		b, err := store.OpenBackend()
-		if err != nil {
+		if p.shared, err = stores.Open(store, seal, credential.SharedOptions{Logger: logger}); err != nil {
 			return nil, err
 		}
-		opt := credential.SharedOptions{Logger: logger}
-		if s, ok := store.(interface{ KeyPrefix() string }); ok {
-			opt.Prefix = s.KeyPrefix()
-		}
-		if s, ok := store.(interface{ OpTimeout() time.Duration }); ok {
-			opt.OpTimeout = s.OpTimeout()
-		}
-		if s, ok := store.(interface{ Durable() bool }); ok {
-			opt.Durable = s.Durable()
-		}
-		p.shared = credential.NewShared(b, seal, opt)
 	}
 	p.label = seal.KeyName()[:10]
 	rt := componentHTTP()
@@ -256,7 +224,7 @@ func registerComponentMetrics(ctx caddy.Context) {
 		return
 	}
 	for _, c := range []prometheus.Collector{metricCompRenewals, metricCompFailures, metricCompRotations, metricCompRecoveries,
-		metricCompForgotten, metricCompCallbacks, metricCompRequests, metricCompKnown} {
+		metricCompForgotten, metricCompCallbacks, metricCompRequests, metricCompKnown, metricScrub, metricCompHealth} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {
@@ -272,6 +240,9 @@ type componentObserver struct {
 	ok, failed, rotations       prometheus.Counter
 	recovered, notRecovered     prometheus.Counter
 	revoked, unauthorized, othr prometheus.Counter
+	scrub                       *scrubHits
+	started                     time.Time
+	lastTicket                  atomic.Int64 // unix nanoseconds of the last ticket push accepted here
 }
 
 func newComponentObserver(appid string) *componentObserver {
@@ -285,6 +256,8 @@ func newComponentObserver(appid string) *componentObserver {
 		revoked:      metricCompForgotten.WithLabelValues(appid, "revoked"),
 		unauthorized: metricCompForgotten.WithLabelValues(appid, "unauthorized"),
 		othr:         metricCompForgotten.WithLabelValues(appid, "other"),
+		scrub:        newScrubHits(appid),
+		started:      time.Now(),
 	}
 }
 
@@ -325,4 +298,7 @@ func (o *componentObserver) Forgotten(reason string) {
 
 func (o *componentObserver) Callback(infoType, result string) {
 	metricCompCallbacks.WithLabelValues(o.appid, infoType, result).Inc()
+	if infoType == "component_verify_ticket" && result == "ok" {
+		o.lastTicket.Store(time.Now().UnixNano())
+	}
 }

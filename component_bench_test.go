@@ -3,12 +3,15 @@ package wechat
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
+	"runtime"
 	"testing"
 	"time"
 
 	"github.com/caddy-wechat/wechat/internal/credential"
+	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 )
 
@@ -85,5 +88,80 @@ func TestComponentRoundTripLeavesRequestIntact(t *testing.T) {
 		if after := req.URL.String() + req.Header.Get(AuthorizerHeader); after != before {
 			t.Fatalf("request changed: %q → %q", before, after)
 		}
+	}
+}
+
+// BenchmarkComponentWarm: calls on behalf of 100 authorizers whose scrub
+// sets are built (the steady state: each authorizer makes many calls per
+// token), against BenchmarkRoundTrip/gateway's account call.
+func BenchmarkComponentWarm(b *testing.B) {
+	t, ids := benchComponent(b, 100)
+	for _, form := range []string{"header", "path"} {
+		b.Run(form, func(b *testing.B) {
+			reqs := make([]*http.Request, len(ids))
+			for i, id := range ids {
+				if form == "header" {
+					reqs[i], _ = http.NewRequest(http.MethodGet, "http://api.weixin.qq.com/cgi-bin/user/info?openid=o1&lang=zh_CN", nil)
+					reqs[i].Header.Set(AuthorizerHeader, id)
+				} else {
+					reqs[i], _ = http.NewRequest(http.MethodGet, "http://api.weixin.qq.com/authorizer/"+id+"/cgi-bin/user/info?openid=o1&lang=zh_CN", nil)
+				}
+				resp, err := t.RoundTrip(reqs[i])
+				drain(b, resp, err)
+			}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				resp, err := t.RoundTrip(reqs[i%len(reqs)])
+				drain(b, resp, err)
+				i++
+			}
+		})
+	}
+}
+
+// BenchmarkComponentNeedleMemory reports the heap an authorizer's kept
+// scrub set costs (B/authorizer), over 10,000 authorizers.
+func BenchmarkComponentNeedleMemory(b *testing.B) {
+	for b.Loop() {
+		t, ids := benchComponent(b, 10000)
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		for _, id := range ids {
+			_ = t.needles(id)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(len(ids)), "B/authorizer")
+		runtime.KeepAlive(t)
+	}
+}
+
+// An authorizer call through the one request loop costs what an account
+// call costs, within 2 allocations, once its scrub set is built.
+func TestComponentRoundTripAllocs(t *testing.T) {
+	ct, ids := benchComponent(t, 2)
+	gw := &Transport{HTTPTransport: stubTransport(), secret: testSecret}
+	gw.acct = warmAccount(t)
+	gw.provisionRequestPath(caddy.Context{})
+	areq, _ := http.NewRequest(http.MethodGet, "http://api.weixin.qq.com/cgi-bin/user/info?openid=o1&lang=zh_CN", nil)
+	creq, _ := http.NewRequest(http.MethodGet, "http://api.weixin.qq.com/authorizer/"+ids[1]+"/cgi-bin/user/info?openid=o1&lang=zh_CN", nil)
+	run := func(rt http.RoundTripper, req *http.Request) float64 {
+		return testing.AllocsPerRun(200, func() {
+			resp, err := rt.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		})
+	}
+	a, c := run(gw, areq), run(ct, creq)
+	if c > a+2 {
+		t.Errorf("authorizer call: %v allocations, account call %v: want at most 2 more", c, a)
+	}
+	if ns := ct.needles(ids[1]); ns != ct.needles(ids[1]) {
+		t.Error("an authorizer's scrub set is rebuilt on every call")
 	}
 }

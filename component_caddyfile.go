@@ -22,6 +22,7 @@ func init() {
 var componentOptions = map[string]bool{
 	"appid": true, "secret": true, "upstream": true, "store": true, "memcache": true, "memcache_prefix": true,
 	"memcache_timeout": true, "fetch_timeout": true, "dial_timeout": true, "response_header_timeout": true, "max_replay_body": true,
+	"keep_caller_auth": true,
 }
 
 func (c *ComponentConfig) from(t *Transport) {
@@ -39,6 +40,7 @@ func (c *ComponentConfig) from(t *Transport) {
 //	    memcache <host:port> [...]          # or the memcache short form (not durable)
 //	    fetch_timeout <duration>
 //	    max_replay_body <size>
+//	    keep_caller_auth                    # pass Authorization/Cookie on; default: stripped
 //	    # any other reverse_proxy subdirective is passed through
 //	}
 //
@@ -76,7 +78,7 @@ func parseComponentCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandle
 	if err != nil {
 		return nil, err
 	}
-	ct := &ComponentTransport{HTTPTransport: t.HTTPTransport, MaxReplayBody: t.MaxReplayBody}
+	ct := &ComponentTransport{HTTPTransport: t.HTTPTransport, MaxReplayBody: t.MaxReplayBody, KeepCallerAuth: t.KeepCallerAuth}
 	ct.from(t)
 	return reverseProxyTo(h, rest, bases, caddyconfig.JSONModuleObject(ct, "protocol", "wechat_component", nil))
 }

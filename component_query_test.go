@@ -5,37 +5,40 @@ import (
 	"testing"
 )
 
-// componentQuery drops every credential a client sent, adds the
-// platform's, and builds the query in the room send gives it: no
-// allocation of its own when it fits, one when it does not.
+// On the open platform's routes requestTarget drops every credential a
+// client sent (the account's and the component's, in any case or
+// escaping), adds the platform's, and builds the query in the room send
+// gives it: no allocation of its own when it fits, one when it does not.
 func TestComponentQueryRoom(t *testing.T) {
 	const tok = "TOK-0123456789"
-	for _, tc := range []struct{ raw, param, want string }{
-		{"", "component_access_token", "component_access_token=" + tok},
-		{"a=1&b=2", "access_token", "a=1&b=2&access_token=" + tok},
-		{"a=1&ACCESS_TOKEN=x&%73ecret=s&&component_appsecret=y&b=2", "access_token", "a=1&b=2&access_token=" + tok},
-		{"component_access_token=mine&x=1", "component_access_token", "x=1&component_access_token=" + tok},
+	for _, tc := range []struct {
+		raw  string
+		r    route
+		who  string
+		want string
+	}{
+		{"", routeComponent, "", "component_access_token=" + tok},
+		{"a=1&b=2", routeToken, "", "a=1&b=2&access_token=" + tok},
+		{"a=1&ACCESS_TOKEN=x&%73ecret=s&&component_appsecret=y&b=2", routeToken, "", "a=1&b=2&access_token=" + tok},
+		{"component_access_token=mine&x=1", routeComponent, "", "x=1&component_access_token=" + tok},
+		{"appid=wxA&code=C&component_appid=evil&Component_Access_Token=mine", routeComponentSNS, "",
+			"appid=wxA&code=C&component_appid=wxcomp&component_access_token=" + tok},
+		{"appid=wxEvil&code=C", routeComponentSNSNamed, "wxA",
+			"code=C&appid=wxA&component_appid=wxcomp&component_access_token=" + tok},
 	} {
-		var room [componentRoom]byte
+		var room [targetRoom]byte
 		for _, dst := range [][]byte{room[:0], nil} {
-			if got := componentQuery(dst, tc.raw, tc.param, tok); got != tc.want {
-				t.Errorf("componentQuery(%q, %q) = %q, want %q", tc.raw, tc.param, got, tc.want)
+			if got := requestTarget(dst, "", tc.raw, tc.r, tok, "wxcomp", "", tc.who); got != tc.want {
+				t.Errorf("route %d: requestTarget(%q) = %q, want %q", tc.r, tc.raw, got, tc.want)
 			}
 		}
 	}
-	var room [componentRoom]byte
-	if n := testing.AllocsPerRun(100, func() { _ = componentQuery(room[:0], "a=1&b=2", "access_token", tok) }); n != 0 {
+	var room [targetRoom]byte
+	if n := testing.AllocsPerRun(100, func() { _ = requestTarget(room[:0], "", "a=1&b=2", routeComponent, tok, "wxcomp", "", "") }); n != 0 {
 		t.Errorf("query in the room: %v allocations, want 0", n)
 	}
-	exact := make([]byte, 0, len("a=1&b=2&access_token="+tok))
-	if n := testing.AllocsPerRun(100, func() { _ = componentQuery(exact, "a=1&b=2", "access_token", tok) }); n != 0 {
-		t.Errorf("query in room of its exact length: %v allocations, want 0", n)
-	}
-	if n := testing.AllocsPerRun(100, func() { _ = componentQuery(nil, "a=1&b=2", "access_token", tok) }); n != 1 {
-		t.Errorf("query without room: %v allocations, want 1", n)
-	}
-	long := strings.Repeat("x", componentRoom)
-	if got := componentQuery(room[:0], "q="+long, "access_token", tok); got != "q="+long+"&access_token="+tok {
+	long := strings.Repeat("x", targetRoom)
+	if got := requestTarget(room[:0], "", "q="+long, routeComponent, tok, "wxcomp", "", ""); got != "q="+long+"&component_access_token="+tok {
 		t.Errorf("a query longer than the room is cut or wrong: %d bytes", len(got))
 	}
 }

@@ -8,11 +8,9 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"path"
 	"regexp"
 	"strconv"
 	"strings"
-	"unsafe"
 
 	"github.com/caddy-wechat/wechat/internal/credential"
 	"github.com/caddyserver/caddy/v2"
@@ -41,6 +39,11 @@ type ComponentTransport struct {
 
 	// Largest request body kept for the one replay. Default 10 MiB.
 	MaxReplayBody int64 `json:"max_replay_body,omitempty"`
+
+	// Pass the caller's Authorization, Proxy-Authorization and Cookie
+	// headers on to WeChat. Off by default: they are the caller's (the
+	// README's basic_auth guard, say), and WeChat has no use for them.
+	KeepCallerAuth bool `json:"keep_caller_auth,omitempty"`
 
 	p       *platform
 	poolKey string
@@ -111,134 +114,140 @@ func componentBlocked(clean string) bool {
 	return false
 }
 
-// RoundTrip sends one proxied call with the credential it needs, and
-// scrubs the answer as the account transport does: rid/get field by
-// field, and the platform's secret, its component tokens and the named
-// authorizer's tokens wherever they appear in headers or text.
+// componentRoute is the route of a call on the open platform, from its
+// cleaned, lower-cased path and whether it names an authorizer.
+func componentRoute(clean string, named bool) route {
+	switch {
+	case classify(clean) == routeBlocked || componentBlocked(clean):
+		return routeBlocked
+	case strings.HasPrefix(clean, "/sns/component/") || strings.HasPrefix(clean, "/sns/oauth2/component/"):
+		// Login and web OAuth on behalf of an authorizer: the component
+		// vouches with its appid and token.
+		if named {
+			return routeComponentSNSNamed
+		}
+		return routeComponentSNS
+	case strings.HasPrefix(clean, "/sns/"):
+		return routeUserSNS // the user's own OAuth token: untouched
+	case named:
+		return routeToken // the authorizer's access_token
+	case strings.HasPrefix(clean, "/cgi-bin/component/"):
+		return routeComponent
+	}
+	return routeNone
+}
+
+// RoundTrip sends one proxied call with the credential it needs through
+// the one request loop (requestPath), so every rule of the account
+// transport holds here too: header policy, encodings, rid/get on the path
+// sent, evidence before a drop, replay, error mapping and the scrub of the
+// platform's secret, its component tokens and the named authorizer's.
 func (t *ComponentTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := t.roundTrip(req)
-	if err != nil || resp == nil {
-		return resp, err
+	if req.Method == http.MethodConnect {
+		t.count("", "blocked")
+		return gatewayError(req, http.StatusMethodNotAllowed, 43002, "caddy-wechat: CONNECT is not allowed"), nil
 	}
-	if err := scrubAnswer(req, resp, t.needles(req)); err != nil {
-		resp.Body.Close()
-		t.count("error", false)
-		return nil, t.redact(err)
+	appid, p, named := authorizerOf(req)
+	p = canonicalPath(p)
+	clean := strings.ToLower(p) // no allocation for a lower-case path
+	r := componentRoute(clean, named)
+	o := outbound{host: t, path: p, route: r, what: "component_access_token", appid: t.p.appid,
+		dropHeader: AuthorizerHeader, refresh: clean == "/cgi-bin/component/api_get_authorizer_info" || clean == "/cgi-bin/component/api_get_authorizer_list"}
+	o.identity = o.refresh
+	if named {
+		o.authorizer = appid
 	}
-	return resp, nil
+	switch r {
+	case routeBlocked:
+		t.count(o.authorizer, "blocked")
+		return gatewayError(req, http.StatusForbidden, 40002,
+			"caddy-wechat: this endpoint is the gateway's own; call the API you need without a token"), nil
+	case routeNone:
+		t.count("", "no_authorizer")
+		return gatewayError(req, http.StatusBadRequest, 41001,
+			"caddy-wechat: name the authorizer with the "+AuthorizerHeader+" header or a /authorizer/{appid}/ path prefix"), nil
+	case routeToken:
+		o.what = "authorizer_access_token"
+		if a := t.p.reg.Lookup(appid); a != nil {
+			o.cred = a // a pointer: no allocation
+		} else {
+			o.cred = authorizerCred{t.p.reg, appid} // first use: created from the store
+		}
+	default:
+		o.cred = t.p.comp
+	}
+	rp := requestPath{rt: &t.HTTPTransport, keepCallerAuth: t.KeepCallerAuth,
+		maxReplay: t.maxReplay(), maxBuffered: defaultMaxBuffered, bodyIdle: defaultBodyReadTimeout}
+	return rp.roundTrip(req, &o)
+}
+
+// authorizerCred is an authorizer not yet in the registry as the loop's
+// credential: its token comes through the registry (created from its
+// stored refresh token, forgotten on 61003), and the evidence goes to its
+// cache.
+type authorizerCred struct {
+	reg   *credential.Registry
+	appid string
+}
+
+func (a authorizerCred) Token(ctx context.Context) (*tokenEntry, error) {
+	tok, _, err := a.reg.Token(ctx, a.appid)
+	return tok, err
+}
+
+func (a authorizerCred) RejectedOn(ctx context.Context, tok *tokenEntry, api string) (*tokenEntry, bool, error) {
+	au := a.reg.Lookup(a.appid)
+	if au == nil {
+		return nil, false, credential.ErrUnknownAuthorizer
+	}
+	return au.RejectedOn(ctx, tok, api)
+}
+
+func (a authorizerCred) Confirm(tok *tokenEntry) {
+	if au := a.reg.Lookup(a.appid); au != nil {
+		au.Confirm(tok)
+	}
+}
+
+// pathHost of the open platform.
+func (t *ComponentTransport) request(who, result string) { t.count(who, result) }
+func (t *ComponentTransport) retry(string, string)       {}
+
+func (t *ComponentTransport) count(who, result string) {
+	kind := "component"
+	if who != "" {
+		kind = "authorizer"
+	}
+	metricCompRequests.WithLabelValues(t.p.appid, kind, result).Inc()
 }
 
 // needles are the values no answer may carry: the platform's secret, its
 // recent component tokens, and the recent tokens of the authorizer the
 // call names (only that one: scanning for all of ten thousand would put
-// the registry on every answer's path).
-func (t *ComponentTransport) needles(req *http.Request) *needleSet {
-	vals := append(t.p.comp.Recent(), t.p.plat.Secret)
-	if appid, _, named := authorizerOf(req); named {
-		if a := t.p.reg.Lookup(appid); a != nil {
-			vals = append(vals, a.Cache().Recent()...)
+// the registry on every answer's path). The set is kept with the
+// authorizer and rebuilt only when its token or the component's changes,
+// so a warm call builds nothing.
+func (t *ComponentTransport) needles(who string) *needleSet {
+	comp := t.p.comp.Current()
+	if who != "" {
+		if a := t.p.reg.Lookup(who); a != nil {
+			cur := a.Cache().Current()
+			if ns, _ := a.Memo().(*needleSet); ns != nil && ns.cur == cur && ns.comp == comp {
+				return ns
+			}
+			ns := newNeedleSet(append(append(t.p.comp.Recent(), t.p.plat.Secret), a.Cache().Recent()...)...)
+			ns.cur, ns.comp, ns.hits = cur, comp, t.p.obs.scrub
+			a.SetMemo(ns)
+			return ns
 		}
 	}
-	return newNeedleSet(vals...)
-}
-
-func (t *ComponentTransport) roundTrip(req *http.Request) (*http.Response, error) {
-	if req.Method == http.MethodConnect {
-		return gatewayError(req, http.StatusMethodNotAllowed, 43002, "caddy-wechat: CONNECT is not allowed"), nil
+	if ns := t.p.needles.Load(); ns != nil && ns.comp == comp {
+		return ns
 	}
-	appid, p, named := authorizerOf(req)
-	if !strings.HasPrefix(p, "/") {
-		p = "/" + p
-	}
-	clean := strings.ToLower(path.Clean(p)) // no allocation for a clean, lower-case path
-	if classify(clean) == routeBlocked || componentBlocked(clean) {
-		t.count("blocked", named)
-		return gatewayError(req, http.StatusForbidden, 40002,
-			"caddy-wechat: this endpoint is the gateway's own; call the API you need without a token"), nil
-	}
-	componentCall := strings.HasPrefix(clean, "/cgi-bin/component/") || strings.HasPrefix(clean, "/sns/component/")
-	if strings.HasPrefix(clean, "/sns/") && !componentCall {
-		// The user's own OAuth token (/sns/userinfo, /sns/auth): untouched.
-		resp, err := t.send(req, p, "", streamOf(req), nil)
-		t.count(resultOf(resp, err), named)
-		return resp, err
-	}
-	if !named && !componentCall {
-		t.count("no_authorizer", false)
-		return gatewayError(req, http.StatusBadRequest, 41001,
-			"caddy-wechat: name the authorizer with the "+AuthorizerHeader+" header or a /authorizer/{appid}/ path prefix"), nil
-	}
-	body, replayable, err := bufferBody(req, t.maxReplay(), defaultMaxBuffered, defaultBodyReadTimeout)
-	if err != nil {
-		return nil, err
-	}
-	var cache *credential.Cache
-	var tok *credential.Token
-	param := "access_token"
-	if componentCall && !named {
-		param = "component_access_token"
-		cache = t.p.comp
-		tok, err = cache.Token(req.Context())
-	} else {
-		var a *credential.Authorizer
-		tok, a, err = t.p.reg.Token(req.Context(), appid)
-		if a != nil {
-			cache = a.Cache()
-		}
-	}
-	if err != nil {
-		return t.unavailable(req, named, err)
-	}
-	resp, err := t.send(req, p, param, body, tok)
-	if err != nil {
-		t.count("error", named)
-		return nil, err
-	}
-	code, err := sniff(resp)
-	if err != nil {
-		t.count("error", named)
-		return nil, t.redact(err)
-	}
-	if isTokenErrcode(code) {
-		// As on the account transport: the evidence reaches the engine even
-		// when the body is too large to replay, so a bad token is replaced
-		// for the next call; a replacement that answers is confirmed.
-		fresh, replay, rerr := cache.Rejected(req.Context(), tok)
-		if rerr == nil && replay && replayable {
-			resp.Body.Close()
-			if resp, err = t.send(req, p, param, body, fresh); err != nil {
-				t.count("error", named)
-				return nil, err
-			}
-			if code, err = sniff(resp); err != nil {
-				t.count("error", named)
-				return nil, t.redact(err)
-			}
-			if !isTokenErrcode(code) {
-				cache.Confirm(fresh)
-			}
-		}
-	}
-	switch {
-	case isTokenErrcode(code):
-		t.count("token_error", named)
-	case code != 0:
-		t.count("wechat_error", named)
-	default:
-		t.count("ok", named)
-	}
-	if clean == "/cgi-bin/component/api_get_authorizer_info" || clean == "/cgi-bin/component/api_get_authorizer_list" {
-		return scrubRefreshTokens(resp)
-	}
-	return resp, nil
-}
-
-func (t *ComponentTransport) count(result string, authorizer bool) {
-	kind := "component"
-	if authorizer {
-		kind = "authorizer"
-	}
-	metricCompRequests.WithLabelValues(t.p.appid, kind, result).Inc()
+	ns := newNeedleSet(append(t.p.comp.Recent(), t.p.plat.Secret)...)
+	ns.comp, ns.hits = comp, t.p.obs.scrub
+	t.p.needles.Store(ns)
+	return ns
 }
 
 func (t *ComponentTransport) maxReplay() int64 {
@@ -248,143 +257,23 @@ func (t *ComponentTransport) maxReplay() int64 {
 	return defaultMaxReplayBody
 }
 
-// unavailable answers a call no token could be had for, in WeChat's
-// shape. An unknown or revoked authorizer is 61003 with 404.
-func (t *ComponentTransport) unavailable(req *http.Request, named bool, err error) (*http.Response, error) {
-	if errors.Is(err, context.Canceled) && req.Context().Err() != nil {
-		return nil, err
-	}
-	t.count("token_unavailable", named)
-	if errors.Is(err, credential.ErrUnknownAuthorizer) || errors.Is(err, credential.ErrAuthorizerRevoked) {
-		return gatewayError(req, http.StatusNotFound, 61003, "caddy-wechat: "+credential.ClientText(err)), nil
-	}
-	status, code := http.StatusBadGateway, -1
-	var ae *credential.APIError
-	if errors.As(err, &ae) {
-		code = ae.Code
-	}
-	var be *credential.BackoffError
-	if errors.As(err, &be) || code == -1 || errors.Is(err, context.DeadlineExceeded) {
-		status = http.StatusServiceUnavailable
-	}
-	what := "component_access_token"
-	if named {
-		what = "authorizer_access_token"
-	}
-	return gatewayError(req, status, code, "caddy-wechat: no "+what+": "+t.scrub(credential.ClientText(err))), nil
-}
-
-// send performs one round trip with the path p, the client's credentials
-// dropped, param=tok added, and the authorizer header removed.
-func (t *ComponentTransport) send(req *http.Request, p, param string, body *replayBody, tok *credential.Token) (*http.Response, error) {
-	c := &componentCopy{req: *req, url: *req.URL}
-	out, u := &c.req, &c.url
-	u.Path, u.RawPath = p, ""
-	if tok != nil {
-		u.RawQuery = componentQuery(c.room[:0], req.URL.RawQuery, param, tok.Escaped())
-	}
-	u.ForceQuery = false
-	out.URL = u
-	out.Host = u.Host
-	// The caller's header map is kept intact: reverse_proxy sends the same
-	// request again on a retry, and it must still name the authorizer.
-	scrub := strings.Contains(p, "api_get_authorizer_")
-	if _, ok := req.Header[AuthorizerHeader]; ok || scrub {
-		out.Header = req.Header.Clone()
-		out.Header.Del(AuthorizerHeader)
-		if scrub {
-			out.Header.Del("Accept-Encoding") // scrubbed below: plain text
+// redact strips the platform's secret, its recent component tokens, the
+// named authorizer's recent tokens and WeChat's rids from a text (a
+// transport error quotes the URL, and with it the token).
+func (t *ComponentTransport) redact(who, msg string) string {
+	vals := append(t.p.comp.Recent(), t.p.plat.Secret)
+	if who != "" {
+		if a := t.p.reg.Lookup(who); a != nil {
+			vals = append(vals, a.Cache().Recent()...)
 		}
 	}
-	switch {
-	case len(body.data) > 0:
-		out.Body, out.ContentLength = body.reader(), int64(len(body.data))
-	case body.data != nil:
-		out.Body, out.ContentLength = http.NoBody, 0
-	default:
-		out.Body, out.ContentLength = body.stream, body.length
-		if out.ContentLength == 0 {
-			out.Body = http.NoBody
-		}
-	}
-	resp, err := t.HTTPTransport.RoundTrip(out)
-	if err != nil {
-		return nil, t.redact(err)
-	}
-	return resp, nil
-}
-
-// streamOf sends the request body once, as it came.
-func streamOf(req *http.Request) *replayBody {
-	if req.Body == nil || req.Body == http.NoBody {
-		return emptyBody
-	}
-	return &replayBody{stream: req.Body, length: req.ContentLength}
-}
-
-// componentCopy is, in one allocation, the shallow copies of a request
-// and its URL that send hands upstream and room for the query with the
-// token (as requestCopy is for the wechat transport). It is never reused:
-// the query string aliases room.
-type componentCopy struct {
-	req  http.Request
-	url  url.URL
-	room [componentRoom]byte
-}
-
-// componentRoom holds a query with an authorizer_access_token (about 140
-// bytes); a longer query costs one allocation of its own.
-const componentRoom = 256
-
-// componentQuery drops every credential a client sent (access_token,
-// component_access_token, secret, in any case or escaping) and adds
-// param=tok (tok pre-escaped). It is built in dst when dst has room, as
-// requestTarget is; the string aliases those bytes.
-func componentQuery(dst []byte, raw, param, tok string) string {
-	b := dst[:0]
-	if n := len(raw) + len(param) + len(tok) + 2; cap(b) < n {
-		b = make([]byte, 0, n)
-	}
-	for part := range strings.SplitSeq(raw, "&") {
-		if part == "" {
-			continue
-		}
-		key, _, _ := strings.Cut(part, "=")
-		if k, err := url.QueryUnescape(key); err == nil {
-			key = k
-		} else {
-			key = strings.ReplaceAll(key, "%", "")
-		}
-		key = strings.ToLower(strings.TrimSpace(key))
-		if key == "access_token" || key == "component_access_token" || key == "secret" || key == "component_appsecret" {
-			continue
-		}
-		b = append(b, part...)
-		b = append(b, '&')
-	}
-	b = append(b, param...)
-	b = append(b, '=')
-	b = append(b, tok...)
-	return unsafe.String(unsafe.SliceData(b), len(b))
-}
-
-// redact strips the component's recent tokens from an error text.
-func (t *ComponentTransport) redact(err error) error {
-	msg := err.Error()
-	if clean := t.scrub(msg); clean != msg {
-		return errors.New(clean)
-	}
-	return err
-}
-
-func (t *ComponentTransport) scrub(msg string) string {
-	for _, v := range t.p.comp.Recent() {
-		if v != "" {
+	for _, v := range vals {
+		if len(v) >= minNeedle {
 			msg = strings.ReplaceAll(msg, v, "[token]")
 			msg = strings.ReplaceAll(msg, url.QueryEscape(v), "[token]")
 		}
 	}
-	return credential.StripRID(msg)
+	return ridPattern.ReplaceAllString(credential.StripRID(msg), "")
 }
 
 // refreshField matches a refresh token in an answer.

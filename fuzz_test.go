@@ -179,7 +179,7 @@ func FuzzRewriteQuery(f *testing.F) {
 		if out == "" {
 			want = "/cgi-bin/a%20b"
 		}
-		if got := requestTarget(nil, "/cgi-bin/a%20b", raw, rt, url.QueryEscape(tok), appid, secret); got != want {
+		if got := requestTarget(nil, "/cgi-bin/a%20b", raw, rt, url.QueryEscape(tok), appid, secret, ""); got != want {
 			t.Fatalf("route %d: requestTarget(%q) = %q, want %q", rt, raw, got, want)
 		}
 		one := func(name, want string) {

@@ -1,10 +1,13 @@
 package wechat
 
-// Modules that live in packages of their own, registered with the root:
-// a Caddy built with this module (xcaddy --with github.com/caddy-wechat/wechat)
-// gets them all.
+// The gateway's pluggable parts live in subpackages that register their
+// Caddy modules in init; importing the root (as xcaddy's --with does)
+// brings all of them, the way caddy-l4's imports.go and Caddy's
+// modules/standard do.
 import (
 	// wechat_push: WeChat's message pushes, verified, decrypted and
 	// de-duplicated before the app.
 	_ "github.com/caddy-wechat/wechat/push"
+	// wechat.stores.memcache, .redis, .sql, .storage
+	_ "github.com/caddy-wechat/wechat/stores"
 )

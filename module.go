@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/caddy-wechat/wechat/internal/credential"
+	"github.com/caddy-wechat/wechat/stores"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"go.uber.org/zap"
@@ -75,6 +76,7 @@ type Transport struct {
 	sent        *tokenRing                  // tokens this transport sent lately
 	recent      func(dst []string) []string // tokens to scrub; nil: current + sent
 	needleCache *atomic.Pointer[needleSet]
+	scrubHits   *scrubHits
 }
 
 // CaddyModule returns the Caddy module information.
@@ -131,7 +133,7 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	}
 	t.provisionUpstream()
 	t.bases = bases
-	store, err := t.storeProvider(ctx)
+	store, err := stores.Load(ctx, t, "Store", t.Store, t.Memcache, t.MemcachePrefix, t.MemcacheTimeout)
 	if err != nil {
 		return err
 	}
@@ -146,14 +148,7 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	}
 	tlsJSON, _ := json.Marshal(t.TLS)
 	fmt.Fprintf(&fetchID, "|%s|%s|%d|%s", set.fetchTimeout, set.minAge, set.ceiling, tlsJSON)
-	storeID := ""
-	if store != nil {
-		storeID = store.StoreID()
-		if p, ok := store.(interface{ KeyPrefix() string }); ok {
-			storeID += "|" + p.KeyPrefix()
-		}
-	}
-	t.poolKey = accountKey(appid, t.secret, api, storeID, fetchID.String())
+	t.poolKey = accountKey(appid, t.secret, api, stores.Key(store), fetchID.String())
 	t.provisionRequestPath(ctx)
 	val, _, err := accounts.LoadOrNew(t.poolKey, func() (caddy.Destructor, error) {
 		return newAccount(t.poolKey, set)
@@ -164,37 +159,15 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	t.acct = val.(*account)
 	t.metrics = newMetrics(ctx, appid, t.acct.label)
 	t.metrics.quotaWarn = t.QuotaWarn
+	t.scrubHits = newScrubHits(appid)
 	t.binding = &binding{
 		src:    &credential.AccessTokenSource{RT: t.HTTPTransport.Transport, Bases: bases, AppID: appid, Secret: t.secret, API: api},
-		logger: t.logger,
+		logger: t.logger.With(zap.String(credential.FieldAccount, t.acct.label)), // the engine's lines name the account
 		m:      t.metrics,
 	}
 	t.acct.attach(t.binding)
 	t.acct.warm()
 	return nil
-}
-
-// storeProvider loads the store module, or builds a memcache store from
-// the short form.
-func (t *Transport) storeProvider(ctx caddy.Context) (StoreProvider, error) {
-	if len(t.Store) > 0 {
-		if len(t.Memcache) > 0 {
-			return nil, fmt.Errorf("give either store or memcache, not both")
-		}
-		mod, err := ctx.LoadModule(t, "Store")
-		if err != nil {
-			return nil, fmt.Errorf("loading store: %v", err)
-		}
-		p, ok := mod.(StoreProvider)
-		if !ok {
-			return nil, fmt.Errorf("store module %T is not a StoreProvider", mod)
-		}
-		return p, nil
-	}
-	if len(t.Memcache) > 0 {
-		return &MemcacheStore{Servers: t.Memcache, Prefix: t.MemcachePrefix, Timeout: t.MemcacheTimeout}, nil
-	}
-	return nil, nil
 }
 
 // checkHost logs once per account when a proxied request goes to a host

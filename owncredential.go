@@ -1,9 +1,6 @@
 package wechat
 
-import (
-	"net/url"
-	"strings"
-)
+import "strings"
 
 // ownCredentialParams are credentials a caller brings for itself: an open
 // platform's component token, a WeCom suite's or provider's.
@@ -17,13 +14,7 @@ func carriesOwnCredential(raw string) bool {
 		return false
 	}
 	for part := range strings.SplitSeq(raw, "&") {
-		key, _, _ := strings.Cut(part, "=")
-		if k, err := url.QueryUnescape(key); err == nil {
-			key = k
-		} else {
-			key = strings.ReplaceAll(key, "%", "")
-		}
-		key = strings.TrimSpace(key)
+		key := queryKey(part)
 		for _, p := range ownCredentialParams {
 			if strings.EqualFold(key, p) {
 				return true

@@ -17,7 +17,20 @@ const (
 	routeUserSNS                // other /sns calls carry the user's own OAuth token: leave it
 	routeBlocked                // the token endpoints themselves are the gateway's
 	routeOwnCred                // the caller's own credential is in the query: add nothing, never replay
+	routeNone                   // the open platform: no credential can be chosen (no authorizer named)
+
+	// The open platform's routes (wechat_component); an authorizer's
+	// calls are routeToken with the authorizer's token.
+	routeComponent         // /cgi-bin/component/*: add component_access_token
+	routeComponentSNS      // /sns/component/*, /sns/oauth2/component/*: add component_appid and component_access_token
+	routeComponentSNSNamed // the same for a named authorizer: its appid replaces the caller's
 )
+
+// addsToken reports the routes that carry one of the gateway's tokens, and
+// so take part in the replay.
+func (r route) addsToken() bool {
+	return r == routeToken || r >= routeComponent
+}
 
 // classify picks the route from the cleaned, lower-cased path, so that
 // "//sns/x", "/cgi-bin/../sns/x" or "/CGI-BIN/TOKEN" are judged the way a
@@ -67,16 +80,39 @@ func canonicalPath(p string) string {
 // credential parameter names the gateway owns. A client's copy of any of
 // them, in any letter case and however escaped, is dropped.
 const (
-	pAccessToken = "access_token"
-	pSecret      = "secret"
-	pAppID       = "appid"
+	pAccessToken     = "access_token"
+	pSecret          = "secret"
+	pAppID           = "appid"
+	pComponentToken  = "component_access_token"
+	pComponentSecret = "component_appsecret"
+	pComponentAppID  = "component_appid"
 )
+
+// queryKey is the name of one "k=v" query part as a lenient server might
+// read it: unescaped (or, undecodable, with its escapes removed, since
+// someone else's decoder could still read it) and trimmed of spaces. Every
+// judgement of a query name (what to drop, what is the caller's own
+// credential, what rid/get redacts) reads names through it.
+func queryKey(part string) string {
+	key, _, _ := strings.Cut(part, "=")
+	return paramName(key)
+}
+
+// paramName is queryKey for a name alone (a JSON key may hold '=').
+func paramName(key string) string {
+	if k, err := url.QueryUnescape(key); err == nil {
+		key = k
+	} else {
+		key = strings.ReplaceAll(key, "%", "")
+	}
+	return strings.TrimSpace(key)
+}
 
 // rewriteQuery returns raw with the client's credential parameters removed
 // and the gateway's appended. For the common case, a query with no
 // credential-looking text, it only appends: no parsing, one allocation.
 func rewriteQuery(raw string, r route, token, appid, secret string) string {
-	return requestTarget(nil, "", raw, r, token, appid, secret)
+	return requestTarget(nil, "", raw, r, token, appid, secret, "")
 }
 
 // requestTarget is rewriteQuery's query after the escaped path p and a
@@ -87,11 +123,20 @@ func rewriteQuery(raw string, r route, token, appid, secret string) string {
 // its request copy, so the common target costs no allocation of its own)
 // and else in one allocation. The string aliases those bytes: the caller
 // must never write to dst again.
-func requestTarget(dst []byte, p, raw string, r route, token, appid, secret string) string {
+//
+// On the component's routes appid is the component's and authorizer the
+// merchant a call names.
+func requestTarget(dst []byte, p, raw string, r route, token, appid, secret, authorizer string) string {
 	var key, val string // the credential added, pre-escaped
 	switch r {
 	case routeToken:
 		key, val = "access_token=", token
+	case routeComponent:
+		key, val = "component_access_token=", token
+	case routeComponentSNS:
+		key, val = "component_appid=", url.QueryEscape(appid)+"&component_access_token="+token
+	case routeComponentSNSNamed:
+		key, val = "appid=", url.QueryEscape(authorizer)+"&component_appid="+url.QueryEscape(appid)+"&component_access_token="+token
 	case routeLogin:
 		key, val = "appid=", url.QueryEscape(appid)+"&secret="+url.QueryEscape(secret)
 	case routeAppIDOnly:
@@ -153,24 +198,27 @@ func mayHoldCredential(raw string) bool {
 }
 
 // isCredential reports whether the key of one "k=v" query part names a
-// credential the gateway owns on route r, comparing the unescaped key
-// case-insensitively and trimmed of spaces, as a lenient server might.
+// credential the gateway owns on route r (read by queryKey, in any case).
+// The open platform's token and secret are dropped on every route: on the
+// account's a query naming them takes routeOwnCred and never gets here.
 func isCredential(part string, r route) bool {
-	key, _, _ := strings.Cut(part, "=")
-	if k, err := url.QueryUnescape(key); err == nil {
-		key = k
-	} else {
-		// An undecodable key could still be read by someone else's
-		// decoder: judge it with its escapes removed.
-		key = strings.ReplaceAll(key, "%", "")
-	}
-	key = strings.TrimSpace(key)
-	if strings.EqualFold(key, pAccessToken) || strings.EqualFold(key, pSecret) {
+	key := queryKey(part)
+	if strings.EqualFold(key, pAccessToken) || strings.EqualFold(key, pSecret) ||
+		strings.EqualFold(key, pComponentToken) || strings.EqualFold(key, pComponentSecret) {
 		return true
 	}
-	// appid is a credential only where the gateway injects it; ordinary
-	// API calls may carry an appid of their own (a mini program's, say).
-	return r != routeToken && strings.EqualFold(key, pAppID)
+	switch r {
+	case routeToken, routeComponent:
+		// appid is a credential only where the gateway injects it;
+		// ordinary API calls may carry an appid of their own (a mini
+		// program's, say).
+		return false
+	case routeComponentSNS:
+		return strings.EqualFold(key, pComponentAppID)
+	case routeComponentSNSNamed:
+		return strings.EqualFold(key, pComponentAppID) || strings.EqualFold(key, pAppID)
+	}
+	return strings.EqualFold(key, pAppID)
 }
 
 func hasPrefixFold(s, prefix string) bool {

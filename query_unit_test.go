@@ -56,37 +56,37 @@ func TestRequestTargetRoom(t *testing.T) {
 	}
 	for _, tc := range cases {
 		var room [targetRoom]byte
-		if got := requestTarget(room[:0], tc.p, tc.raw, tc.r, tok, "wx1", "s"); got != tc.want {
+		if got := requestTarget(room[:0], tc.p, tc.raw, tc.r, tok, "wx1", "s", ""); got != tc.want {
 			t.Errorf("route %d: requestTarget(%q, %q) = %q, want %q", tc.r, tc.p, tc.raw, got, tc.want)
 		}
-		if got := requestTarget(nil, tc.p, tc.raw, tc.r, tok, "wx1", "s"); got != tc.want {
+		if got := requestTarget(nil, tc.p, tc.raw, tc.r, tok, "wx1", "s", ""); got != tc.want {
 			t.Errorf("route %d, no room: requestTarget(%q, %q) = %q, want %q", tc.r, tc.p, tc.raw, got, tc.want)
 		}
 	}
 
 	room := make([]byte, 0, targetRoom)
 	if n := testing.AllocsPerRun(100, func() {
-		_ = requestTarget(room, p, "openid=o1&lang=zh_CN", routeToken, tok, "", "")
+		_ = requestTarget(room, p, "openid=o1&lang=zh_CN", routeToken, tok, "", "", "")
 	}); n != 0 {
 		t.Errorf("target in the room: %v allocations, want 0", n)
 	}
 	// Room of exactly the target's length is room enough.
 	exact := make([]byte, 0, len(p+"?openid=o1&lang=zh_CN&access_token="+tok))
 	if n := testing.AllocsPerRun(100, func() {
-		_ = requestTarget(exact, p, "openid=o1&lang=zh_CN", routeToken, tok, "", "")
+		_ = requestTarget(exact, p, "openid=o1&lang=zh_CN", routeToken, tok, "", "", "")
 	}); n != 0 {
 		t.Errorf("target in room of its exact length: %v allocations, want 0", n)
 	}
 	for _, dst := range [][]byte{nil, make([]byte, 0, 8)} {
 		if n := testing.AllocsPerRun(100, func() {
-			_ = requestTarget(dst, p, "openid=o1&lang=zh_CN", routeToken, tok, "", "")
+			_ = requestTarget(dst, p, "openid=o1&lang=zh_CN", routeToken, tok, "", "", "")
 		}); n != 1 {
 			t.Errorf("target with room %d: %v allocations, want 1", cap(dst), n)
 		}
 	}
 	long := strings.Repeat("x", targetRoom)
 	var r2 [targetRoom]byte
-	if got := requestTarget(r2[:0], p, "q="+long, routeToken, tok, "", ""); got != p+"?q="+long+"&access_token="+tok {
+	if got := requestTarget(r2[:0], p, "q="+long, routeToken, tok, "", "", ""); got != p+"?q="+long+"&access_token="+tok {
 		t.Errorf("a target longer than the room is cut or wrong: %d bytes", len(got))
 	}
 }

@@ -63,18 +63,11 @@ func (t *Transport) provisionRequestPath(caddy.Context) {
 	t.needleCache = new(atomic.Pointer[needleSet])
 }
 
-// readBody holds a request body of at most max_replay_body bytes so it can
-// be replayed. The buffer grows with the bytes that arrive, within the
-// gateway-wide max_buffered_bytes; a body past either limit streams
-// through without the replay, and is never refused. Every read must make
-// progress within body_read_timeout.
-func (t *Transport) readBody(req *http.Request) (*replayBody, bool, error) {
-	return bufferBody(req, t.maxReplay(), t.maxBuffered(), t.bodyReadTimeout())
-}
-
-// bufferBody is readBody for any of the gateway's transports (the account
-// transport and the open platform's): limit is max_replay_body, maxBuffered
-// the gateway-wide cap it reserves against, idle the body read timeout.
+// bufferBody holds a request body of at most limit (max_replay_body) bytes
+// so it can be replayed. The buffer grows with the bytes that arrive,
+// within the gateway-wide maxBuffered (max_buffered_bytes); a body past
+// either limit streams through without the replay, and is never refused.
+// Every read must make progress within idle (body_read_timeout).
 func bufferBody(req *http.Request, limit, maxBuffered int64, idle time.Duration) (*replayBody, bool, error) {
 	if req.Body == nil || req.Body == http.NoBody || req.ContentLength == 0 {
 		return emptyBody, true, nil

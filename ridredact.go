@@ -3,7 +3,6 @@ package wechat
 import (
 	"bytes"
 	"encoding/json"
-	"net/url"
 	"strings"
 )
 
@@ -12,10 +11,7 @@ import (
 // secret, a token or a ticket is redacted: rid/get must not become a way
 // to read back an open-platform, WeCom or user credential either.
 func credentialKey(k string) bool {
-	if u, err := url.QueryUnescape(k); err == nil {
-		k = u
-	}
-	k = strings.ToLower(strings.TrimSpace(k))
+	k = strings.ToLower(paramName(k))
 	return strings.Contains(k, "secret") || strings.Contains(k, "token") || strings.HasSuffix(k, "ticket") ||
 		k == "session_key" || k == "password"
 }

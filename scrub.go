@@ -3,6 +3,7 @@ package wechat
 import (
 	"bytes"
 	"compress/gzip"
+	"errors"
 	"io"
 	"net/http"
 	"net/url"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 )
 
 // redactedMark replaces a credential in anything the gateway returns.
@@ -79,14 +81,16 @@ func (t *Transport) recentTokens(dst []string) []string {
 // needleSet is what the scrub looks for, rebuilt only when the current
 // token or the ring changes, so the hot path allocates nothing.
 type needleSet struct {
-	cur   *tokenEntry
+	cur   *tokenEntry // the token it was built for (an account's or an authorizer's)
+	comp  *tokenEntry // the component token it was built for (open platform)
 	gen   uint64
 	strs  []string
 	bytes [][]byte
 	min   int // length of the shortest needle
+	hits  *scrubHits
 }
 
-func (t *Transport) needles() *needleSet {
+func (t *Transport) needles(string) *needleSet {
 	var cur *tokenEntry
 	if t.acct != nil {
 		cur = t.acct.tokens.Current()
@@ -101,7 +105,7 @@ func (t *Transport) needles() *needleSet {
 		}
 	}
 	ns := newNeedleSet(append(t.recentTokens(nil), t.secret)...)
-	ns.cur, ns.gen = cur, gen
+	ns.cur, ns.gen, ns.hits = cur, gen, t.scrubHits
 	if t.needleCache != nil {
 		t.needleCache.Store(ns)
 	}
@@ -135,9 +139,11 @@ func newNeedleSet(values ...string) *needleSet {
 	// a position, so a value that is a prefix of another (a token sharing
 	// the secret's first bytes) must not win and leave the other's tail.
 	slices.SortStableFunc(ns.strs, func(a, b string) int { return len(b) - len(a) })
+	// The byte needles alias the strings: they are only ever read, and a
+	// set kept per authorizer (10,000 of them) then holds no copy.
 	ns.bytes = make([][]byte, len(ns.strs))
 	for i, s := range ns.strs {
-		ns.bytes[i] = []byte(s)
+		ns.bytes[i] = unsafe.Slice(unsafe.StringData(s), len(s))
 	}
 	return ns
 }
@@ -178,10 +184,22 @@ func (ns *needleSet) replaceString(s string) string {
 func (ns *needleSet) replaceBytes(b []byte) []byte {
 	for _, n := range ns.bytes {
 		if bytes.Contains(b, n) {
+			ns.hit(true)
 			b = bytes.ReplaceAll(b, n, []byte(redactedMark))
 		}
 	}
 	return b
+}
+
+// hit counts one replacement in a header value or a body.
+func (ns *needleSet) hit(body bool) {
+	switch {
+	case ns.hits == nil:
+	case body:
+		ns.hits.body.Inc()
+	default:
+		ns.hits.header.Inc()
+	}
 }
 
 // scrubHeader redacts every header value that holds a needle (Location,
@@ -190,6 +208,7 @@ func (ns *needleSet) scrubHeader(h http.Header) {
 	for k, vs := range h {
 		for i, v := range vs {
 			if ns.inString(v) {
+				ns.hit(false)
 				vs[i] = ns.replaceString(v)
 				h[k] = vs
 			}
@@ -202,19 +221,27 @@ func (ns *needleSet) scrubHeader(h http.Header) {
 // replacer; rid/get answers decoded and redacted field by field. Binary
 // media is left untouched.
 func (t *Transport) scrubResponse(req *http.Request, resp *http.Response) error {
-	return scrubAnswer(req, resp, t.needles())
+	return scrubAnswer(canonicalPath(req.URL.Path), resp, t.needles(""))
 }
 
 // scrubAnswer removes every value in ns from an answer's headers and, for
-// text, its body, and redacts rid/get field by field. Every transport of
-// the gateway runs its answers through it.
-func scrubAnswer(req *http.Request, resp *http.Response, ns *needleSet) error {
+// text, its body, and redacts rid/get field by field, judged on p, the
+// path that was sent upstream (never the caller's, which may carry a
+// prefix such as /authorizer/{appid}/). Every transport of the gateway
+// runs its answers through it. An answer in an encoding the scrub cannot
+// read (the upstream is offered gzip at most, so only a misbehaving or
+// hostile one sends deflate, br or zstd) is refused, never passed on
+// unread.
+func scrubAnswer(p string, resp *http.Response, ns *needleSet) error {
 	ns.scrubHeader(resp.Header)
 	ns.scrubHeader(resp.Trailer)
 	if resp.Body == nil || resp.Body == http.NoBody || resp.StatusCode == http.StatusSwitchingProtocols {
 		return nil // an upgraded connection is not an answer to read
 	}
-	if isRidGet(req.URL.Path) {
+	if !readableEncoding(resp.Header.Get("Content-Encoding")) {
+		return errUnreadableEncoding
+	}
+	if isRidGet(p) {
 		return scrubRidGet(resp, ns)
 	}
 	if _, ok := resp.Body.(*sniffBody); !ok && sniffable(resp) {
@@ -230,6 +257,14 @@ func scrubAnswer(req *http.Request, resp *http.Response, ns *needleSet) error {
 		streamScrub(resp, ns)
 	}
 	return nil
+}
+
+// errUnreadableEncoding refuses an answer the scrub cannot see through.
+var errUnreadableEncoding = errors.New("caddy-wechat: WeChat answered in an encoding other than gzip, which the gateway cannot check for credentials; refused")
+
+// readableEncoding reports the content codings the scrub reads.
+func readableEncoding(ce string) bool {
+	return ce == "" || strings.EqualFold(ce, "gzip") || strings.EqualFold(ce, "identity")
 }
 
 // scrubSniffed scans a small buffered body and rewrites it only on a hit,
@@ -284,13 +319,9 @@ func textual(ct string) bool {
 
 // streamScrub wraps a large text body in a replacer that also catches a
 // needle split across reads. A gzip body is inflated for this (and sent
-// plain); any other encoding cannot occur, since the upstream is offered
-// gzip at most.
+// plain); scrubAnswer has refused any other encoding.
 func streamScrub(resp *http.Response, ns *needleSet) {
 	ce := resp.Header.Get("Content-Encoding")
-	if ce != "" && !strings.EqualFold(ce, "gzip") && !strings.EqualFold(ce, "identity") {
-		return
-	}
 	body := resp.Body
 	sr := &scrubReader{ns: ns, c: body, src: body}
 	if strings.EqualFold(ce, "gzip") {
@@ -370,6 +401,7 @@ func (s *scrubReader) fill() {
 		}
 		s.out = append(s.out, s.raw[pos:pos+at]...)
 		s.out = append(s.out, redactedMark...)
+		s.ns.hit(true)
 		pos += at + nl
 	}
 	safe := len(s.raw)

@@ -34,7 +34,7 @@ func BenchmarkSniffScrub(b *testing.B) {
 
 // BenchmarkScrubStream is the streaming replacer over a 1 MiB JSON answer.
 func BenchmarkScrubStream(b *testing.B) {
-	ns := scrubTransport().needles()
+	ns := scrubTransport().needles("")
 	body := bytes.Repeat([]byte(`{"openid":"o1","nickname":"x"},`), 1<<15)
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()

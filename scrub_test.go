@@ -51,7 +51,7 @@ func (c *chunky) Read(p []byte) (int, error) {
 }
 
 func TestScrubReaderAcrossChunks(t *testing.T) {
-	ns := scrubTransport().needles()
+	ns := scrubTransport().needles("")
 	for seed := range uint64(50) {
 		rng := rand.New(rand.NewPCG(seed, 1))
 		var in strings.Builder
@@ -241,7 +241,7 @@ func TestSniffBodyDoubleClose(t *testing.T) {
 func TestUpstreamHeader(t *testing.T) {
 	h := http.Header{"Authorization": {"Basic c3ZjOnB3"}, "Proxy-Authorization": {"x"}, "Cookie": {"sid=1"}, "Accept-Encoding": {"br, gzip;q=0.5"}, "X-Keep": {"1"}}
 	tr := &Transport{}
-	out := tr.upstreamHeader(h)
+	out := upstreamHeader(h, tr.KeepCallerAuth, "", false)
 	for _, k := range callerCredentialHeaders {
 		if out.Get(k) != "" {
 			t.Errorf("%s reached upstream", k)
@@ -253,15 +253,15 @@ func TestUpstreamHeader(t *testing.T) {
 	if h.Get("Authorization") == "" {
 		t.Error("the caller's header map was changed")
 	}
-	if got := tr.upstreamHeader(http.Header{"Accept-Encoding": {"br"}}); got.Get("Accept-Encoding") != "" {
+	if got := upstreamHeader(http.Header{"Accept-Encoding": {"br"}}, tr.KeepCallerAuth, "", false); got.Get("Accept-Encoding") != "" {
 		t.Errorf("br-only caller: Accept-Encoding %q, want none", got.Get("Accept-Encoding"))
 	}
 	plain := http.Header{"X-A": {"1"}}
-	if got := tr.upstreamHeader(plain); &got == &plain || len(got) != 1 {
+	if got := upstreamHeader(plain, tr.KeepCallerAuth, "", false); &got == &plain || len(got) != 1 {
 		t.Errorf("plain headers changed")
 	}
 	tr.KeepCallerAuth = true
-	if tr.upstreamHeader(h).Get("Authorization") == "" {
+	if upstreamHeader(h, tr.KeepCallerAuth, "", false).Get("Authorization") == "" {
 		t.Error("keep_caller_auth dropped Authorization")
 	}
 }

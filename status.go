@@ -15,9 +15,6 @@ func init() {
 	caddy.RegisterModule(adminAPI{})
 }
 
-// beijing is where WeChat's daily quotas reset at midnight.
-var beijing = time.FixedZone("UTC+8", 8*3600)
-
 // accountView is one row of the status endpoint. It never holds a token.
 type accountView struct {
 	AppID    string `json:"appid"`
@@ -32,7 +29,7 @@ type accountView struct {
 
 // fetchesToday is st's count if it is today's.
 func fetchesToday(st credential.Status, now time.Time) int64 {
-	if st.Day != now.In(beijing).Format("2006-01-02") {
+	if st.Day != credential.Day(now) {
 		return 0
 	}
 	return st.Fetches

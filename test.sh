@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (the README's): gofmt, vet, and the
 # race-enabled suite, which starts real store servers (memcached,
-# redis-server, MariaDB, PostgreSQL) on loopback, installed here with
+# redis-server, MariaDB, PostgreSQL) and Prometheus on loopback, installed here with
 # apt-get when missing, so a fresh machine needs nothing by hand.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -10,6 +10,7 @@ command -v memcached >/dev/null 2>&1 || missing+=(memcached)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
 compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
+{ command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
   # The tests start their own servers on free ports: keep the packages'

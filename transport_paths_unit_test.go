@@ -232,7 +232,8 @@ func TestUnitFetchCanceledClientStays(t *testing.T) {
 	err := context.Canceled
 	tr := unitTransport(t, []string{"http://127.0.0.1:1"}, nil)
 	req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, "https://api.weixin.qq.com/cgi-bin/user/info", nil)
-	resp, rerr := tr.tokenUnavailable(req, err)
+	rp, o := tr.requestPath(), outbound{host: tr, what: "access_token"}
+	resp, rerr := rp.unavailable(req, &o, err)
 	if rerr != nil || resp == nil {
 		t.Fatalf("tokenUnavailable = %v, %v; want the gateway's answer", resp, rerr)
 	}

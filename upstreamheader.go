@@ -1,6 +1,7 @@
 package wechat
 
 import (
+	"maps"
 	"net/http"
 	"strings"
 )
@@ -10,13 +11,19 @@ import (
 // never leave the gateway unless keep_caller_auth says otherwise.
 var callerCredentialHeaders = [...]string{"Authorization", "Proxy-Authorization", "Cookie"}
 
-// upstreamHeader returns the headers to send to WeChat: the caller's
-// credential headers removed, and Accept-Encoding narrowed to gzip (or
-// nothing), the one encoding the scrub can see through. The caller's map
-// is never changed; a request with nothing to change costs a few lookups.
-func (t *Transport) upstreamHeader(h http.Header) http.Header {
+// upstreamHeader returns the headers to send to WeChat, on every path:
+// the caller's credential headers removed (unless keepAuth), the
+// gateway's own header drop removed, and Accept-Encoding narrowed to gzip
+// (or nothing), the one encoding the scrub can see through; identity asks
+// for none, for an answer that is rewritten whole. The caller's map is
+// never changed (reverse_proxy sends it again on a retry); a request with
+// nothing to change costs a few lookups.
+func upstreamHeader(h http.Header, keepAuth bool, drop string, identity bool) http.Header {
 	strip := false
-	if !t.KeepCallerAuth {
+	if drop != "" {
+		_, strip = h[drop]
+	}
+	if !keepAuth && !strip {
 		for _, k := range callerCredentialHeaders {
 			if _, ok := h[k]; ok {
 				strip = true
@@ -25,18 +32,26 @@ func (t *Transport) upstreamHeader(h http.Header) http.Header {
 		}
 	}
 	ae, hasAE := h["Accept-Encoding"]
-	fixAE := hasAE && !(len(ae) == 1 && strings.EqualFold(ae[0], "gzip"))
+	fixAE := hasAE && (identity || !(len(ae) == 1 && strings.EqualFold(ae[0], "gzip")))
 	if !strip && !fixAE {
 		return h
 	}
-	out := h.Clone()
+	// A shallow copy: values are only ever replaced or deleted here,
+	// never written in place, so sharing the caller's slices is safe and
+	// costs one map instead of a copy of every value.
+	out := maps.Clone(h)
 	if strip {
-		for _, k := range callerCredentialHeaders {
-			delete(out, k)
+		if !keepAuth {
+			for _, k := range callerCredentialHeaders {
+				delete(out, k)
+			}
+		}
+		if drop != "" {
+			delete(out, drop)
 		}
 	}
 	if fixAE {
-		if acceptsGzip(ae) {
+		if !identity && acceptsGzip(ae) {
 			out["Accept-Encoding"] = []string{"gzip"}
 		} else {
 			delete(out, "Accept-Encoding")

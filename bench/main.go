@@ -15,6 +15,9 @@
 // each with a private server in the temp dir, and prints each server's
 // own counters per 1,000 gateway requests after the load.
 //
+// -soak runs issue 20's soak instead (soak.go): two gateways per store
+// under revocations, expiries, a store restart and a config reload.
+//
 // -push loads wechat_push instead (bench/push.go): signed, encrypted
 // pushes at -rate per second for -d, then closed loop on -c connections,
 // with in-process marks and with a memcache store.
@@ -63,8 +66,21 @@ func main() {
 		profDir  = flag.String("cpuprofile", "", "after the rounds, write CPU profiles of the gateway and the proxy under load to this directory")
 		pushMode = flag.Bool("push", false, "instead: load wechat_push with signed, encrypted pushes (-rate per second for -d, then closed loop on -c connections), in-process marks and a memcache store")
 		rate     = flag.Int("rate", 1000, "pushes per second of the -push open-loop run")
+		soak     = flag.Bool("soak", false, "instead of the A/B rounds, soak two gateways on each of -stores (default "+strings.Join(soakStores, ",")+") under revocations, expiries, a store restart and a reload (issue 20)")
+		soakDur  = flag.Duration("soak-duration", time.Minute, "length of the soak on each store")
+		soakRate = flag.Int("soak-rate", 200, "requests per second per soaked target")
+		soakConn = flag.Int("soak-conns", 16, "keep-alive connections per soaked target")
+		soakDown = flag.Duration("soak-store-down", 3*time.Second, "how long the soak's killed store server stays down")
+		soakRel  = flag.Int("soak-reloads", 1, "config reloads of the soak's gateway A (and of its reverse_proxy), 0.5 s apart")
+		soakEv   = flag.Bool("soak-evidence", false, "the soak also calls an API that answers 40001 whatever the token (1/s per gateway), and revokes the token 0.5 s after a 2 s WeChat-wide glitch")
 	)
 	flag.Parse()
+	if *soak {
+		if *soakRate < 1 || *soakConn < 1 || *soakDur <= 0 || *soakRel < 1 {
+			fatalf("-soak-rate, -soak-conns, -soak-reloads and -soak-duration must be positive")
+		}
+		os.Exit(soakMain(*caddyBin, *storeArg, soakOpts{d: *soakDur, rate: *soakRate, conns: *soakConn, down: *soakDown, reloads: *soakRel, evidence: *soakEv}))
+	}
 
 	gl := pickGen(*gen, *threads)
 	dir, err := os.MkdirTemp("", "wechat-bench-")

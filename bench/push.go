@@ -51,7 +51,8 @@ func runPush(bin, dir string, rate int, d time.Duration, conns int, useStore boo
 	store := ""
 	name := "wechat_push (in-process marks)"
 	if useStore {
-		store = "\t\t\tstore memcache {\n\t\t\t\tservers " + startMemcached(dir) + "\n\t\t\t}\n"
+		mcAddr, _ := startMemcached(dir)
+		store = "\t\t\tstore memcache {\n\t\t\t\tservers " + mcAddr + "\n\t\t\t}\n"
 		name = "wechat_push + memcache store"
 	}
 	os.Setenv("BENCH_PUSH_TOKEN", benchPushToken)

@@ -13,8 +13,8 @@ import (
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
-	_ "github.com/caddy-wechat/wechat" // the store modules
 	"github.com/caddy-wechat/wechat/push"
+	_ "github.com/caddy-wechat/wechat/stores" // the store modules
 )
 
 // The Caddyfile form of testdata/wechat_push.json.

@@ -6,7 +6,9 @@
 // never holds the callback Token or the EncodingAESKey.
 //
 // The work is done by internal/push; this package only configures it. It
-// imports nothing from the root package, which imports it (imports.go).
+// imports nothing from the root package, which imports it (imports.go);
+// a store is any wechat.stores module (stores.Provider), its optional
+// KeyPrefix and OpTimeout used when present.
 package push
 
 import (
@@ -21,6 +23,7 @@ import (
 
 	"github.com/caddy-wechat/wechat/internal/credential"
 	ipush "github.com/caddy-wechat/wechat/internal/push"
+	"github.com/caddy-wechat/wechat/stores"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus"
@@ -82,13 +85,6 @@ type Handler struct {
 	gw      *ipush.Gateway
 	backend credential.Backend
 	poolKey string
-}
-
-// storeProvider has the methods of the root package's StoreProvider; the
-// optional ones (KeyPrefix, OpTimeout) are asserted one by one.
-type storeProvider interface {
-	StoreID() string
-	OpenBackend() (credential.Backend, error)
 }
 
 // CaddyModule returns the Caddy module information.
@@ -177,7 +173,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if err != nil {
 			return fmt.Errorf("wechat_push: loading store: %v", err)
 		}
-		sp, ok := mod.(storeProvider)
+		sp, ok := mod.(stores.Provider)
 		if !ok {
 			return fmt.Errorf("wechat_push: store module %T is not a wechat store", mod)
 		}

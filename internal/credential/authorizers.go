@@ -53,6 +53,7 @@ type RegistryConfig struct {
 	Rand         func() float64
 	Logger       *zap.Logger
 	Observer     Observer
+	Sleep        func(ctx context.Context, d time.Duration) error // Config.Sleep
 }
 
 // Authorizer is one merchant's entry: its source, inline so an entry is
@@ -60,7 +61,16 @@ type RegistryConfig struct {
 type Authorizer struct {
 	src   AuthorizerTokenSource
 	cache *Cache
+	reg   *Registry
+	memo  atomic.Value
 }
+
+// Memo and SetMemo keep a value the request path derives from this
+// authorizer (its scrub set), so that it is built once per token rather
+// than per call, and goes when the authorizer goes: its memory is bounded
+// by the registry's.
+func (a *Authorizer) Memo() any     { return a.memo.Load() }
+func (a *Authorizer) SetMemo(v any) { a.memo.Store(v) }
 
 // AppID is the authorizer's appid.
 func (a *Authorizer) AppID() string { return a.src.AppID }
@@ -158,18 +168,34 @@ func (r *Registry) Token(ctx context.Context, appid string) (*Token, *Authorizer
 	if err != nil {
 		return nil, nil, err
 	}
-	t, err := a.cache.Token(ctx)
+	t, err := a.Token(ctx)
 	if err != nil {
-		if errors.Is(err, ErrAuthorizerRevoked) || errors.Is(err, ErrUnknownAuthorizer) {
-			r.remove(a)
-		}
 		return nil, a, err
 	}
 	return t, a, nil
 }
 
+// Token returns a usable token of the authorizer; a revoked or forgotten
+// one is dropped from the registry. With Rejected and Confirm, an
+// Authorizer is a credential the request path can use directly.
+func (a *Authorizer) Token(ctx context.Context) (*Token, error) {
+	t, err := a.cache.Token(ctx)
+	if err != nil && (errors.Is(err, ErrAuthorizerRevoked) || errors.Is(err, ErrUnknownAuthorizer)) {
+		a.reg.remove(a)
+	}
+	return t, err
+}
+
+// RejectedOn is Cache.RejectedOn of the authorizer's token.
+func (a *Authorizer) RejectedOn(ctx context.Context, t *Token, api string) (*Token, bool, error) {
+	return a.cache.RejectedOn(ctx, t, api)
+}
+
+// Confirm is Cache.Confirm of the authorizer's token.
+func (a *Authorizer) Confirm(t *Token) { a.cache.Confirm(t) }
+
 func (r *Registry) newAuthorizer(appid string) *Authorizer {
-	a := &Authorizer{src: AuthorizerTokenSource{P: r.p, AppID: appid}}
+	a := &Authorizer{src: AuthorizerTokenSource{P: r.p, AppID: appid}, reg: r}
 	a.cache = New(Config{
 		Name:         "authorizer:" + appid,
 		AppID:        appid,
@@ -184,6 +210,7 @@ func (r *Registry) newAuthorizer(appid string) *Authorizer {
 		Rand:         r.cfg.Rand,
 		Logger:       r.cfg.Logger,
 		Observer:     r.cfg.Observer,
+		Sleep:        r.cfg.Sleep,
 		PeekInterval: -1,
 		Spread:       true,
 	})

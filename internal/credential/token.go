@@ -129,3 +129,7 @@ func (e *BackoffError) Error() string {
 	return fmt.Sprintf("%v (next attempt in %s)", e.Err, e.RetryIn.Round(time.Second))
 }
 func (e *BackoffError) Unwrap() error { return e.Err }
+
+// Day is the Beijing date of t, the day WeChat's daily quotas count in
+// (they reset at midnight UTC+8).
+func Day(t time.Time) string { return t.In(beijing).Format("2006-01-02") }

@@ -1,4 +1,4 @@
-package wechat
+package stores
 
 import (
 	"crypto/tls"
@@ -15,10 +15,10 @@ import (
 )
 
 func init() {
-	caddy.RegisterModule(RedisStore{})
+	caddy.RegisterModule(Redis{})
 }
 
-// RedisStore keeps the shared credentials in Redis: what most WeChat
+// Redis keeps the shared credentials in Redis: what most WeChat
 // backends already run. Not durable unless the server persists.
 //
 //	store redis {
@@ -30,7 +30,7 @@ func init() {
 //	    timeout  100ms
 //	    tls
 //	}
-type RedisStore struct {
+type Redis struct {
 	// host:port. Default 127.0.0.1:6379.
 	Address string `json:"address,omitempty"`
 	// ACL user (Redis 6+); empty: the default user.
@@ -52,12 +52,12 @@ type RedisStore struct {
 }
 
 // CaddyModule returns the Caddy module information.
-func (RedisStore) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{ID: "wechat.stores.redis", New: func() caddy.Module { return new(RedisStore) }}
+func (Redis) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "wechat.stores.redis", New: func() caddy.Module { return new(Redis) }}
 }
 
 // Provision resolves placeholders into unexported fields.
-func (s *RedisStore) Provision(caddy.Context) error {
+func (s *Redis) Provision(caddy.Context) error {
 	repl := caddy.NewReplacer()
 	s.address = strings.TrimSpace(repl.ReplaceKnown(s.Address, ""))
 	if s.address == "" {
@@ -73,7 +73,7 @@ func (s *RedisStore) Provision(caddy.Context) error {
 }
 
 // Validate checks the resolved address (never echoing the password).
-func (s *RedisStore) Validate() error {
+func (s *Redis) Validate() error {
 	if _, _, err := net.SplitHostPort(s.address); err != nil {
 		return fmt.Errorf("redis store: address %q: want host:port", s.address)
 	}
@@ -84,7 +84,7 @@ func (s *RedisStore) Validate() error {
 }
 
 // StoreID names the server, database and prefix: never the password.
-func (s *RedisStore) StoreID() string {
+func (s *Redis) StoreID() string {
 	scheme := "redis:"
 	if s.TLS {
 		scheme = "rediss:"
@@ -93,7 +93,7 @@ func (s *RedisStore) StoreID() string {
 }
 
 // OpenBackend opens a client; it connects on first use.
-func (s *RedisStore) OpenBackend() (credential.Backend, error) {
+func (s *Redis) OpenBackend() (credential.Backend, error) {
 	timeout := time.Duration(s.Timeout)
 	if timeout <= 0 {
 		timeout = time.Second
@@ -111,7 +111,7 @@ func (s *RedisStore) OpenBackend() (credential.Backend, error) {
 
 // UnmarshalCaddyfile reads the block after `store redis`; the dispenser
 // is at the store name. An address may also follow the name.
-func (s *RedisStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+func (s *Redis) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the store name
 	if d.NextArg() {
 		s.Address = d.Val()
@@ -139,7 +139,7 @@ func (s *RedisStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 			}
 		case "timeout":
-			err = parseDuration(d, d.RemainingArgs(), &s.Timeout)
+			err = ParseDuration(d, d.RemainingArgs(), &s.Timeout)
 		case "tls":
 			if d.NextArg() {
 				return d.ArgErr()
@@ -167,16 +167,16 @@ func oneArg(d *caddyfile.Dispenser, into *string) error {
 
 // Interface guards
 var (
-	_ caddy.Provisioner     = (*RedisStore)(nil)
-	_ caddy.Validator       = (*RedisStore)(nil)
-	_ caddyfile.Unmarshaler = (*RedisStore)(nil)
-	_ StoreProvider         = (*RedisStore)(nil)
+	_ caddy.Provisioner     = (*Redis)(nil)
+	_ caddy.Validator       = (*Redis)(nil)
+	_ caddyfile.Unmarshaler = (*Redis)(nil)
+	_ Provider              = (*Redis)(nil)
 )
 
 // OpTimeout bounds each engine call to Redis: the configured timeout, or
 // 100 ms, so that a black-holed server costs one short wait before the
 // breaker keeps requests local.
-func (s *RedisStore) OpTimeout() time.Duration {
+func (s *Redis) OpTimeout() time.Duration {
 	if s.Timeout > 0 {
 		return time.Duration(s.Timeout)
 	}
@@ -187,4 +187,4 @@ func (s *RedisStore) OpTimeout() time.Duration {
 // is on (its default), so a restarted gateway adopts the stored token on
 // provision instead of waiting for the first request; with nothing stored
 // that costs one read.
-func (s *RedisStore) Durable() bool { return true }
+func (s *Redis) Durable() bool { return true }

@@ -1,4 +1,4 @@
-package wechat
+package stores
 
 import (
 	"fmt"
@@ -13,10 +13,10 @@ import (
 )
 
 func init() {
-	caddy.RegisterModule(SQLStore{})
+	caddy.RegisterModule(SQL{})
 }
 
-// SQLStore keeps the shared credentials in one table of MySQL/MariaDB or
+// SQL keeps the shared credentials in one table of MySQL/MariaDB or
 // PostgreSQL, created if missing: durable, so tokens survive a restart
 // of the whole cluster.
 //
@@ -26,7 +26,7 @@ func init() {
 //	    table  wechat_store
 //	    timeout 1s
 //	}
-type SQLStore struct {
+type SQL struct {
 	// "mysql" (MySQL, MariaDB) or "postgres".
 	Driver string `json:"driver,omitempty"`
 	// The data source name, in the driver's own syntax. It holds the
@@ -43,13 +43,13 @@ type SQLStore struct {
 }
 
 // CaddyModule returns the Caddy module information.
-func (SQLStore) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{ID: "wechat.stores.sql", New: func() caddy.Module { return new(SQLStore) }}
+func (SQL) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "wechat.stores.sql", New: func() caddy.Module { return new(SQL) }}
 }
 
 // Provision resolves the DSN and derives the store's ID from it. Errors
 // never quote the DSN, which holds the password.
-func (s *SQLStore) Provision(caddy.Context) error {
+func (s *SQL) Provision(caddy.Context) error {
 	repl := caddy.NewReplacer()
 	s.dsn = strings.TrimSpace(repl.ReplaceKnown(s.DSN, ""))
 	s.table = s.Table
@@ -102,16 +102,16 @@ func withConnectTimeout(dsn string, d time.Duration) string {
 
 // StoreID names the driver, server, user, database and table: never the
 // password.
-func (s *SQLStore) StoreID() string { return s.id }
+func (s *SQL) StoreID() string { return s.id }
 
 // OpenBackend opens a connection pool; the table is created on first use.
-func (s *SQLStore) OpenBackend() (credential.Backend, error) {
+func (s *SQL) OpenBackend() (credential.Backend, error) {
 	return credential.OpenSQL(s.Driver, s.dsn, s.table)
 }
 
 // UnmarshalCaddyfile reads the block after `store sql`; the dispenser is
 // at the store name.
-func (s *SQLStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+func (s *SQL) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the store name
 	if d.NextArg() {
 		return d.ArgErr()
@@ -129,7 +129,7 @@ func (s *SQLStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "table":
 			err = oneArg(d, &s.Table)
 		case "timeout":
-			err = parseDuration(d, d.RemainingArgs(), &s.Timeout)
+			err = ParseDuration(d, d.RemainingArgs(), &s.Timeout)
 		default:
 			err = d.Errf("unknown sql store option %q", name)
 		}
@@ -145,14 +145,14 @@ func (s *SQLStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 // Interface guards
 var (
-	_ caddy.Provisioner     = (*SQLStore)(nil)
-	_ caddyfile.Unmarshaler = (*SQLStore)(nil)
-	_ StoreProvider         = (*SQLStore)(nil)
+	_ caddy.Provisioner     = (*SQL)(nil)
+	_ caddyfile.Unmarshaler = (*SQL)(nil)
+	_ Provider              = (*SQL)(nil)
 )
 
 // OpTimeout bounds each engine call to the database: the configured
 // timeout, or 500 ms, which leaves room for a commit's fsync.
-func (s *SQLStore) OpTimeout() time.Duration {
+func (s *SQL) OpTimeout() time.Duration {
 	if s.Timeout > 0 {
 		return time.Duration(s.Timeout)
 	}
@@ -161,4 +161,4 @@ func (s *SQLStore) OpTimeout() time.Duration {
 
 // Durable: rows survive restarts of the database and of the gateway, so a
 // restarted gateway adopts the stored token on provision.
-func (s *SQLStore) Durable() bool { return true }
+func (s *SQL) Durable() bool { return true }

@@ -1,6 +1,7 @@
-package wechat
+package stores
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"sort"
@@ -15,10 +16,10 @@ import (
 )
 
 func init() {
-	caddy.RegisterModule(MemcacheStore{})
+	caddy.RegisterModule(Memcache{})
 }
 
-// MemcacheStore is the store module wechat.stores.memcache:
+// Memcache is the store module wechat.stores.memcache:
 //
 //	store memcache {
 //	    servers host:port ...
@@ -27,20 +28,20 @@ func init() {
 //	}
 //
 // The old `memcache host:port` subdirective is its short form.
-type MemcacheStore struct {
+type Memcache struct {
 	Servers []string       `json:"servers,omitempty"`
 	Prefix  string         `json:"prefix,omitempty"`
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
-func (MemcacheStore) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{ID: "wechat.stores.memcache", New: func() caddy.Module { return new(MemcacheStore) }}
+func (Memcache) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "wechat.stores.memcache", New: func() caddy.Module { return new(Memcache) }}
 }
 
 // Provision resolves placeholders ({env.*}, {file.*}) in the servers and
 // prefix.
-func (m *MemcacheStore) Provision(caddy.Context) error {
+func (m *Memcache) Provision(caddy.Context) error {
 	repl := caddy.NewReplacer()
 	for i, s := range m.Servers {
 		m.Servers[i] = repl.ReplaceKnown(s, "")
@@ -50,14 +51,14 @@ func (m *MemcacheStore) Provision(caddy.Context) error {
 }
 
 // StoreID names the servers (sorted): no secret in it.
-func (m *MemcacheStore) StoreID() string {
+func (m *Memcache) StoreID() string {
 	s := append([]string(nil), m.Servers...)
 	sort.Strings(s)
 	return "memcache:" + strings.Join(s, ",")
 }
 
 // OpenBackend opens a client of its own.
-func (m *MemcacheStore) OpenBackend() (credential.Backend, error) {
+func (m *Memcache) OpenBackend() (credential.Backend, error) {
 	if len(m.Servers) == 0 {
 		return nil, fmt.Errorf("store memcache: no servers")
 	}
@@ -65,7 +66,7 @@ func (m *MemcacheStore) OpenBackend() (credential.Backend, error) {
 }
 
 // KeyPrefix is the prefix of every key.
-func (m *MemcacheStore) KeyPrefix() string {
+func (m *Memcache) KeyPrefix() string {
 	if m.Prefix == "" {
 		return "wechat:"
 	}
@@ -73,7 +74,7 @@ func (m *MemcacheStore) KeyPrefix() string {
 }
 
 // OpTimeout bounds one memcache call.
-func (m *MemcacheStore) OpTimeout() time.Duration {
+func (m *Memcache) OpTimeout() time.Duration {
 	if m.Timeout > 0 {
 		return time.Duration(m.Timeout)
 	}
@@ -81,7 +82,7 @@ func (m *MemcacheStore) OpTimeout() time.Duration {
 }
 
 // UnmarshalCaddyfile reads the store block.
-func (m *MemcacheStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+func (m *Memcache) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the module name
 	if args := d.RemainingArgs(); len(args) > 0 {
 		m.Servers = append(m.Servers, args...)
@@ -101,7 +102,7 @@ func (m *MemcacheStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			m.Prefix = args[0]
 		case "timeout":
-			if err := parseDuration(d, args, &m.Timeout); err != nil {
+			if err := ParseDuration(d, args, &m.Timeout); err != nil {
 				return err
 			}
 		default:
@@ -116,33 +117,33 @@ func (m *MemcacheStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// parseStore reads `store <name> { ... }` into t.Store: the module
-// wechat.stores.<name> unmarshals its own block.
-func (t *Transport) parseStore(d *caddyfile.Dispenser, args []string) error {
+// ParseCaddyfile reads `store <name> { ... }` (d at store, args its
+// arguments) into a module object for a `store` field: the module
+// wechat.stores.<name> unmarshals its own block. The wechat parsers
+// delete each subdirective's own line from the tokens they hand to
+// reverse_proxy; this deletes the block.
+func ParseCaddyfile(d *caddyfile.Dispenser, args []string) (json.RawMessage, error) {
 	if len(args) != 1 {
-		return d.Errf("store: want one store name (memcache, redis, sql, storage, ...)")
+		return nil, d.Errf("store: want one store name (memcache, redis, sql, storage, ...)")
 	}
 	mod, err := caddy.GetModule("wechat.stores." + args[0])
 	if err != nil {
-		return d.Errf("store %s: %v", args[0], err)
+		return nil, d.Errf("store %s: %v", args[0], err)
 	}
 	u, ok := mod.New().(caddyfile.Unmarshaler)
 	if !ok {
-		return d.Errf("store %s cannot be configured in the Caddyfile", args[0])
+		return nil, d.Errf("store %s cannot be configured in the Caddyfile", args[0])
 	}
 	seg := d.NextSegment() // the name and its block
 	if err := u.UnmarshalCaddyfile(caddyfile.NewDispenser(seg)); err != nil {
-		return err
+		return nil, err
 	}
-	// The wechat parser deletes each subdirective's own line from the
-	// tokens it hands to reverse_proxy; delete the block here.
 	d.DeleteN(len(seg) - 1)
-	t.Store = caddyconfig.JSONModuleObject(u, "module", args[0], nil)
-	return nil
+	return caddyconfig.JSONModuleObject(u, "module", args[0], nil), nil
 }
 
 var (
-	_ caddy.Provisioner     = (*MemcacheStore)(nil)
-	_ StoreProvider         = (*MemcacheStore)(nil)
-	_ caddyfile.Unmarshaler = (*MemcacheStore)(nil)
+	_ caddy.Provisioner     = (*Memcache)(nil)
+	_ Provider              = (*Memcache)(nil)
+	_ caddyfile.Unmarshaler = (*Memcache)(nil)
 )

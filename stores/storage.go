@@ -1,4 +1,4 @@
-package wechat
+package stores
 
 import (
 	"time"
@@ -16,10 +16,10 @@ import (
 )
 
 func init() {
-	caddy.RegisterModule(StorageStore{})
+	caddy.RegisterModule(Storage{})
 }
 
-// StorageStore keeps the shared credentials in Caddy's storage: the file
+// Storage keeps the shared credentials in Caddy's storage: the file
 // system by default, or the storage module that the cluster already
 // shares certificates through. Durable.
 //
@@ -29,7 +29,7 @@ func init() {
 //	    }
 //	    prefix wechat/
 //	}
-type StorageStore struct {
+type Storage struct {
 	// A caddy.storage module; default: Caddy's configured storage.
 	StorageRaw json.RawMessage `json:"storage,omitempty" caddy:"namespace=caddy.storage inline_key=module"`
 	// Path prefix of every key. Default "wechat/".
@@ -40,12 +40,12 @@ type StorageStore struct {
 }
 
 // CaddyModule returns the Caddy module information.
-func (StorageStore) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{ID: "wechat.stores.storage", New: func() caddy.Module { return new(StorageStore) }}
+func (Storage) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "wechat.stores.storage", New: func() caddy.Module { return new(Storage) }}
 }
 
 // Provision loads the nested storage module, or takes Caddy's.
-func (s *StorageStore) Provision(ctx caddy.Context) error {
+func (s *Storage) Provision(ctx caddy.Context) error {
 	if s.Prefix == "" {
 		s.Prefix = "wechat/"
 	}
@@ -72,17 +72,17 @@ func (s *StorageStore) Provision(ctx caddy.Context) error {
 
 // StoreID names the storage (a file_system root, or a hash of the
 // storage's config) and the prefix.
-func (s *StorageStore) StoreID() string { return s.id }
+func (s *Storage) StoreID() string { return s.id }
 
 // OpenBackend wraps the storage; closing the backend leaves the storage
 // to Caddy.
-func (s *StorageStore) OpenBackend() (credential.Backend, error) {
+func (s *Storage) OpenBackend() (credential.Backend, error) {
 	return credential.NewStorage(s.storage, s.Prefix), nil
 }
 
 // UnmarshalCaddyfile reads the block after `store storage`; the
 // dispenser is at the store name.
-func (s *StorageStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+func (s *Storage) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the store name
 	if d.NextArg() {
 		return d.ArgErr()
@@ -115,17 +115,17 @@ func (s *StorageStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 // Interface guards
 var (
-	_ caddy.Provisioner     = (*StorageStore)(nil)
-	_ caddyfile.Unmarshaler = (*StorageStore)(nil)
-	_ StoreProvider         = (*StorageStore)(nil)
+	_ caddy.Provisioner     = (*Storage)(nil)
+	_ caddyfile.Unmarshaler = (*Storage)(nil)
+	_ Provider              = (*Storage)(nil)
 )
 
 // OpTimeout bounds each engine call to the storage. Writes take the
 // storage's own lock and fsync (about 10 ms on a local disk), and
 // certmagic's file lock is polled, so allow 2 s rather than a cache's
 // 100 ms.
-func (s *StorageStore) OpTimeout() time.Duration { return 2 * time.Second }
+func (s *Storage) OpTimeout() time.Duration { return 2 * time.Second }
 
 // Durable: files survive restarts, so a restarted gateway adopts the
 // stored token on provision.
-func (s *StorageStore) Durable() bool { return true }
+func (s *Storage) Durable() bool { return true }

@@ -1,4 +1,4 @@
-package wechat
+package stores
 
 import (
 	"context"
@@ -19,7 +19,7 @@ import (
 
 // parseStore parses a `store <name> {...}` directive the way the wechat
 // directive does: the dispenser at `store`, the module at the name.
-func parseStore(t *testing.T, input string) StoreProvider {
+func parseStore(t *testing.T, input string) Provider {
 	t.Helper()
 	d := caddyfile.NewTestDispenser(input)
 	d.Next() // store
@@ -30,10 +30,10 @@ func parseStore(t *testing.T, input string) StoreProvider {
 	if err != nil {
 		t.Fatalf("parsing %q: %v", input, err)
 	}
-	return unm.(StoreProvider)
+	return unm.(Provider)
 }
 
-func provisionStore(t *testing.T, sp StoreProvider) StoreProvider {
+func provisionStore(t *testing.T, sp Provider) Provider {
 	t.Helper()
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	t.Cleanup(cancel)
@@ -48,7 +48,7 @@ func provisionStore(t *testing.T, sp StoreProvider) StoreProvider {
 	return sp
 }
 
-func openStore(t *testing.T, sp StoreProvider) credential.Backend {
+func openStore(t *testing.T, sp Provider) credential.Backend {
 	t.Helper()
 	b, err := sp.OpenBackend()
 	if err != nil {
