@@ -103,6 +103,7 @@ type Cache struct {
 
 	mu        sync.Mutex
 	lastBad   string
+	lastBadAt time.Time // when lastBad was dropped: stored tokens fetched before it are suspect
 	failures  int
 	retryAt   time.Time
 	lastErr   error
@@ -259,7 +260,7 @@ func (c *Cache) Invalidate(t *Token) bool {
 		return false
 	}
 	c.mu.Lock()
-	c.lastBad = cur.Value // before dropping it: a fetch starting now knows
+	c.lastBad, c.lastBadAt = cur.Value, c.cfg.Now() // before dropping it: a fetch starting now knows
 	c.mu.Unlock()
 	return c.cur.CompareAndSwap(cur, nil)
 }
@@ -565,12 +566,19 @@ func (c *Cache) loadTimeout() time.Duration {
 
 func (c *Cache) obtain(ctx context.Context, ahead bool) (*Token, error) {
 	c.mu.Lock()
-	bad := c.lastBad
+	bad, badAt := c.lastBad, c.lastBadAt
 	c.mu.Unlock()
 	if c.cfg.Shared == nil {
 		return c.fetch(ctx, bad)
 	}
 	w := want{bad: bad, ahead: ahead, cur: c.cur.Load()}
+	if bad != "" {
+		// A peer's token fetched before our token was found bad may have
+		// died in the same revocation (a secret reset, another system's
+		// force_refresh): adopted, it would fail our replay. Fetch
+		// instead; a peer's token fetched since is taken.
+		w.notBefore = badAt
+	}
 	return c.cfg.Shared.obtain(ctx, c.cfg.Name, w, c.cfg.FetchTimeout+leaseMargin, func(ctx context.Context) (*Token, error) {
 		return c.fetch(ctx, bad)
 	})

@@ -88,9 +88,10 @@
 //     request path calls Confirm(T) on every answer that is not a token
 //     errcode (one atomic load when nothing is held): the first success
 //     ends the hold, so a revocation after a glitch and its recovery is
-//     repaired at once. A replacement is held only if it was fetched
-//     after the evidence: a peer's token adopted from the store that
-//     predates it may have died in the same revocation.
+//     repaired at once. A peer's token that predates the evidence may
+//     have died in the same revocation: the store's copy is not adopted
+//     for the replay (the cache fetches instead), and a replacement is
+//     held only if it was fetched after the evidence.
 //   - Otherwise probe T (Prober: get_api_domain_ip for access and
 //     authorizer tokens, api_get_authorizer_list for the component
 //     token). A "valid" verdict answers only the path that asked for it,

@@ -214,12 +214,11 @@ func containsToken(s, tok string) bool {
 	return false
 }
 
-// A replacement is held (its failures read as a glitch) only if it was
-// fetched after the evidence that brought it. Adopted from the store, a
-// peer's token fetched before a second revocation is as dead as ours:
-// holding it answered 40001 to every call for up to min_token_age (the
-// soak's 6.5 s on file storage). Now its first failure is probed and
-// repaired.
+// A peer's token fetched before our evidence may have died in the same
+// revocation: it is not adopted from the store for the replay (one fetch
+// instead), and, had it been, it would not be held (its failures read as
+// a glitch): that answered 40001 to every call for up to min_token_age
+// (the soak's 6.5 s on file storage).
 func TestPeerTokenFromBeforeTheEvidenceIsNotHeld(t *testing.T) {
 	for _, api := range []string{credential.APIStable, credential.APIClassic} {
 		t.Run(api, func(t *testing.T) {
@@ -253,7 +252,13 @@ func TestPeerTokenFromBeforeTheEvidenceIsNotHeld(t *testing.T) {
 			}
 			clock.Advance(time.Second)
 			fake.Revoke(t2) // the second: a still holds t1, and the store t2
-			a.call(t, false)
+			fetches := fake.Fetches.Load()
+			if code := a.call(t, false); code != 0 {
+				t.Fatalf("the first call after the second revocation answered %d: the peer's dead token was adopted for the replay", code)
+			}
+			if f := fake.Fetches.Load() - fetches; f != 1 {
+				t.Fatalf("the repair cost %d fetches; want 1", f)
+			}
 			for i := range 3 {
 				clock.Advance(100 * time.Millisecond)
 				if code := a.call(t, false); code != 0 {

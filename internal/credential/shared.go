@@ -277,13 +277,14 @@ func (s *Shared) saw(key string, t *Token) {
 
 // want says which stored tokens a flow can use instead of fetching.
 type want struct {
-	bad   string // the value just rejected
-	ahead bool   // a refresh: only a token newer than cur will do
-	cur   *Token
+	bad       string    // the value just rejected
+	notBefore time.Time // when it was: a token fetched earlier is suspect
+	ahead     bool      // a refresh: only a token newer than cur will do
+	cur       *Token
 }
 
 func (w want) ok(t *Token, now time.Time) bool {
-	if !t.usable(now) || t.Value == w.bad {
+	if !t.usable(now) || t.Value == w.bad || t.FetchedAt.Before(w.notBefore) {
 		return false
 	}
 	return !w.ahead || w.cur == nil || t.FetchedAt.After(w.cur.FetchedAt)
