@@ -232,7 +232,7 @@ func checkNoSecret(t *testing.T, js string) {
 		switch v := v.(type) {
 		case map[string]any:
 			for k, x := range v {
-				if s, ok := x.(string); ok && (k == "secret" || k == "corpsecret") &&
+				if s, ok := x.(string); ok && (k == "secret" || k == "corpsecret" || k == "token" || k == "aes_key" || k == "encoding_aes_key") &&
 					!strings.HasPrefix(s, "{env.") && !strings.HasPrefix(s, "{file.") {
 					t.Errorf("%s %q is not an {env.*} or {file.*} placeholder", k, s)
 				}

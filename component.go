@@ -143,6 +143,7 @@ func newPlatform(appid, secret string, bases []*url.URL, store StoreProvider, fe
 		return nil, err
 	}
 	p := &platform{appid: appid}
+	logger = logger.With(zap.String(credential.FieldComponent, appid)) // every line of the platform names its component
 	p.obs = newComponentObserver(appid)
 	if store != nil {
 		if p.shared, err = stores.Open(store, seal, credential.SharedOptions{Logger: logger}); err != nil {
@@ -223,7 +224,7 @@ func registerComponentMetrics(ctx caddy.Context) {
 		return
 	}
 	for _, c := range []prometheus.Collector{metricCompRenewals, metricCompFailures, metricCompRotations, metricCompRecoveries,
-		metricCompForgotten, metricCompCallbacks, metricCompRequests, metricCompKnown} {
+		metricCompForgotten, metricCompCallbacks, metricCompRequests, metricCompKnown, metricScrub, metricCompHealth} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {
@@ -239,6 +240,9 @@ type componentObserver struct {
 	ok, failed, rotations       prometheus.Counter
 	recovered, notRecovered     prometheus.Counter
 	revoked, unauthorized, othr prometheus.Counter
+	scrub                       *scrubHits
+	started                     time.Time
+	lastTicket                  atomic.Int64 // unix nanoseconds of the last ticket push accepted here
 }
 
 func newComponentObserver(appid string) *componentObserver {
@@ -252,6 +256,8 @@ func newComponentObserver(appid string) *componentObserver {
 		revoked:      metricCompForgotten.WithLabelValues(appid, "revoked"),
 		unauthorized: metricCompForgotten.WithLabelValues(appid, "unauthorized"),
 		othr:         metricCompForgotten.WithLabelValues(appid, "other"),
+		scrub:        newScrubHits(appid),
+		started:      time.Now(),
 	}
 }
 
@@ -292,4 +298,7 @@ func (o *componentObserver) Forgotten(reason string) {
 
 func (o *componentObserver) Callback(infoType, result string) {
 	metricCompCallbacks.WithLabelValues(o.appid, infoType, result).Inc()
+	if infoType == "component_verify_ticket" && result == "ok" {
+		o.lastTicket.Store(time.Now().UnixNano())
+	}
 }

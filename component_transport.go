@@ -195,12 +195,12 @@ func (a authorizerCred) Token(ctx context.Context) (*tokenEntry, error) {
 	return tok, err
 }
 
-func (a authorizerCred) Rejected(ctx context.Context, tok *tokenEntry) (*tokenEntry, bool, error) {
+func (a authorizerCred) RejectedOn(ctx context.Context, tok *tokenEntry, api string) (*tokenEntry, bool, error) {
 	au := a.reg.Lookup(a.appid)
 	if au == nil {
 		return nil, false, credential.ErrUnknownAuthorizer
 	}
-	return au.Rejected(ctx, tok)
+	return au.RejectedOn(ctx, tok, api)
 }
 
 func (a authorizerCred) Confirm(tok *tokenEntry) {
@@ -236,7 +236,7 @@ func (t *ComponentTransport) needles(who string) *needleSet {
 				return ns
 			}
 			ns := newNeedleSet(append(append(t.p.comp.Recent(), t.p.plat.Secret), a.Cache().Recent()...)...)
-			ns.cur, ns.comp = cur, comp
+			ns.cur, ns.comp, ns.hits = cur, comp, t.p.obs.scrub
 			a.SetMemo(ns)
 			return ns
 		}
@@ -245,7 +245,7 @@ func (t *ComponentTransport) needles(who string) *needleSet {
 		return ns
 	}
 	ns := newNeedleSet(append(t.p.comp.Recent(), t.p.plat.Secret)...)
-	ns.comp = comp
+	ns.comp, ns.hits = comp, t.p.obs.scrub
 	t.p.needles.Store(ns)
 	return ns
 }

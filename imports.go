@@ -5,6 +5,9 @@ package wechat
 // brings all of them, the way caddy-l4's imports.go and Caddy's
 // modules/standard do.
 import (
+	// wechat_push: WeChat's message pushes, verified, decrypted and
+	// de-duplicated before the app.
+	_ "github.com/caddy-wechat/wechat/push"
 	// wechat.stores.memcache, .redis, .sql, .storage
 	_ "github.com/caddy-wechat/wechat/stores"
 	// `caddy wechat status` and `caddy wechat doctor`.

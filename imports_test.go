@@ -21,6 +21,7 @@ var (
 		"admin.api.wechat_component",
 		"http.handlers.wechat_component_callback",
 		"http.handlers.wechat_jssdk",
+		"http.handlers.wechat_push",
 		"http.handlers.wechat_status",
 		"http.reverse_proxy.transport.wechat",
 		"http.reverse_proxy.transport.wechat_component",
@@ -29,7 +30,7 @@ var (
 		"wechat.stores.sql",
 		"wechat.stores.storage",
 	}
-	wantDirectives = []string{"wechat", "wechat_component", "wechat_component_callback", "wechat_jssdk", "wechat_status"}
+	wantDirectives = []string{"wechat", "wechat_component", "wechat_component_callback", "wechat_jssdk", "wechat_push", "wechat_status"}
 )
 
 // goList runs `go list -deps -json` on patterns: every package with its

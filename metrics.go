@@ -3,7 +3,9 @@ package wechat
 import (
 	"errors"
 	"strconv"
+	"time"
 
+	"github.com/caddy-wechat/wechat/internal/credential"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -39,6 +41,13 @@ var (
 		Namespace: "caddy", Subsystem: "wechat", Name: "fetch_ceiling_refusals_total",
 		Help: "Fetches refused because the account reached its daily fetch ceiling.",
 	}, []string{"appid", "account", "credential"})
+	// metricScrub counts answers the scrub had to change: WeChat (or a
+	// middlebox) echoed a credential. It should stay at zero; rid/get's
+	// field-by-field redaction is by design and not counted.
+	metricScrub = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "wechat", Name: "scrub_redactions_total",
+		Help: "Times the scrub replaced a credential in an answer (a header value, a body), by part.",
+	}, []string{"appid", "part"})
 	metricAccounts = &accountCollector{
 		age: prometheus.NewDesc("caddy_wechat_token_age_seconds",
 			"Seconds since the current token was issued.", accountLabels, nil),
@@ -50,6 +59,12 @@ var (
 			"Token fetches counted today (shared across the cluster with a store).", accountLabels, nil),
 		ceiling: prometheus.NewDesc("caddy_wechat_fetch_ceiling_reached",
 			"1 once the account has reached today's fetch ceiling.", accountLabels, nil),
+		limit: prometheus.NewDesc("caddy_wechat_fetch_ceiling",
+			"The account's daily fetch ceiling (absent when there is none).", accountLabels, nil),
+		forced: prometheus.NewDesc("caddy_wechat_force_refreshes_today",
+			"force_refresh calls counted today (stable_token only; WeChat allows 20 a day).", accountLabels, nil),
+		failing: prometheus.NewDesc("caddy_wechat_token_fetch_failing",
+			"1 from a failed token fetch until one succeeds (the account is backing off).", accountLabels, nil),
 	}
 	accountLabels = []string{"appid", "account", "api"}
 )
@@ -71,7 +86,7 @@ var retryOutcomes = []string{"ok", "failed", "no_fresh_token", "not_replayable",
 // returns the account's counters.
 func newMetrics(ctx caddy.Context, appid, account string) *metrics {
 	if reg := ctx.GetMetricsRegistry(); reg != nil {
-		for _, c := range []prometheus.Collector{metricFetches, metricEndpointErrors, metricRetries, metricRequests, metricStoreErrors, metricCeiling, metricAccounts} {
+		for _, c := range []prometheus.Collector{metricFetches, metricEndpointErrors, metricRetries, metricRequests, metricStoreErrors, metricCeiling, metricScrub, metricAccounts} {
 			if err := reg.Register(c); err != nil {
 				var are prometheus.AlreadyRegisteredError
 				if !errors.As(err, &are) {
@@ -164,9 +179,9 @@ func (a *account) quotaCheck(m *metrics) {
 	a.warnedDay = st.Day
 	a.mu.Unlock()
 	if first {
-		a.log().Warn("token fetches are using up the daily quota",
-			zap.String("appid", a.appid), zap.String("token_api", a.api),
-			zap.Int64("used", used), zap.Int64("quota", quota), zap.String("day", st.Day))
+		a.log().Warn("token fetches are using up the daily quota", credential.Event(credential.EventQuotaWarning),
+			zap.String(credential.FieldAppID, a.appid), zap.String(credential.FieldTokenAPI, a.api),
+			zap.Int64(credential.FieldUsed, used), zap.Int64(credential.FieldQuota, quota), zap.String(credential.FieldDay, st.Day))
 	}
 }
 
@@ -174,6 +189,7 @@ func (a *account) quotaCheck(m *metrics) {
 // time, so they are never stale and cost nothing between scrapes.
 type accountCollector struct {
 	age, ttl, breaker, today, ceiling *prometheus.Desc
+	limit, forced, failing            *prometheus.Desc
 }
 
 func (c *accountCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -182,6 +198,9 @@ func (c *accountCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.breaker
 	ch <- c.today
 	ch <- c.ceiling
+	ch <- c.limit
+	ch <- c.forced
+	ch <- c.failing
 }
 
 func (c *accountCollector) Collect(ch chan<- prometheus.Metric) {
@@ -214,6 +233,32 @@ func (c *accountCollector) Collect(ch chan<- prometheus.Metric) {
 			reached = 1
 		}
 		ch <- prometheus.MustNewConstMetric(c.ceiling, prometheus.GaugeValue, reached, lv...)
+		if st.Ceiling > 0 {
+			ch <- prometheus.MustNewConstMetric(c.limit, prometheus.GaugeValue, float64(st.Ceiling), lv...)
+		}
+		if a.api == tokenAPIStable {
+			forced := st.Forced
+			if st.Day != now.In(quotaDayZone).Format("2006-01-02") {
+				forced = 0
+			}
+			ch <- prometheus.MustNewConstMetric(c.forced, prometheus.GaugeValue, float64(forced), lv...)
+		}
+		failing := 0.0
+		if st.LastError != "" {
+			failing = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.failing, prometheus.GaugeValue, failing, lv...)
 		return true
 	})
+}
+
+// quotaDayZone is where WeChat's daily quotas reset (Beijing time).
+var quotaDayZone = time.FixedZone("UTC+8", 8*3600)
+
+// scrubHits are one transport's redaction counters, resolved once so
+// that a hit pays no label lookup; nil counts nothing.
+type scrubHits struct{ header, body prometheus.Counter }
+
+func newScrubHits(appid string) *scrubHits {
+	return &scrubHits{header: metricScrub.WithLabelValues(appid, "header"), body: metricScrub.WithLabelValues(appid, "body")}
 }

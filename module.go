@@ -76,6 +76,7 @@ type Transport struct {
 	sent        *tokenRing                  // tokens this transport sent lately
 	recent      func(dst []string) []string // tokens to scrub; nil: current + sent
 	needleCache *atomic.Pointer[needleSet]
+	scrubHits   *scrubHits
 }
 
 // CaddyModule returns the Caddy module information.
@@ -158,9 +159,10 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	t.acct = val.(*account)
 	t.metrics = newMetrics(ctx, appid, t.acct.label)
 	t.metrics.quotaWarn = t.QuotaWarn
+	t.scrubHits = newScrubHits(appid)
 	t.binding = &binding{
 		src:    &credential.AccessTokenSource{RT: t.HTTPTransport.Transport, Bases: bases, AppID: appid, Secret: t.secret, API: api},
-		logger: t.logger,
+		logger: t.logger.With(zap.String(credential.FieldAccount, t.acct.label)), // the engine's lines name the account
 		m:      t.metrics,
 	}
 	t.acct.attach(t.binding)

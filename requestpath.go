@@ -15,6 +15,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/caddy-wechat/wechat/internal/credential"
@@ -26,10 +27,11 @@ import (
 type pathCredential interface {
 	// Token returns a usable token; warm, one atomic load.
 	Token(ctx context.Context) (*tokenEntry, error)
-	// Rejected weighs a token errcode (probe, min age, ceiling) and says
-	// whether to replay, and with what.
-	Rejected(ctx context.Context, t *tokenEntry) (fresh *tokenEntry, replay bool, err error)
-	// Confirm records that a replacement token answered a call.
+	// RejectedOn weighs a token errcode from the API path api (probe,
+	// held token, ceiling) and says whether to replay, and with what.
+	RejectedOn(ctx context.Context, t *tokenEntry, api string) (fresh *tokenEntry, replay bool, err error)
+	// Confirm records that t answered a call: fresh evidence that it
+	// works (one atomic load when nothing is held).
 	Confirm(t *tokenEntry)
 }
 
@@ -72,6 +74,10 @@ type outbound struct {
 	identity   bool   // ask for an unencoded answer: it is rewritten whole
 	refresh    bool   // the answer holds authorizer refresh tokens
 }
+
+// api is the API path the evidence is about, in one letter case: the
+// path sent, lower-cased (no allocation for a lower-case path).
+func (o *outbound) api() string { return strings.ToLower(o.path) }
 
 // roundTrip is the loop: the exchange, then the scrub, so that no answer
 // reaching the client (or reverse_proxy's logs) carries a credential.
@@ -122,16 +128,18 @@ func (p *requestPath) exchange(req *http.Request, o *outbound) (*http.Response, 
 		return nil, redactErr(o.host, o.authorizer, err)
 	}
 	if !isTokenErrcode(code) {
+		o.cred.Confirm(tok) // fresh evidence that tok works (credential.Cache.Confirm)
 		o.host.request(o.authorizer, resultOfCode(code))
 		return resp, nil
 	}
 
-	// WeChat rejected the token. The engine decides what that evidence
-	// is worth (credential.Cache.Rejected: replaced already, too young,
-	// probed valid, or really bad), and whether to replay once with the
-	// same body. A body too large to replay still counts as evidence, so
-	// that large uploads alone cannot keep a dead token.
-	fresh, replay, err := o.cred.Rejected(req.Context(), tok)
+	// WeChat rejected the token on this API path. The engine decides what
+	// that evidence is worth (credential.Cache.RejectedOn: replaced
+	// already, held, probed valid for this path, or really bad), and
+	// whether to replay once with the same body. A body too large to
+	// replay still counts as evidence, so that large uploads alone cannot
+	// keep a dead token.
+	fresh, replay, err := o.cred.RejectedOn(req.Context(), tok, o.api())
 	if !replayable {
 		o.host.retry(o.authorizer, "not_replayable")
 		o.host.request(o.authorizer, "token_error")

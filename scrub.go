@@ -87,6 +87,7 @@ type needleSet struct {
 	strs  []string
 	bytes [][]byte
 	min   int // length of the shortest needle
+	hits  *scrubHits
 }
 
 func (t *Transport) needles(string) *needleSet {
@@ -104,7 +105,7 @@ func (t *Transport) needles(string) *needleSet {
 		}
 	}
 	ns := newNeedleSet(append(t.recentTokens(nil), t.secret)...)
-	ns.cur, ns.gen = cur, gen
+	ns.cur, ns.gen, ns.hits = cur, gen, t.scrubHits
 	if t.needleCache != nil {
 		t.needleCache.Store(ns)
 	}
@@ -183,10 +184,22 @@ func (ns *needleSet) replaceString(s string) string {
 func (ns *needleSet) replaceBytes(b []byte) []byte {
 	for _, n := range ns.bytes {
 		if bytes.Contains(b, n) {
+			ns.hit(true)
 			b = bytes.ReplaceAll(b, n, []byte(redactedMark))
 		}
 	}
 	return b
+}
+
+// hit counts one replacement in a header value or a body.
+func (ns *needleSet) hit(body bool) {
+	switch {
+	case ns.hits == nil:
+	case body:
+		ns.hits.body.Inc()
+	default:
+		ns.hits.header.Inc()
+	}
 }
 
 // scrubHeader redacts every header value that holds a needle (Location,
@@ -195,6 +208,7 @@ func (ns *needleSet) scrubHeader(h http.Header) {
 	for k, vs := range h {
 		for i, v := range vs {
 			if ns.inString(v) {
+				ns.hit(false)
 				vs[i] = ns.replaceString(v)
 				h[k] = vs
 			}
@@ -387,6 +401,7 @@ func (s *scrubReader) fill() {
 		}
 		s.out = append(s.out, s.raw[pos:pos+at]...)
 		s.out = append(s.out, redactedMark...)
+		s.ns.hit(true)
 		pos += at + nl
 	}
 	safe := len(s.raw)

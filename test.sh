@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (the README's): gofmt, vet, and the
 # race-enabled suite, which starts real store servers (memcached,
-# redis-server, MariaDB, PostgreSQL) on loopback and a headless Chromium
-# for the status page, installed here with
+# redis-server, MariaDB, PostgreSQL) and Prometheus on loopback, and a
+# headless Chromium for the status page, installed here with
 # apt-get when missing, so a fresh machine needs nothing by hand.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -11,6 +11,7 @@ command -v memcached >/dev/null 2>&1 || missing+=(memcached)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
 compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
+{ command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } || missing+=(prometheus)
 # The status page's tests drive a headless Chromium (integration/).
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -62,3 +63,4 @@ done
 go test -run '^$' -fuzz '^FuzzOpenToken$' -fuzztime "${FUZZTIME:-5000x}" ./internal/credential
 go test -run '^$' -fuzz '^FuzzDecrypt$' -fuzztime "${FUZZTIME:-5000x}" ./internal/wxcrypto
 go test -run '^$' -fuzz '^FuzzCallback$' -fuzztime "${FUZZTIME:-5000x}" ./internal/componentcb
+go test -run '^$' -fuzz '^FuzzMessagePush$' -fuzztime "${FUZZTIME:-5000x}" ./internal/push

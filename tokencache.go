@@ -152,7 +152,7 @@ func (a *account) use(b *binding) {
 	a.metrics.Store(b.m)
 	a.tokens.SetLogger(b.logger)
 	if a.shared != nil {
-		a.shared.SetLogger(b.logger)
+		a.shared.SetLogger(b.logger.With(zap.String(credential.FieldAppID, a.appid))) // the store's lines name no appid
 	}
 	a.tokens.SetSource(b.src)
 	a.mu.Lock()
@@ -197,10 +197,10 @@ func (a *account) Token(ctx context.Context) (*tokenEntry, error) { return a.tok
 // Invalidate drops e only if it is still the cached token.
 func (a *account) Invalidate(e *tokenEntry) bool { return a.tokens.Invalidate(e) }
 
-// Rejected is the request path's call on a token errcode; see
-// credential.Cache.Rejected.
-func (a *account) Rejected(ctx context.Context, e *tokenEntry) (*tokenEntry, bool, error) {
-	return a.tokens.Rejected(ctx, e)
+// Rejected is the request path's call on a token errcode from the API
+// path api; see credential.Cache.RejectedOn.
+func (a *account) Rejected(ctx context.Context, e *tokenEntry, api string) (*tokenEntry, bool, error) {
+	return a.tokens.RejectedOn(ctx, e, api)
 }
 
 // Recent lists the last few token values the account held, so that the

@@ -14,6 +14,13 @@
 // -stores memcache,redis,mysql,postgres,storage adds a gateway per store,
 // each with a private server in the temp dir, and prints each server's
 // own counters per 1,000 gateway requests after the load.
+//
+// -soak runs issue 20's soak instead (soak.go): two gateways per store
+// under revocations, expiries, a store restart and a config reload.
+//
+// -push loads wechat_push instead (bench/push.go): signed, encrypted
+// pushes at -rate per second for -d, then closed loop on -c connections,
+// with in-process marks and with a memcache store.
 package main
 
 import (
@@ -57,8 +64,23 @@ func main() {
 		gen      = flag.String("gen", "auto", "load generator: auto, wrk or go")
 		caddyBin = flag.String("caddy", "", "use this caddy binary instead of building ./cmd/caddy")
 		profDir  = flag.String("cpuprofile", "", "after the rounds, write CPU profiles of the gateway and the proxy under load to this directory")
+		pushMode = flag.Bool("push", false, "instead: load wechat_push with signed, encrypted pushes (-rate per second for -d, then closed loop on -c connections), in-process marks and a memcache store")
+		rate     = flag.Int("rate", 1000, "pushes per second of the -push open-loop run")
+		soak     = flag.Bool("soak", false, "instead of the A/B rounds, soak two gateways on each of -stores (default "+strings.Join(soakStores, ",")+") under revocations, expiries, a store restart and a reload (issue 20)")
+		soakDur  = flag.Duration("soak-duration", time.Minute, "length of the soak on each store")
+		soakRate = flag.Int("soak-rate", 200, "requests per second per soaked target")
+		soakConn = flag.Int("soak-conns", 16, "keep-alive connections per soaked target")
+		soakDown = flag.Duration("soak-store-down", 3*time.Second, "how long the soak's killed store server stays down")
+		soakRel  = flag.Int("soak-reloads", 1, "config reloads of the soak's gateway A (and of its reverse_proxy), 0.5 s apart")
+		soakEv   = flag.Bool("soak-evidence", false, "the soak also calls an API that answers 40001 whatever the token (1/s per gateway), and revokes the token 0.5 s after a 2 s WeChat-wide glitch")
 	)
 	flag.Parse()
+	if *soak {
+		if *soakRate < 1 || *soakConn < 1 || *soakDur <= 0 || *soakRel < 1 {
+			fatalf("-soak-rate, -soak-conns, -soak-reloads and -soak-duration must be positive")
+		}
+		os.Exit(soakMain(*caddyBin, *storeArg, soakOpts{d: *soakDur, rate: *soakRate, conns: *soakConn, down: *soakDown, reloads: *soakRel, evidence: *soakEv}))
+	}
 
 	gl := pickGen(*gen, *threads)
 	dir, err := os.MkdirTemp("", "wechat-bench-")
@@ -84,6 +106,16 @@ func main() {
 		}
 		fmt.Fprintf(os.Stderr, "building %s ...\n", pkg)
 		bin = buildCaddy(dir, pkg)
+	}
+	if *pushMode {
+		fmt.Printf("machine: %d CPUs, %s, %s %s/%s; load average before: %s", runtime.NumCPU(), cpuModel(), runtime.Version(), runtime.GOOS, runtime.GOARCH, loadavg())
+		runPush(bin, dir, *rate, *dur, *conns, false)
+		if *useMC {
+			runPush(bin, dir, *rate, *dur, *conns, true)
+		}
+		fmt.Printf("load average after:  %s", loadavg())
+		stopAll()
+		return
 	}
 
 	// The fake WeChat, in its own Caddy.

@@ -85,7 +85,8 @@ func start(dir, name, bin string, args ...string) *proc {
 // which refuses root.
 func startAs(dir, name string, cred *syscall.Credential, bin string, args ...string) *proc {
 	p := &proc{name: name, log: filepath.Join(dir, name+".log")}
-	f, err := os.Create(p.log)
+	// Appended to: a restarted server keeps the log of its first run.
+	f, err := os.OpenFile(p.log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		fatalf("%v", err)
 	}
@@ -181,21 +182,25 @@ func check(name, url string) {
 	}
 }
 
-// startMemcached runs a private memcached on a free loopback port.
-func startMemcached(dir string) string {
+// startMemcached runs a private memcached on a free loopback port; restart
+// kills it (its data goes with it) and runs it again on that port.
+func startMemcached(dir string) (addr string, restart func(down func())) {
 	bin, err := exec.LookPath("memcached")
 	if err != nil {
 		fatalf("memcached not found (apt-get install memcached), or run with -memcache=false")
 	}
 	port := freePort()
-	addr := "127.0.0.1:" + strconv.Itoa(port)
+	addr = "127.0.0.1:" + strconv.Itoa(port)
 	args := []string{"-l", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "0", "-m", "16", "-t", "1"}
 	if os.Geteuid() == 0 {
 		args = append(args, "-u", "root") // memcached refuses root without it
 	}
-	p := start(dir, "memcached", bin, args...)
-	waitPort(p, addr)
-	return addr
+	launch := func() *proc {
+		p := start(dir, "memcached", bin, args...)
+		waitPort(p, addr)
+		return p
+	}
+	return addr, restarter(launch(), syscall.SIGKILL, launch)
 }
 
 // mcStats reads memcached's counters.

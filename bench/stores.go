@@ -38,8 +38,12 @@ type storeBench struct {
 	// own questions, not the gateway's.
 	own map[string]int64
 	// calls are the counters that add up to round trips; nil: all.
-	calls   []string
-	t       *target
+	calls []string
+	t     *target
+	// restart kills the server, runs down (the outage), and starts the
+	// server again on the same port and data dir (the soak's store
+	// restart); nil for a store without a server.
+	restart func(down func())
 	initial map[string]int64 // before the gateway started
 	before  map[string]int64 // before the timed runs
 }
@@ -65,7 +69,7 @@ func parseStores(list string) []string {
 func startStore(name, dir string) *storeBench {
 	switch name {
 	case "memcache":
-		addr := startMemcached(dir)
+		addr, restart := startMemcached(dir)
 		calls := []string{"cmd_get", "cmd_set", "cmd_touch", "incr_hits", "incr_misses", "decr_hits", "decr_misses", "delete_hits", "delete_misses"}
 		show := append([]string{"get_hits", "get_misses", "cas_hits", "cas_misses", "cas_badval"}, calls...)
 		return &storeBench{name: name, block: "\t\tstore memcache {\n\t\t\tservers " + addr + "\n\t\t}\n",
@@ -75,7 +79,7 @@ func startStore(name, dir string) *storeBench {
 					out[k] = all[k]
 				}
 				return out
-			}, calls: calls}
+			}, calls: calls, restart: restart}
 	case "redis":
 		return startRedis(dir)
 	case "mysql":
@@ -139,12 +143,16 @@ func startRedis(dir string) *storeBench {
 	bin := mustLook("redis-server", "redis-server")
 	port := freePort()
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	p := start(dir, "redis", bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", dir, "--protected-mode", "no",
-		"--unixsocket", "", "--daemonize", "no", "--loglevel", "warning")
-	waitPort(p, addr)
+	launch := func() *proc {
+		p := start(dir, "redis", bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+			"--save", "", "--appendonly", "no", "--dir", dir, "--protected-mode", "no",
+			"--unixsocket", "", "--daemonize", "no", "--loglevel", "warning")
+		waitPort(p, addr)
+		return p
+	}
 	return &storeBench{name: "redis", block: "\t\tstore redis {\n\t\t\taddress " + addr + "\n\t\t}\n",
-		read: func() map[string]int64 { return redisStats(addr) }, own: map[string]int64{"info": 1}}
+		read: func() map[string]int64 { return redisStats(addr) }, own: map[string]int64{"info": 1},
+		restart: restarter(launch(), syscall.SIGKILL, launch)}
 }
 
 // redisStats reads INFO commandstats: calls per command.
@@ -209,17 +217,21 @@ func startMariaDB(dir string) *storeBench {
 	if root {
 		sargs = append(sargs, "--user=root")
 	}
-	p := start(dir, "mariadb", bin, sargs...)
-	p.stop = syscall.SIGTERM // mariadbd ignores SIGINT
 	db, err := sql.Open("mysql", "root@tcp("+addr+")/")
 	if err != nil {
 		fatalf("mariadb: %v", err)
 	}
 	db.SetMaxOpenConns(1)
-	waitReady(p, func(ctx context.Context) error {
-		_, err := db.ExecContext(ctx, "CREATE DATABASE IF NOT EXISTS wechat")
-		return err
-	})
+	launch := func() *proc {
+		p := start(dir, "mariadb", bin, sargs...)
+		p.stop = syscall.SIGTERM // mariadbd ignores SIGINT
+		waitReady(p, func(ctx context.Context) error {
+			_, err := db.ExecContext(ctx, "CREATE DATABASE IF NOT EXISTS wechat")
+			return err
+		})
+		return p
+	}
+	p := launch()
 	read := func() map[string]int64 {
 		out := map[string]int64{}
 		rows, err := db.Query("SHOW GLOBAL STATUS WHERE Variable_name = 'Questions' OR Variable_name LIKE 'Com\\_%'")
@@ -239,7 +251,8 @@ func startMariaDB(dir string) *storeBench {
 	os.Setenv("BENCH_MYSQL_DSN", "root@tcp("+addr+")/wechat")
 	return &storeBench{name: "mysql",
 		block: "\t\tstore sql {\n\t\t\tdriver mysql\n\t\t\tdsn {env.BENCH_MYSQL_DSN}\n\t\t}\n",
-		read:  read, own: map[string]int64{"Questions": 1, "Com_show_status": 1}, calls: []string{"Questions"}}
+		read:  read, own: map[string]int64{"Questions": 1, "Com_show_status": 1}, calls: []string{"Questions"},
+		restart: restarter(p, syscall.SIGKILL, launch)}
 }
 
 // startPostgres initialises a cluster and runs postgres (as the postgres
@@ -277,16 +290,20 @@ func startPostgres(dir string) *storeBench {
 	}
 	port := freePort()
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	p := startAs(dir, "postgres", cred, bin, "-D", data, "-p", strconv.Itoa(port),
-		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
-		"-c", "shared_preload_libraries=pg_stat_statements", "-c", "pg_stat_statements.track=all",
-		"-c", "fsync=off", "-c", "shared_buffers=16MB", "-c", "logging_collector=off")
 	db, err := sql.Open("pgx", "postgres://postgres@"+addr+"/postgres?sslmode=disable")
 	if err != nil {
 		fatalf("postgres: %v", err)
 	}
 	db.SetMaxOpenConns(1)
-	waitReady(p, func(ctx context.Context) error { return db.PingContext(ctx) })
+	launch := func() *proc {
+		p := startAs(dir, "postgres", cred, bin, "-D", data, "-p", strconv.Itoa(port),
+			"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
+			"-c", "shared_preload_libraries=pg_stat_statements", "-c", "pg_stat_statements.track=all",
+			"-c", "fsync=off", "-c", "shared_buffers=16MB", "-c", "logging_collector=off")
+		waitReady(p, func(ctx context.Context) error { return db.PingContext(ctx) })
+		return p
+	}
+	p := launch()
 	if _, err := db.Exec("CREATE DATABASE wechat"); err != nil {
 		fatalf("postgres: %v", err)
 	}
@@ -308,7 +325,10 @@ func startPostgres(dir string) *storeBench {
 	os.Setenv("BENCH_PG_DSN", "postgres://postgres@"+addr+"/wechat?sslmode=disable")
 	return &storeBench{name: "postgres",
 		block: "\t\tstore sql {\n\t\t\tdriver postgres\n\t\t\tdsn {env.BENCH_PG_DSN}\n\t\t}\n",
-		read:  read, calls: []string{"statements"}}
+		read:  read, calls: []string{"statements"},
+		// SIGQUIT is postgres' immediate shutdown: no checkpoint, crash
+		// recovery at the next start (SIGKILL would leave its backends).
+		restart: restarter(p, syscall.SIGQUIT, launch)}
 }
 
 // storageOps counts the calls the counting storage logged, by name.
@@ -363,4 +383,21 @@ func storeReport(stores []*storeBench, elapsed time.Duration) {
 			float64(total)/elapsed.Minutes(), verdict(total*1000 < s.t.total, "< 1 per 1,000 requests"))
 	}
 	fmt.Println()
+}
+
+// restarter returns a store's restart: it ends p with sig (a crash, not a
+// clean stop), runs down, and runs launch again, which reuses the port and
+// the data dir.
+func restarter(p *proc, sig os.Signal, launch func() *proc) func(down func()) {
+	return func(down func()) {
+		_ = p.cmd.Process.Signal(sig)
+		select {
+		case <-p.exited:
+		case <-time.After(10 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.exited
+		}
+		down()
+		p = launch()
+	}
 }

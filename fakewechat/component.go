@@ -138,6 +138,10 @@ func (s *Server) componentAPI(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.count(name)
+	if r.URL.Path == ComponentAlwaysInvalidPath {
+		writeErr(w, 40001, "") // whatever the component token
+		return
+	}
 	if !s.componentCheck(w, r, req) {
 		return
 	}
@@ -156,6 +160,12 @@ func (s *Server) componentAPI(w http.ResponseWriter, r *http.Request) {
 		s.echoComponent(w, r)
 	}
 }
+
+// ComponentAlwaysInvalidPath answers 40001 whatever the component token,
+// like a component API that checks a credential of the caller's own: a
+// fresh component token cannot fix it. Calls count in
+// Fetches("test_always_40001").
+const ComponentAlwaysInvalidPath = "/cgi-bin/component/test_always_40001"
 
 // componentCheck checks component_access_token (41018 missing; 40001 not
 // a component token; 42001 expired) and the component_appid in the body.
@@ -224,7 +234,7 @@ func (s *Server) componentToken(w http.ResponseWriter, req componentReq) {
 	t := s.newToken(kindComponent, "component:"+op.o.AppID, now)
 	op.tokenCur = t
 	s.mu.Unlock()
-	writeJSON(w, map[string]any{"component_access_token": t, "expires_in": int(s.opts.TokenTTL / time.Second)})
+	writeJSON(w, map[string]any{"component_access_token": t, "expires_in": int(s.tokenTTL() / time.Second)})
 }
 
 func (s *Server) preAuthCode(w http.ResponseWriter) {
@@ -265,7 +275,7 @@ func (s *Server) queryAuth(w http.ResponseWriter, req componentReq) {
 	info := map[string]any{
 		"authorizer_appid":         c.appid,
 		"authorizer_access_token":  t,
-		"expires_in":               int(s.opts.TokenTTL / time.Second),
+		"expires_in":               int(s.tokenTTL() / time.Second),
 		"authorizer_refresh_token": a.refresh,
 		"func_info":                funcInfo,
 	}
@@ -316,7 +326,7 @@ func (s *Server) authorizerToken(w http.ResponseWriter, req componentReq) {
 	t := s.issueAuthorizerToken(a, req.AuthorizerAppID, now)
 	ans := map[string]any{
 		"authorizer_access_token":  t,
-		"expires_in":               int(s.opts.TokenTTL / time.Second),
+		"expires_in":               int(s.tokenTTL() / time.Second),
 		"authorizer_refresh_token": a.refresh,
 	}
 	s.mu.Unlock()

@@ -210,3 +210,19 @@ func (s *Server) tokenEndpoint(w http.ResponseWriter, r *http.Request, api strin
 		h(w, r)
 	}
 }
+
+// SetTokenTTL makes every token and ticket issued from now on live d, and
+// say so in its expires_in, as when WeChat hands out a token with less
+// life than its documented 7200 s; tokens already issued keep their
+// expiry. A soak uses it to make natural expiry and refresh-ahead happen
+// within a minute. 0 restores Options.TokenTTL.
+func (s *Server) SetTokenTTL(d time.Duration) {
+	if d <= 0 {
+		d = s.opts.TokenTTL
+	}
+	s.ttl.Store(int64(d))
+}
+
+// tokenTTL is the lifetime of a token issued now. It is an atomic, not a
+// field under s.mu, because some answers read it after the lock is gone.
+func (s *Server) tokenTTL() time.Duration { return time.Duration(s.ttl.Load()) }

@@ -62,8 +62,9 @@ func (s *Server) classicToken(w http.ResponseWriter, r *http.Request) {
 	}
 	t := s.newToken(kindClassic, "app", now)
 	s.classicCur = t
+	ans := tokenAnswer{t, expiresIn(s.tokens[t], now)}
 	s.mu.Unlock()
-	writeJSON(w, tokenAnswer{t, int(s.opts.TokenTTL / time.Second)})
+	writeJSON(w, ans)
 }
 
 // stableRequest is the JSON body of POST /cgi-bin/stable_token.
@@ -186,7 +187,7 @@ func (s *Server) getTicket(w http.ResponseWriter, r *http.Request) {
 	key := tk.owner + "/" + typ
 	tc := s.tickets[key]
 	if tc == nil || !now.Before(tc.expires) {
-		tc = &ticket{value: "TKT_" + randString(48), expires: now.Add(s.opts.TokenTTL)}
+		tc = &ticket{value: "TKT_" + randString(48), expires: now.Add(s.tokenTTL())}
 		s.tickets[key] = tc
 	}
 	ans := ticketAnswer{0, "ok", tc.value, int(tc.expires.Sub(now) / time.Second)}
@@ -280,7 +281,7 @@ func (s *Server) oauthIssue(w http.ResponseWriter, oid string) {
 	s.mu.Unlock()
 	writeJSON(w, map[string]any{
 		"access_token":  t,
-		"expires_in":    int(s.opts.TokenTTL / time.Second),
+		"expires_in":    int(s.tokenTTL() / time.Second),
 		"refresh_token": rt,
 		"openid":        oid,
 		"scope":         "snsapi_base",

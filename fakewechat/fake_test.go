@@ -331,3 +331,32 @@ func TestConcurrent(t *testing.T) {
 		t.Fatalf("APICalls = %d, want 160", e.fw.APICalls())
 	}
 }
+
+// SetTokenTTL shortens the life of tokens issued from then on, and only
+// theirs: the soak relies on it for natural expiry within a minute.
+func TestSetTokenTTL(t *testing.T) {
+	e := newEnv(t)
+	s1 := e.stable(false).str("access_token")
+	e.fw.SetTokenTTL(30 * time.Second)
+	r := e.stable(false)
+	if r.str("access_token") != s1 || r.m["expires_in"].(float64) != 7200 {
+		t.Fatalf("a token issued before keeps its life: %s", r.body)
+	}
+	e.fw.ExpireAll()
+	r = e.stable(false)
+	s2 := r.str("access_token")
+	if s2 == s1 || r.m["expires_in"].(float64) != 30 {
+		t.Fatalf("stable after SetTokenTTL(30s): %s, want a new token with expires_in 30", r.body)
+	}
+	if r := e.do("GET", "/cgi-bin/token?grant_type=client_credential&appid=wxAPP&secret=SECRET", ""); r.m["expires_in"].(float64) != 30 {
+		t.Fatalf("classic after SetTokenTTL(30s): %s", r.body)
+	}
+	e.clk.Add(29 * time.Second)
+	wantCode(t, "short token before its end", e.call(s2), 0)
+	e.clk.Add(time.Second)
+	wantCode(t, "short token at its end", e.call(s2), 42001)
+	e.fw.SetTokenTTL(0)
+	if r := e.do("GET", "/cgi-bin/token?grant_type=client_credential&appid=wxAPP&secret=SECRET", ""); r.m["expires_in"].(float64) != 7200 {
+		t.Fatalf("SetTokenTTL(0) must restore Options.TokenTTL: %s", r.body)
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -67,6 +68,7 @@ type Server struct {
 	refresh    map[string]string // OAuth refresh_token -> openid
 
 	quota   quotas
+	ttl     atomic.Int64 // nanoseconds; SetTokenTTL changes it at run time
 	ctl     controls
 	obs     observations
 	rids    ridStore
@@ -105,6 +107,7 @@ func New(o Options) *Server {
 		obs:     newObservations(),
 		rids:    newRIDStore(o.RIDRecords),
 	}
+	s.ttl.Store(int64(o.TokenTTL))
 	s.open = newOpenPlatform(&s.opts.Component)
 	return s
 }

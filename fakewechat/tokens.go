@@ -75,7 +75,7 @@ func (s *Server) newToken(k kind, owner string, now time.Time) string {
 		s.purgeAt = 2 * len(s.tokens)
 	}
 	t := prefixes[k] + randString(36)
-	s.tokens[t] = &token{kind: k, owner: owner, expires: now.Add(s.opts.TokenTTL)}
+	s.tokens[t] = &token{kind: k, owner: owner, expires: now.Add(s.tokenTTL())}
 	return t
 }
 

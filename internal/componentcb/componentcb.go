@@ -15,6 +15,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -60,10 +61,21 @@ type Handler struct {
 	own ReplayGuard
 }
 
-// ReplayGuard remembers the pushes already received.
+// ReplayGuard remembers the pushes already received. Marks all live
+// twice the skew, so insertion order is expiry order: a FIFO beside the
+// map evicts the oldest in O(1), however full the guard is.
 type ReplayGuard struct {
-	mu   sync.Mutex
-	seen map[string]time.Time
+	mu    sync.Mutex
+	seen  map[string]time.Time
+	fifo  []mark // ring of the marks in insertion order, at most replayMax
+	head  int    // index of the oldest mark in fifo
+	n     int    // marks in fifo, stale ones (forgotten, re-marked) included
+	steps int    // ring slots examined, for the test of the bound
+}
+
+type mark struct {
+	key   string
+	until time.Time
 }
 
 func (h *Handler) guard() *ReplayGuard {
@@ -214,7 +226,10 @@ func (h *Handler) Parse(r *http.Request) (msg *Message, release func(), err erro
 	if !h.Crypter.Verify(sig, ts, nonce, env.Encrypt) {
 		return nil, nil, &Reject{http.StatusForbidden, ResultSignature, "msg_signature does not match"}
 	}
-	key := ts + "\x00" + nonce + "\x00" + sig
+	// The mark's key is canonical: Verify accepts msg_signature in any
+	// letter case, so an upper-cased copy of a captured push is the same
+	// push, on this instance and on every peer sharing the store.
+	key := replayKey(ts, nonce, sig)
 	// This process's guard first: it costs no store call, and it still
 	// holds when the handler has no store.
 	g := h.guard()
@@ -340,8 +355,16 @@ func (h *Handler) apply(ctx context.Context, m *Message) error {
 	return nil
 }
 
+// replayKey names a push in both guards by what its signature covers
+// and the signature in canonical (lower-case hex) form.
+func replayKey(ts, nonce, sig string) string {
+	return ts + "\x00" + nonce + "\x00" + strings.ToLower(sig)
+}
+
 // remember records a signed push, and reports false if it was seen within
-// twice the skew (after which its timestamp is refused anyway).
+// twice the skew (after which its timestamp is refused anyway). It costs
+// O(1) amortised: expired marks leave from the front of the FIFO, and a
+// full guard drops its oldest mark.
 func (g *ReplayGuard) remember(key string, now time.Time, skew time.Duration) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -351,22 +374,47 @@ func (g *ReplayGuard) remember(key string, now time.Time, skew time.Duration) bo
 	if until, ok := g.seen[key]; ok && now.Before(until) {
 		return false
 	}
-	if len(g.seen) >= replayMax {
-		var oldest string
-		var ot time.Time
-		for k, t := range g.seen {
-			if !now.Before(t) {
-				delete(g.seen, k)
-			} else if oldest == "" || t.Before(ot) {
-				oldest, ot = k, t
-			}
-		}
-		if len(g.seen) >= replayMax {
-			delete(g.seen, oldest)
-		}
+	for g.n > 0 && !now.Before(g.fifo[g.head].until) {
+		g.pop()
 	}
-	g.seen[key] = now.Add(2 * skew)
+	if g.n == replayMax {
+		g.pop()
+	}
+	m := mark{key, now.Add(2 * skew)}
+	switch {
+	case len(g.fifo) == replayMax:
+		g.fifo[(g.head+g.n)%replayMax] = m // full size: a ring
+	case g.head > 0 && g.head >= g.n:
+		// Growing, and at least as many dropped marks before head as live
+		// ones after it: move the live ones down (amortised O(1)).
+		g.steps += copy(g.fifo, g.fifo[g.head:g.head+g.n])
+		clear(g.fifo[g.n:])
+		g.fifo, g.head = append(g.fifo[:g.n], m), 0
+	default:
+		g.fifo = append(g.fifo, m) // growing: head+n is the end
+	}
+	g.n++
+	g.seen[key] = m.until
 	return true
+}
+
+// pop drops the oldest mark of the FIFO, and its map entry unless the key
+// was marked again since (a later until).
+func (g *ReplayGuard) pop() {
+	m := g.fifo[g.head]
+	g.steps++
+	if until, ok := g.seen[m.key]; ok && until.Equal(m.until) {
+		delete(g.seen, m.key)
+	}
+	g.fifo[g.head] = mark{}
+	g.head++
+	g.n--
+	switch {
+	case g.n == 0 && len(g.fifo) < replayMax:
+		g.fifo, g.head = g.fifo[:0], 0 // growing and empty: start over
+	case g.head == len(g.fifo):
+		g.head = 0
+	}
 }
 
 func (g *ReplayGuard) forget(key string) {

@@ -53,6 +53,7 @@ type RegistryConfig struct {
 	Rand         func() float64
 	Logger       *zap.Logger
 	Observer     Observer
+	Sleep        func(ctx context.Context, d time.Duration) error // Config.Sleep
 }
 
 // Authorizer is one merchant's entry: its source, inline so an entry is
@@ -185,9 +186,9 @@ func (a *Authorizer) Token(ctx context.Context) (*Token, error) {
 	return t, err
 }
 
-// Rejected is Cache.Rejected of the authorizer's token.
-func (a *Authorizer) Rejected(ctx context.Context, t *Token) (*Token, bool, error) {
-	return a.cache.Rejected(ctx, t)
+// RejectedOn is Cache.RejectedOn of the authorizer's token.
+func (a *Authorizer) RejectedOn(ctx context.Context, t *Token, api string) (*Token, bool, error) {
+	return a.cache.RejectedOn(ctx, t, api)
 }
 
 // Confirm is Cache.Confirm of the authorizer's token.
@@ -209,6 +210,7 @@ func (r *Registry) newAuthorizer(appid string) *Authorizer {
 		Rand:         r.cfg.Rand,
 		Logger:       r.cfg.Logger,
 		Observer:     r.cfg.Observer,
+		Sleep:        r.cfg.Sleep,
 		PeekInterval: -1,
 		Spread:       true,
 	})

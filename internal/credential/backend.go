@@ -43,7 +43,9 @@ type Backend interface {
 
 	// Incr adds one to the counter under key, creating it at 1 with ttl
 	// when absent or not a number, and returns the new count. Get on a
-	// counter key returns its count in decimal ASCII.
+	// counter key returns its count in decimal ASCII. The engine's daily
+	// counters do not use it: a plain count is anyone's to plant, so they
+	// are sealed slots written with Add and CompareAndSwap.
 	Incr(ctx context.Context, key string, ttl time.Duration) (int64, error)
 
 	// Close releases the backend's connections.
@@ -58,3 +60,9 @@ type Version any
 // ErrNotFound is a Backend's answer for a missing or expired key. It is
 // an answer, not a failure: it never opens the breaker.
 var ErrNotFound = errors.New("credential: not found")
+
+// ErrBusy is a Backend's answer for a write that found the key locked by
+// a peer for as long as it may wait (Caddy storage's lock): contention,
+// not a failure. It never opens the breaker; the caller goes on as it
+// would without the store for this one call.
+var ErrBusy = errors.New("credential: the key is locked by a peer")

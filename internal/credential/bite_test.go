@@ -189,7 +189,7 @@ func TestWaiterOutlastsDeadLease(t *testing.T) {
 	c := credential.New(credential.Config{Source: fake, Now: clock.Now, Shared: sh, FetchTimeout: ft})
 	defer c.Close()
 	ctx := context.Background()
-	if won, err := store.Open().Add(ctx, sh.Key("access_token")+":lease", []byte("dead-peer"), ft+2*time.Second); !won || err != nil {
+	if won, err := store.Open().Add(ctx, sh.Key("access_token")+":lease", sh.SealClaim(sh.Key("access_token")+":lease", clock.Now().Add(ft+2*time.Second)), ft+2*time.Second); !won || err != nil {
 		t.Fatal("planting the peer's lease failed")
 	}
 	done := make(chan error, 1)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -44,6 +45,9 @@ const (
 	DefaultFetchTimeout = 10 * time.Second
 	DefaultMinAge       = 60 * time.Second
 	DefaultProbeTTL     = 30 * time.Second
+	probeSpacing        = time.Second      // at most one probe a second per token
+	unknownBackoffMax   = 30 * time.Second // probes answered with no verdict space out to this
+	pathVerdicts        = 4                // "valid" verdicts kept per token, one per API path
 	DefaultCeiling      = 200
 	forceSpacing        = 30 * time.Second
 	forceQuota          = 20
@@ -63,7 +67,7 @@ type Config struct {
 	Window       Window        // zero: StableWindow
 	FetchTimeout time.Duration // deadline of one fetch, detached from callers
 	MinAge       time.Duration // younger tokens are not invalidated by request evidence; <0: none
-	ProbeTTL     time.Duration // how long a probe verdict is kept
+	ProbeTTL     time.Duration // how long a "valid" verdict answers the API path it was taken for, and a vouch holds
 	Ceiling      int           // fetches per account per Beijing day; 0: DefaultCeiling; <0: none
 	Now          func() time.Time
 	Rand         func() float64 // [0,1), for jitter
@@ -79,6 +83,10 @@ type Config struct {
 	Spread   bool
 	Logger   *zap.Logger
 	Observer Observer
+	// Sleep waits d or until ctx ends: how a probe waits for its slot
+	// (one a second per token). nil: a timer. Tests on a fake clock
+	// advance the clock instead.
+	Sleep func(ctx context.Context, d time.Duration) error
 }
 
 // Cache holds one credential: the ReuseTokenSource of this package, with
@@ -95,35 +103,55 @@ type Cache struct {
 
 	mu        sync.Mutex
 	lastBad   string
+	lastBadAt time.Time // when lastBad was dropped: stored tokens fetched before it are suspect
 	failures  int
 	retryAt   time.Time
 	lastErr   error
 	lastErrAt time.Time
 	lastForce time.Time
-	vouched   string    // a rejected token the endpoint handed back …
-	vouchedAt time.Time // … at this time
-	// replacement is the token fetched to replace a rejected one: if it
-	// fails too while younger than MinAge, WeChat is rejecting every
-	// token (a glitch), and fetching again would only burn the quota.
-	replacement string
-	day         string
-	fetches     int64 // today's, the cluster's when counted through the store
-	forced      int64
-	ceilLog     string // day the ceiling was last logged
-	recent      [recentMax]string
-	nrecent     int
-	verdicts    map[string]verdict
-	badProbes   map[string]probeRecord
-	aux         []auxEntry // without a store; one or two names, so a slice, not a map
-	renewAt     time.Time
-	spread      bool // the Spread renewal was placed
-	job         *job // guarded by the scheduler's mutex
+	// held is a token that rejection evidence just led to (a replacement
+	// fetched for a rejected token, or a rejected token the endpoint
+	// handed back) and that has answered no call since: while held, its
+	// failures are a WeChat-wide glitch, not news. The first success
+	// (Confirm) ends the hold; heldFlag lets Confirm skip the lock.
+	held      heldToken
+	heldFlag  atomic.Bool
+	ev        *evidence // about the current token only; nil until a first probe
+	day       string
+	fetches   int64 // today's, the cluster's when counted through the store
+	forced    int64
+	ceilLog   string // day the ceiling was last logged
+	recent    [recentMax]string
+	nrecent   int
+	badProbes map[string]probeRecord
+	aux       []auxEntry // without a store; one or two names, so a slice, not a map
+	renewAt   time.Time
+	spread    bool // the Spread renewal was placed
+	job       *job // guarded by the scheduler's mutex
 }
 
 type sourceBox struct{ s Source }
 
-type verdict struct {
-	valid bool
+type heldToken struct {
+	value string
+	until time.Time
+}
+
+// evidence is what probes said about one token. A "valid" verdict is
+// evidence about the moment it was taken and about the API path whose
+// 40001 asked for it: it answers that path's next 40001s for ProbeTTL,
+// and nothing else. Another path's 40001 is probed again, at most once a
+// second per token.
+type evidence struct {
+	token     string
+	lastProbe time.Time // when the last probe of token started
+	unknowns  int       // probes in a row that gave no verdict
+	quietTill time.Time // after those, no probe before this
+	valid     [pathVerdicts]pathVerdict
+}
+
+type pathVerdict struct {
+	path  uint64 // hash of the API path; a caller's string is not kept
 	until time.Time
 }
 
@@ -232,16 +260,22 @@ func (c *Cache) Invalidate(t *Token) bool {
 		return false
 	}
 	c.mu.Lock()
-	c.lastBad = cur.Value // before dropping it: a fetch starting now knows
+	c.lastBad, c.lastBadAt = cur.Value, c.cfg.Now() // before dropping it: a fetch starting now knows
 	c.mu.Unlock()
 	return c.cur.CompareAndSwap(cur, nil)
 }
 
-// Rejected is what a request calls when WeChat answered a token errcode
-// to a call made with t. It returns the token to replay with, and whether
-// to replay at all. See the package doc: one caller's evidence never
-// takes the account down.
+// Rejected is RejectedOn for a caller that names no API path.
 func (c *Cache) Rejected(ctx context.Context, t *Token) (fresh *Token, replay bool, err error) {
+	return c.RejectedOn(ctx, t, "")
+}
+
+// RejectedOn is what a request calls when WeChat answered a token errcode
+// to a call of the API path api made with t. It returns the token to
+// replay with, and whether to replay at all. See the package doc: one
+// caller's evidence never takes the account down, and no evidence is a
+// licence to ignore the next.
+func (c *Cache) RejectedOn(ctx context.Context, t *Token, api string) (fresh *Token, replay bool, err error) {
 	now := c.cfg.Now()
 	cur := c.cur.Load()
 	if cur.usable(now) && cur.Value != t.Value {
@@ -254,116 +288,243 @@ func (c *Cache) Rejected(ctx context.Context, t *Token) (fresh *Token, replay bo
 		}
 		return fresh, fresh.Value != t.Value, nil
 	}
-	if c.cfg.MinAge > 0 && now.Sub(cur.FetchedAt) < c.cfg.MinAge && c.isReplacement(cur.Value) {
-		return cur, false, nil
+	if c.holding(cur.Value, now) {
+		return cur, false, nil // a glitch: it has answered nothing since the evidence that brought it
 	}
-	c.mu.Lock()
-	vouched := c.vouched == cur.Value && now.Sub(c.vouchedAt) < c.cfg.ProbeTTL
-	c.mu.Unlock()
-	if vouched {
-		return cur, false, nil // the endpoint vouched for it a moment ago
-	}
-	valid, known := c.probe(ctx, cur)
+	valid, known := c.probe(ctx, cur, api)
 	if valid || !known {
-		return cur, false, nil // WeChat's answer was not about our token
+		return cur, false, nil // WeChat's answer was not about our token, or we cannot tell
 	}
-	c.Invalidate(cur)
+	if c.Invalidate(cur) {
+		c.log().Info("a request's evidence and a probe say the credential is invalid; replacing it", Event(EventRejection),
+			zap.String(FieldAppID, c.cfg.AppID), zap.String(FieldCredential, c.cfg.Name))
+	}
 	fresh, err = c.Token(ctx)
 	if err != nil {
 		return nil, false, err
 	}
-	if fresh.Value != t.Value {
-		c.mu.Lock()
-		c.replacement = fresh.Value
-		c.mu.Unlock()
+	// Held only if fetched after this evidence: a token a peer stored
+	// before it (adopted through the store) may have been killed by the
+	// same revocation, and holding it would keep a dead token for
+	// min_token_age. Not held, its next failure is probed (at most once a
+	// second) like any other token's.
+	if fresh.Value != t.Value && c.cfg.MinAge > 0 && !fresh.FetchedAt.Before(now) {
+		c.hold(fresh.Value, fresh.FetchedAt.Add(c.cfg.MinAge))
 	}
 	return fresh, fresh.Value != t.Value, nil
 }
 
-// Confirm records that t has answered a call. A replacement that never
-// answered and fails while young is the casualty of a WeChat-wide glitch,
-// and is kept; one that answered and then fails was revoked (another
-// system's force_refresh, a secret reset), and is probed and replaced like
-// any token. The request path calls it after a replay succeeds, so it
-// costs nothing on the common path.
+// Confirm records that t has answered a call: fresh evidence that it
+// works. A token held after rejection evidence (a replacement, or one the
+// endpoint vouched for) that fails before answering anything is the
+// casualty of a WeChat-wide glitch, and is kept; once it has answered, a
+// failure is a revocation (another system's force_refresh, a secret
+// reset), probed and repaired at once. The request path calls it after
+// every answer that is not a token errcode; with nothing held it is one
+// atomic load.
 func (c *Cache) Confirm(t *Token) {
-	if t == nil {
+	if t == nil || !c.heldFlag.Load() {
 		return
 	}
+	now := c.cfg.Now()
 	c.mu.Lock()
-	if c.replacement == t.Value {
-		c.replacement = ""
+	if c.held.value == t.Value || !now.Before(c.held.until) {
+		c.held = heldToken{}
+		c.heldFlag.Store(false)
 	}
 	c.mu.Unlock()
 }
 
-// isReplacement reports whether v was fetched to replace a rejected token
-// and has not answered a call since.
-func (c *Cache) isReplacement(v string) bool {
+// hold marks v as brought by rejection evidence, until until or Confirm.
+func (c *Cache) hold(v string, until time.Time) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.replacement == v
+	c.held = heldToken{v, until}
+	c.heldFlag.Store(true)
+	c.mu.Unlock()
 }
 
-// probe asks the source whether t is valid: single-flighted per token,
-// with the verdict kept for ProbeTTL. A source without a Prober counts
-// the request's evidence as a verdict of "invalid".
-func (c *Cache) probe(ctx context.Context, t *Token) (valid, known bool) {
+// holding reports whether v is held at now.
+func (c *Cache) holding(v string, now time.Time) bool {
+	if !c.heldFlag.Load() {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.held.value == v && now.Before(c.held.until)
+}
+
+// evidenceOf is the evidence about the token v, started afresh when it
+// was about another one (allocated on a cache's first probe: ten
+// thousand authorizers that never see a 40001 pay nothing for it).
+// Callers hold c.mu.
+func (c *Cache) evidenceOf(v string) *evidence {
+	if c.ev == nil {
+		c.ev = &evidence{token: v}
+	} else if c.ev.token != v {
+		*c.ev = evidence{token: v}
+	}
+	return c.ev
+}
+
+// pathKey is the hash an API path's verdict is kept under.
+var pathSeed = maphash.MakeSeed()
+
+func pathKey(api string) uint64 { return maphash.String(pathSeed, api) }
+
+// probeResult is one probe's verdict and when it was taken.
+type probeResult struct {
+	valid bool
+	at    time.Time
+	path  uint64 // the API path whose 40001 started the probe
+}
+
+// probe asks the source whether t is valid, for a 40001 of the API path
+// api. A "valid" verdict taken for api within ProbeTTL answers at once;
+// anything else waits for a probe, single-flighted per token and at most
+// one a second per token (a caller meeting the spacing waits for the next
+// slot instead of reusing an older verdict: it may predate a revocation).
+// A probe that gives no verdict (a network error, an errcode that is not
+// about the token: -1 busy, 45009 quota) keeps t and spaces further
+// probes out, 1 s doubling to 30 s. A source without a Prober counts the
+// request's evidence as a verdict of "invalid".
+func (c *Cache) probe(ctx context.Context, t *Token, api string) (valid, known bool) {
 	p, ok := c.source().(Prober)
 	if !ok {
 		return false, true
 	}
+	key := pathKey(api)
 	now := c.cfg.Now()
 	c.mu.Lock()
-	v, ok := c.verdicts[t.Value]
-	c.mu.Unlock()
-	if ok && now.Before(v.until) {
-		return v.valid, true
+	ev := c.evidenceOf(t.Value)
+	for _, v := range ev.valid {
+		if v.path == key && now.Before(v.until) {
+			c.mu.Unlock()
+			return true, true
+		}
 	}
-	ch := c.probes.DoChan(t.Value, func() (any, error) {
-		pctx, cancel := context.WithTimeout(c.ctx, c.cfg.FetchTimeout)
-		defer cancel()
-		valid, err := p.Probe(pctx, t)
-		if err != nil {
-			c.log().Warn("probing a rejected credential failed; keeping it",
-				zap.String("appid", c.cfg.AppID), zap.String("credential", c.cfg.Name), zap.String("error", err.Error()))
-			return nil, err
-		}
-		now := c.cfg.Now()
-		c.mu.Lock()
-		for k, v := range c.verdicts {
-			if !now.Before(v.until) {
-				delete(c.verdicts, k)
-			}
-		}
-		if c.verdicts == nil {
-			c.verdicts = map[string]verdict{}
-		}
-		c.verdicts[t.Value] = verdict{valid: valid, until: now.Add(c.cfg.ProbeTTL)}
-		if !valid {
-			r := c.badProbes[t.Value]
-			if r.n == 0 {
-				clear(c.badProbes) // only the latest rejected token matters
-				r.first = now
-			}
-			r.n++
-			r.last = now
-			if c.badProbes == nil {
-				c.badProbes = map[string]probeRecord{}
-			}
-			c.badProbes[t.Value] = r
-		}
+	if now.Before(ev.quietTill) {
 		c.mu.Unlock()
-		return valid, nil
-	})
+		return false, false
+	}
+	// Joined under c.mu: a probe records its verdict under c.mu before its
+	// flight ends, so a caller that found no verdict here either joins that
+	// flight or starts one after the verdict is kept, never a second probe
+	// of a path just found valid.
+	ch := c.probes.DoChan(t.Value, func() (any, error) { return c.runProbe(p, t, key) })
+	c.mu.Unlock()
+	var r singleflight.Result
 	select {
-	case r := <-ch:
-		if r.Err != nil {
-			return false, false
-		}
-		return r.Val.(bool), true
+	case r = <-ch:
 	case <-ctx.Done():
 		return false, false
+	}
+	if r.Err != nil {
+		return false, false
+	}
+	pr := r.Val.(probeResult)
+	if pr.valid && pr.path != key {
+		c.noteValid(t.Value, key, pr.at) // a caller of another path that joined the probe
+	}
+	return pr.valid, true
+}
+
+// noteValid keeps a "valid" verdict taken at at for the API path key,
+// replacing that path's older one or else the one that ends first.
+func (c *Cache) noteValid(v string, key uint64, at time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.noteValidLocked(v, key, at)
+}
+
+func (c *Cache) noteValidLocked(v string, key uint64, at time.Time) {
+	if c.ev == nil || c.ev.token != v {
+		return
+	}
+	slot := 0
+	for i, pv := range c.ev.valid {
+		if pv.path == key {
+			slot = i
+			break
+		}
+		if pv.until.Before(c.ev.valid[slot].until) {
+			slot = i
+		}
+	}
+	c.ev.valid[slot] = pathVerdict{key, at.Add(c.cfg.ProbeTTL)}
+}
+
+// runProbe is one probe of t, run once for all the callers that joined
+// it, after waiting for the token's next probe slot. A "valid" verdict is
+// kept for key, the path that started it, before the flight ends, so a
+// caller of that path arriving just after sees it and probes nothing.
+func (c *Cache) runProbe(p Prober, t *Token, key uint64) (any, error) {
+	c.mu.Lock()
+	var wait time.Duration
+	if c.ev != nil && c.ev.token == t.Value && !c.ev.lastProbe.IsZero() {
+		wait = c.ev.lastProbe.Add(probeSpacing).Sub(c.cfg.Now())
+	}
+	c.mu.Unlock()
+	if wait > 0 {
+		if err := c.sleep(c.ctx, wait); err != nil {
+			return nil, err
+		}
+	}
+	start := c.cfg.Now()
+	c.mu.Lock()
+	c.evidenceOf(t.Value).lastProbe = start
+	c.mu.Unlock()
+	pctx, cancel := context.WithTimeout(c.ctx, c.cfg.FetchTimeout)
+	defer cancel()
+	valid, err := p.Probe(pctx, t)
+	now := c.cfg.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		quiet := probeSpacing
+		if c.ev != nil && c.ev.token == t.Value {
+			c.ev.unknowns++
+			quiet = min(probeSpacing<<min(c.ev.unknowns-1, 5), unknownBackoffMax)
+			c.ev.quietTill = now.Add(quiet)
+		}
+		c.log().Warn("probing a rejected credential gave no verdict; keeping it", Event(EventProbe), zap.String(FieldVerdict, VerdictError),
+			zap.String(FieldAppID, c.cfg.AppID), zap.String(FieldCredential, c.cfg.Name),
+			zap.Duration(FieldRetryIn, quiet), zap.String(FieldError, err.Error()))
+		return nil, err
+	}
+	if c.ev != nil && c.ev.token == t.Value {
+		c.ev.unknowns, c.ev.quietTill = 0, time.Time{}
+	}
+	c.log().Info("probed a rejected credential", Event(EventProbe), zap.String(FieldVerdict, verdictName(valid)),
+		zap.String(FieldAppID, c.cfg.AppID), zap.String(FieldCredential, c.cfg.Name))
+	if !valid {
+		r := c.badProbes[t.Value]
+		if r.n == 0 {
+			clear(c.badProbes) // only the latest rejected token matters
+			r.first = start
+		}
+		r.n++
+		r.last = start
+		if c.badProbes == nil {
+			c.badProbes = map[string]probeRecord{}
+		}
+		c.badProbes[t.Value] = r
+	} else {
+		c.noteValidLocked(t.Value, key, start)
+	}
+	return probeResult{valid, start, key}, nil
+}
+
+func (c *Cache) sleep(ctx context.Context, d time.Duration) error {
+	if c.cfg.Sleep != nil {
+		return c.cfg.Sleep(ctx, d)
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -387,6 +548,10 @@ func (c *Cache) load(ahead bool) (any, error) {
 		return nil, err
 	}
 	c.publish(t)
+	if ahead {
+		c.log().Info(c.cfg.Name+" renewed ahead of expiry", Event(EventRenewal), zap.String(FieldAppID, c.cfg.AppID),
+			zap.String(FieldCredential, c.cfg.Name), zap.String(FieldSource, t.Source), zap.Int64(FieldExpiresIn, int64(t.ExpiresAt.Sub(t.FetchedAt)/time.Second)))
+	}
 	return t, nil
 }
 
@@ -401,12 +566,19 @@ func (c *Cache) loadTimeout() time.Duration {
 
 func (c *Cache) obtain(ctx context.Context, ahead bool) (*Token, error) {
 	c.mu.Lock()
-	bad := c.lastBad
+	bad, badAt := c.lastBad, c.lastBadAt
 	c.mu.Unlock()
 	if c.cfg.Shared == nil {
 		return c.fetch(ctx, bad)
 	}
 	w := want{bad: bad, ahead: ahead, cur: c.cur.Load()}
+	if bad != "" {
+		// A peer's token fetched before our token was found bad may have
+		// died in the same revocation (a secret reset, another system's
+		// force_refresh): adopted, it would fail our replay. Fetch
+		// instead; a peer's token fetched since is taken.
+		w.notBefore = badAt
+	}
 	return c.cfg.Shared.obtain(ctx, c.cfg.Name, w, c.cfg.FetchTimeout+leaseMargin, func(ctx context.Context) (*Token, error) {
 		return c.fetch(ctx, bad)
 	})
@@ -441,14 +613,15 @@ func (c *Cache) fetch(ctx context.Context, bad string) (*Token, error) {
 			c.logFetch(ft, true)
 			return ft, nil
 		}
-		c.log().Warn("force_refresh failed; keeping the token the endpoint vouches for",
-			zap.String("appid", c.cfg.AppID), zap.String("error", ferr.Error()))
+		c.log().Warn("force_refresh failed; keeping the token the endpoint vouches for", Event(EventForceRefreshFailed),
+			zap.String(FieldAppID, c.cfg.AppID), zap.String(FieldCredential, c.cfg.Name), zap.String(FieldError, ferr.Error()))
 	}
-	c.mu.Lock()
-	c.vouched, c.vouchedAt = bad, c.cfg.Now()
-	c.mu.Unlock()
-	c.log().Info("the token endpoint returned the token a request had rejected; keeping it",
-		zap.String("appid", c.cfg.AppID), zap.String("credential", c.cfg.Name))
+	// The endpoint vouches for bad now: held, like a replacement, until it
+	// answers a call or ProbeTTL passes. A revocation after it has answered
+	// is probed and repaired at once.
+	c.hold(bad, c.cfg.Now().Add(c.cfg.ProbeTTL))
+	c.log().Info("the token endpoint returned the token a request had rejected; keeping it", Event(EventVouched),
+		zap.String(FieldAppID, c.cfg.AppID), zap.String(FieldCredential, c.cfg.Name))
 	return t, nil
 }
 
@@ -505,8 +678,8 @@ func (c *Cache) spend(ctx context.Context, force bool) error {
 		return nil
 	}
 	if first {
-		c.log().Error("daily fetch ceiling reached; no more fetches until midnight Beijing time",
-			zap.String("appid", c.cfg.AppID), zap.String("credential", c.cfg.Name), zap.Int("ceiling", c.cfg.Ceiling))
+		c.log().Error("daily fetch ceiling reached; no more fetches until midnight Beijing time", Event(EventCeiling),
+			zap.String(FieldAppID, c.cfg.AppID), zap.String(FieldCredential, c.cfg.Name), zap.Int(FieldCeiling, c.cfg.Ceiling))
 	}
 	if force {
 		return errors.New("force_refresh quota spent")
@@ -516,9 +689,9 @@ func (c *Cache) spend(ctx context.Context, force bool) error {
 }
 
 func (c *Cache) logFetch(t *Token, force bool) {
-	c.log().Info(c.cfg.Name+" fetched",
-		zap.String("appid", c.cfg.AppID), zap.String("credential", c.cfg.Name), zap.Bool("force_refresh", force),
-		zap.Int64("expires_in", int64(t.ExpiresAt.Sub(t.FetchedAt)/time.Second)))
+	c.log().Info(c.cfg.Name+" fetched", Event(EventFetch), zap.String(FieldSource, t.Source),
+		zap.String(FieldAppID, c.cfg.AppID), zap.String(FieldCredential, c.cfg.Name), zap.Bool(FieldForceRefresh, force),
+		zap.Int64(FieldExpiresIn, int64(t.ExpiresAt.Sub(t.FetchedAt)/time.Second)))
 }
 
 // publish makes t the token requests use, unless a newer one is already
@@ -582,11 +755,11 @@ func (c *Cache) failed(err error) {
 	c.retryAt = now.Add(d)
 	c.lastErr, c.lastErrAt = err, now
 	c.mu.Unlock()
-	fields := []zap.Field{zap.String("appid", c.cfg.AppID), zap.String("credential", c.cfg.Name),
-		zap.Duration("retry_in", d), zap.String("error", err.Error())}
+	fields := []zap.Field{Event(EventFetchFailed), zap.String(FieldAppID, c.cfg.AppID), zap.String(FieldCredential, c.cfg.Name),
+		zap.Duration(FieldRetryIn, d), zap.String(FieldError, err.Error())}
 	var ae *APIError
 	if errors.As(err, &ae) {
-		fields = append(fields, zap.Int("errcode", ae.Code))
+		fields = append(fields, zap.Int(FieldErrcode, ae.Code))
 	}
 	c.log().Error("credential fetch failed", fields...)
 	c.reschedule()

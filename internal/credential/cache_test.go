@@ -46,7 +46,7 @@ func (o *countObs) CeilingReached(string) { o.ceiling.Add(1) }
 func newEnv(t *testing.T, api string, shared bool, tweak func(*credential.Config)) *env {
 	e := &env{clock: storetest.NewClock(), obs: &countObs{}}
 	e.fake = storetest.NewFake(e.clock, api)
-	cfg := credential.Config{Source: e.fake, Now: e.clock.Now, Observer: e.obs, FetchTimeout: time.Second}
+	cfg := credential.Config{Source: e.fake, Now: e.clock.Now, Observer: e.obs, FetchTimeout: time.Second, Sleep: e.clock.Sleep}
 	if shared {
 		seal, err := credential.NewSealer(testSecret, "wxunit")
 		if err != nil {
@@ -63,10 +63,28 @@ func newEnv(t *testing.T, api string, shared bool, tweak func(*credential.Config
 	return e
 }
 
+// The API paths env.call uses: a normal one, and one that answers 40001
+// whatever the token.
+const (
+	apiPath         = "/cgi-bin/message/custom/send"
+	always40001Path = "/cgi-bin/test/always_40001"
+)
+
 // call is what RoundTrip does: a call with the token, and on a token
-// errcode, Rejected and at most one replay. always40001 is an API that
-// rejects any token.
+// errcode, RejectedOn and at most one replay; a call that WeChat does not
+// answer with a token errcode confirms its token. always40001 is an API
+// that rejects any token.
 func (e *env) call(t *testing.T, always40001 bool) int {
+	t.Helper()
+	path := apiPath
+	if always40001 {
+		path = always40001Path
+	}
+	return e.callPath(t, path, always40001)
+}
+
+// callPath is call for an API path of the caller's choosing.
+func (e *env) callPath(t *testing.T, path string, always40001 bool) int {
 	t.Helper()
 	ctx := context.Background()
 	tok, err := e.cache.Token(ctx)
@@ -81,16 +99,21 @@ func (e *env) call(t *testing.T, always40001 bool) int {
 	}
 	code := answer(tok)
 	if !credential.IsTokenErrcode(code) {
+		e.cache.Confirm(tok)
 		return code
 	}
-	fresh, replay, err := e.cache.Rejected(ctx, tok)
+	fresh, replay, err := e.cache.RejectedOn(ctx, tok, path)
 	if err != nil {
 		t.Fatalf("Rejected: %v", err)
 	}
 	if !replay {
 		return code
 	}
-	return answer(fresh)
+	code = answer(fresh)
+	if !credential.IsTokenErrcode(code) {
+		e.cache.Confirm(fresh)
+	}
+	return code
 }
 
 func TestTokenWarmNoAlloc(t *testing.T) {

@@ -24,14 +24,21 @@
 //   - Shared: a Backend (memcache, Redis, SQL, Caddy storage) behind a
 //     breaker, with the cluster protocol written once: read, lease, re-read,
 //     fetch, newer-wins write, release only if ours; waiters poll and take
-//     over a lease whose holder died; daily counters; a once-a-minute peek
-//     that adopts a peer's newer token.
+//     over a lease whose holder died, and wait no longer than an honest
+//     lease lives (FetchTimeout + 2 s) whatever the store holds; daily
+//     counters as sealed per-instance slots that are summed; a
+//     once-a-minute peek that adopts a peer's newer token. A lock a peer
+//     holds (Caddy storage) is ErrBusy, contention, never a breaker
+//     failure.
 //   - Sealer: every stored value is AES-256-GCM under a key derived by
 //     HKDF-SHA256 from the secret and appid, with the storage key as
 //     additional data; key names are an HMAC under another derived key.
 //     Whoever reads or writes the store can neither read a token nor plant
 //     one, and an authentic value that claims more than WeChat grants is
-//     still refused.
+//     still refused. Leases and one-time marks carry their own sealed
+//     expiry, counters are sealed counts: a value the account's gateways
+//     did not write is worth no more than an absent one, and the worst a
+//     store writer can do is make the gateway behave as if it had no store.
 //
 // # New sources
 //
@@ -46,7 +53,13 @@
 // # The open platform
 //
 // ComponentTokenSource and AuthorizerTokenSource are Sources like the
-// others. A Registry holds one Cache per authorizer, created on first
+// others, and Probers: an authorizer token is probed with
+// get_api_domain_ip (it is used exactly like an access_token), the
+// component token with api_get_authorizer_list (count 1), the one read
+// documented to take the component token alone and answer 40001 for a
+// bad one. So an API answering 40001 whatever the token costs neither an
+// api_authorizer_token (which rotates the refresh token) nor an
+// api_component_token (which has no ceiling). A Registry holds one Cache per authorizer, created on first
 // use: a lock-free, allocation-free lookup (copy-on-write shards), no
 // per-minute store peek (PeekInterval < 0), renewals on the shared
 // Scheduler with the first one spread over the token's life (Spread), so
@@ -59,26 +72,49 @@
 // A token errcode on one API call is evidence about that call, not proof
 // about the token: some calls answer 40001 whatever the token (a
 // caller-supplied credential is wrong), and WeChat has had glitches that
-// reject every token for a moment. The request path therefore calls
-// Cache.Rejected(ctx, T) and replays only if it says so:
+// reject every token for a moment. And evidence is about the moment it
+// was taken, not a licence for what comes after: a token found valid a
+// second ago may be revoked now. The request path therefore calls
+// Cache.RejectedOn(ctx, T, path), with the API path that answered, and
+// replays only if it says so:
 //
 //   - T is no longer current: replay with the current token, no fetch.
-//   - T was fetched to replace a rejected token, has not answered a call
-//     since (Confirm), and is younger than MinAge (60 s): keep it. A fresh
-//     token failing at once means WeChat is rejecting every token (a
-//     glitch); this bounds what one costs in classic tokens. Any other
-//     token is probed however young, so a real revocation (a secret
-//     reset, another system's force_refresh) is repaired on the first
-//     request that meets it.
-//   - Otherwise probe T (Prober; get_api_domain_ip for access tokens),
-//     single-flighted per token, the verdict kept 30 s. Valid: WeChat's
-//     answer was not about our token; no invalidate, no fetch, no replay.
-//     Probe error: unknown; keep T. Invalid: compare-and-invalidate,
-//     fetch, replay if the new token differs.
+//   - T is held: rejection evidence just brought it (fetched to replace a
+//     rejected token, or a rejected token the endpoint handed back), it
+//     has answered no call since, and the hold (MinAge, 60 s, after a
+//     replacement's fetch; ProbeTTL, 30 s, after a vouch) has not run
+//     out: keep it. A fresh token failing at once means WeChat is
+//     rejecting every token (a glitch); this bounds what one costs. The
+//     request path calls Confirm(T) on every answer that is not a token
+//     errcode (one atomic load when nothing is held): the first success
+//     ends the hold, so a revocation after a glitch and its recovery is
+//     repaired at once. A peer's token that predates the evidence may
+//     have died in the same revocation: the store's copy is not adopted
+//     for the replay (the cache fetches instead), and a replacement is
+//     held only if it was fetched after the evidence.
+//   - Otherwise probe T (Prober: get_api_domain_ip for access and
+//     authorizer tokens, api_get_authorizer_list for the component
+//     token). A "valid" verdict answers only the path that asked for it,
+//     for ProbeTTL (30 s): a steady 40001-only caller of one API costs at
+//     most 2 probes a minute and no fetch. Any other path's 40001 probes
+//     again, single-flighted per token and at most once a second per
+//     token: a caller that meets the spacing waits for the next slot
+//     (under a second) instead of trusting an older verdict, so a
+//     revocation 0.5 s after any evidence is repaired by the first call
+//     that meets it (one probe, one fetch). Valid: WeChat's answer was
+//     not about our token; no invalidate, no fetch, no replay. Invalid:
+//     compare-and-invalidate, fetch, replay if the new token differs.
+//   - A probe that fails, or that WeChat answers with an errcode not
+//     about the token (-1 busy, 45009/45011 quota, 48001 …), is no
+//     verdict: T is kept (the caller gets WeChat's own answer), nothing
+//     is recorded, and further probes of T space out, 1 s doubling to
+//     30 s, so a busy WeChat is never probed in a loop. A revocation
+//     meanwhile waits for the next probe that answers, or the renewal.
 //   - A token the endpoint hands back is accepted, never refused: stable
-//     returning T again means WeChat vouches for it. force_refresh is used
-//     only on repeated evidence (two failed probes of T at least 30 s
-//     apart and stable still returns T), within 30 s spacing and 20 a day.
+//     returning T again means WeChat vouches for it (and T is held, as
+//     above). force_refresh is used only on repeated evidence (two failed
+//     probes of T at least 30 s apart and stable still returns T), within
+//     30 s spacing and 20 a day.
 //   - A hard daily ceiling of fetches per account (default 200, counted
 //     cluster-wide through the store) ends in ErrFetchCeiling, logged once
 //     a day and reported to the Observer and the Status.

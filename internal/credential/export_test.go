@@ -51,3 +51,7 @@ func (c *Cache) Next() time.Time { return c.next() }
 
 // MaxBody is the largest token answer read.
 const MaxBody = maxBody
+
+// SealClaim is a lease or mark as an instance of this account writes it,
+// holding until until: for tests that plant an honest peer's lease.
+func (s *Shared) SealClaim(key string, until time.Time) []byte { return s.sealClaim(key, until) }

@@ -143,6 +143,38 @@ func (s *ComponentTokenSource) Fetch(ctx context.Context, opt FetchOptions) (*To
 	})
 }
 
+// Probe checks the component token with api_get_authorizer_list (offset
+// 0, count 1): documented to take the component_access_token and to
+// answer 40001 for a bad one, a read that changes nothing, and the
+// cheapest call the component token alone can make (get_api_domain_ip is
+// documented for access tokens only). Its answer names one authorizer and
+// its refresh token; only the errcode is read. Without it, a caller's
+// component API that answers 40001 whatever the token would throw the
+// component token away each time, with no ceiling (issue 19).
+func (s *ComponentTokenSource) Probe(ctx context.Context, t *Token) (bool, error) {
+	redact := func(m string) string { return redactToken(s.Redact(m), t) }
+	body, _ := json.Marshal(struct {
+		AppID  string `json:"component_appid"`
+		Offset int    `json:"offset"`
+		Count  int    `json:"count"`
+	}{s.AppID, 0, 1})
+	var valid bool
+	_, err := eachBase(ctx, s.Bases, func(base *url.URL) (*Token, error) {
+		u := *base
+		u.Path = "/cgi-bin/component/api_get_authorizer_list"
+		u.RawQuery = "component_access_token=" + t.escaped
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(body))
+		if err != nil {
+			return nil, errors.New("building the component token probe failed")
+		}
+		req.Header.Set("Content-Type", "application/json")
+		v, err := probeAnswer(s.RT, req, redact)
+		valid = v
+		return nil, err
+	})
+	return valid, err
+}
+
 // Platform is what every authorizer of one component shares: the
 // component token cache, the transport and the hooks. One per component,
 // so an authorizer costs only its appid and its Cache.
@@ -197,13 +229,39 @@ func (p *Platform) events() PlatformObserver {
 // AuthorizerTokenSource fetches one authorizer's access token with its
 // stored refresh token. A rotated refresh token is written to the Aux
 // before the access token is returned: if the store refuses it, the
-// token is still returned (the merchant's calls go on), the new refresh
-// token is kept in memory, used by the next fetch and written again then.
+// token is still returned (the merchant's calls go on) and the new
+// refresh token is kept in memory; the next fetch writes it first, and
+// fails clearly rather than use it while it is not durable.
 type AuthorizerTokenSource struct {
 	P     *Platform
 	AppID string
 
 	unsaved atomic.Pointer[string] // a rotated refresh token the store refused
+}
+
+// Probe checks an authorizer token with GET /cgi-bin/get_api_domain_ip,
+// as for an account's access_token: an authorizer token is used exactly
+// like one (open-platform-rules.md). So a merchant's API that answers
+// 40001 whatever the token no longer throws the authorizer token away
+// (each fetch rotating the refresh token, until the ceiling locks the
+// merchant out for the day).
+func (s *AuthorizerTokenSource) Probe(ctx context.Context, t *Token) (bool, error) {
+	p := s.P
+	redact := func(m string) string { return redactToken(redactAll(m, "[secret]", p.Secret), t) }
+	var valid bool
+	_, err := eachBase(ctx, p.Bases, func(base *url.URL) (*Token, error) {
+		u := *base
+		u.Path = "/cgi-bin/get_api_domain_ip"
+		u.RawQuery = "access_token=" + t.escaped
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+		if err != nil {
+			return nil, errors.New("building the authorizer token probe failed")
+		}
+		v, err := probeAnswer(p.RT, req, redact)
+		valid = v
+		return nil, err
+	})
+	return valid, err
 }
 
 // unusable marks a forgotten authorizer in the Aux, which has no delete:
@@ -212,9 +270,12 @@ func unusable(v []byte) bool { return len(v) == 0 }
 
 func (s *AuthorizerTokenSource) refreshToken(ctx context.Context, aux Aux) (string, error) {
 	if u := s.unsaved.Load(); u != nil {
-		if err := aux.Put(ctx, AuxRefreshToken, []byte(*u)); err == nil {
-			s.unsaved.CompareAndSwap(u, nil)
+		// Never use a rotated refresh token before it is durable: its use
+		// rotates it again, and a crash would then lose the only live one.
+		if err := aux.Put(ctx, AuxRefreshToken, []byte(*u)); err != nil {
+			return "", fmt.Errorf("the rotated refresh token of authorizer %s is not stored yet (%w); not using it until it is", s.AppID, err)
 		}
+		s.unsaved.CompareAndSwap(u, nil)
 		return *u, nil
 	}
 	v, err := aux.Get(ctx, AuxRefreshToken)
@@ -244,11 +305,14 @@ func (s *AuthorizerTokenSource) Fetch(ctx context.Context, opt FetchOptions) (*T
 	var ae *APIError
 	if errors.As(err, &ae) && IsTokenErrcode(ae.Code) {
 		// About the component token, not the authorizer's.
-		fresh, replay, rerr := p.Component.Rejected(ctx, ctok)
+		fresh, replay, rerr := p.Component.RejectedOn(ctx, ctok, "/cgi-bin/component/api_authorizer_token")
 		if rerr == nil && replay {
 			ctok = fresh
 			t, next, err = s.call(ctx, ctok, rt)
 		}
+	}
+	if !errors.As(err, &ae) || !IsTokenErrcode(ae.Code) {
+		p.Component.Confirm(ctok) // it answered: fresh evidence that it works
 	}
 	if errors.As(err, &ae) && ae.Code == 61023 {
 		var rec string
@@ -261,7 +325,7 @@ func (s *AuthorizerTokenSource) Fetch(ctx context.Context, opt FetchOptions) (*T
 	if errors.As(err, &ae) && ae.Code == 61003 {
 		_ = opt.Aux.Put(ctx, AuxRefreshToken, nil)
 		p.events().Forgotten("revoked")
-		p.logger().Warn("authorizer revoked the platform (61003); forgetting it", zap.String("authorizer", s.AppID))
+		p.logger().Warn("authorizer revoked the platform (61003); forgetting it", Event(EventAuthorizerRevoked), zap.String(FieldAuthorizer, s.AppID), zap.Int(FieldErrcode, 61003))
 		return nil, &AuthorizerError{s.AppID, ErrAuthorizerRevoked}
 	}
 	p.events().Renewed(err)
@@ -285,8 +349,8 @@ func (s *AuthorizerTokenSource) rotate(ctx context.Context, aux Aux, next string
 		}
 	}
 	s.unsaved.Store(&next)
-	s.P.logger().Error("the store refused a rotated authorizer_refresh_token; keeping it in memory and writing it again on the next renewal",
-		zap.String("authorizer", s.AppID), zap.String("error", err.Error()))
+	s.P.logger().Error("the store refused a rotated authorizer_refresh_token; keeping it in memory and writing it again on the next renewal", Event(EventRefreshTokenUnsaved),
+		zap.String(FieldAuthorizer, s.AppID), zap.String(FieldError, err.Error()))
 }
 
 // recover asks api_get_authorizer_info for the refresh token after a
@@ -296,15 +360,15 @@ func (s *AuthorizerTokenSource) recover(ctx context.Context, aux Aux, ctok *Toke
 	rt, err := p.AuthorizerInfoRefreshToken(ctx, ctok, s.AppID)
 	if err != nil || rt == "" || rt == old {
 		p.events().Recovered(false)
-		p.logger().Error("authorizer_refresh_token invalid (61023) and api_get_authorizer_info gave no other; the merchant must authorize again",
-			zap.String("authorizer", s.AppID))
+		p.logger().Error("authorizer_refresh_token invalid (61023) and api_get_authorizer_info gave no other; the merchant must authorize again", Event(EventRefreshTokenLost),
+			zap.String(FieldAuthorizer, s.AppID), zap.Int(FieldErrcode, 61023))
 		return "", orig
 	}
 	if err := aux.Put(ctx, AuxRefreshToken, []byte(rt)); err != nil {
 		s.unsaved.Store(&rt)
 	}
 	p.events().Recovered(true)
-	p.logger().Warn("authorizer_refresh_token recovered through api_get_authorizer_info after 61023", zap.String("authorizer", s.AppID))
+	p.logger().Warn("authorizer_refresh_token recovered through api_get_authorizer_info after 61023", Event(EventRefreshTokenRecovered), zap.String(FieldAuthorizer, s.AppID), zap.Int(FieldErrcode, 61023))
 	return rt, nil
 }
 
@@ -391,9 +455,13 @@ func (p *Platform) QueryAuth(ctx context.Context, code string) (*Authorization, 
 	a, err := p.queryAuth(ctx, ctok, code)
 	var ae *APIError
 	if errors.As(err, &ae) && IsTokenErrcode(ae.Code) {
-		if fresh, replay, rerr := p.Component.Rejected(ctx, ctok); rerr == nil && replay {
+		if fresh, replay, rerr := p.Component.RejectedOn(ctx, ctok, "/cgi-bin/component/api_query_auth"); rerr == nil && replay {
 			a, err = p.queryAuth(ctx, fresh, code)
+			ctok = fresh
 		}
+	}
+	if !errors.As(err, &ae) || !IsTokenErrcode(ae.Code) {
+		p.Component.Confirm(ctok)
 	}
 	return a, err
 }

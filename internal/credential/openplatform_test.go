@@ -108,10 +108,11 @@ func (e *opEnv) node() *node {
 		Now:       e.clock.Now,
 		Rand:      e.rand,
 		Logger:    e.log,
+		Sleep:     e.clock.Sleep,
 	})
 	n.plat = &credential.Platform{Component: n.comp, RT: rt, Bases: []*url.URL{base}, AppID: compAppID, Secret: compSecret,
 		Now: e.clock.Now, Logger: e.log, Events: n.obs}
-	n.reg = credential.NewRegistry(n.plat, credential.RegistryConfig{Shared: n.shared, Scheduler: n.sched, Now: e.clock.Now, Rand: e.rand, Logger: e.log, Ceiling: -1})
+	n.reg = credential.NewRegistry(n.plat, credential.RegistryConfig{Shared: n.shared, Scheduler: n.sched, Now: e.clock.Now, Rand: e.rand, Logger: e.log, Ceiling: -1, Sleep: e.clock.Sleep})
 	e.t.Cleanup(func() { n.close() })
 	return n
 }
@@ -214,14 +215,16 @@ func TestTicketSharedAndOneComponentFetchPerCluster(t *testing.T) {
 	}
 }
 
-// A 40001 about the component token: compare-and-invalidate, one fetch,
-// one replay; the next rejection of the old token costs nothing.
+// A 40001 about the component token (the probe agrees):
+// compare-and-invalidate, one fetch, one replay; the next rejection of
+// the old token costs nothing.
 func TestComponentTokenRejectedReplay(t *testing.T) {
 	e := newOpEnv(t, false)
 	n := e.node()
 	e.push(t, n)
 	old, _ := n.comp.Token(ctx)
 	e.clock.Advance(2 * time.Minute) // past MinAge
+	e.fake.RevokeToken(old.Value)
 	fresh, replay, err := n.comp.Rejected(ctx, old)
 	if err != nil || !replay || fresh.Value == old.Value {
 		t.Fatalf("rejected: %v %v", replay, err)

@@ -2,8 +2,6 @@ package credential
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	randv2 "math/rand/v2"
@@ -19,10 +17,10 @@ import (
 // The cluster protocol is written here once for every backend:
 //
 //	<base>:<slot>            the credential, sealed
-//	<base>:<slot>:lease      held by the one instance fetching it
-//	<base>:<slot>:aux:<n>    a durable auxiliary value, sealed
-//	<base>:<slot>:<c>:<day>  daily counters (Beijing day)
-//	<base>:once:<hmac>       a one-time mark (Remember), holding a random claim
+//	<base>:<slot>:lease         held by the one instance fetching it (a sealed claim)
+//	<base>:<slot>:aux:<n>       a durable auxiliary value, sealed
+//	<base>:<slot>:<c>:<day>:<i> daily counters (Beijing day), slot i of counterSlots, sealed
+//	<base>:once:<hmac>          a one-time mark (Remember), a sealed claim
 //
 // with base = prefix + Sealer.KeyName(). The store is a helper, never a
 // dependency: on failure the caller fetches locally and the breaker skips
@@ -33,10 +31,18 @@ type Shared struct {
 	base string
 	opt  SharedOptions
 	brk  breaker
+	slot int // this instance's slot of the daily counters
 
 	badLogged atomic.Bool
 	ops       atomic.Int64 // backend calls attempted, for tests
 	logger    atomic.Pointer[zap.Logger]
+	lockWait  time.Duration // a write's extra time to wait for a peer's lock
+	// newest is, per key, the fetch time (Unix ns) of the newest token
+	// read or written there: a store writer may put back an older sealed
+	// token of the account (revoked since), and one older than a token
+	// this instance has seen is no better than none. One entry per
+	// credential (authorizer) read through the store, about 200 bytes.
+	newest sync.Map
 }
 
 // SetLogger replaces the logger, e.g. with a reloaded config's.
@@ -90,7 +96,10 @@ func NewShared(b Backend, seal *Sealer, opt SharedOptions) *Shared {
 	if opt.Observer == nil {
 		opt.Observer = nopObserver{}
 	}
-	s := &Shared{b: b, seal: seal, base: opt.Prefix + seal.KeyName(), opt: opt}
+	s := &Shared{b: b, seal: seal, base: opt.Prefix + seal.KeyName(), opt: opt, slot: randv2.N(counterSlots)}
+	if lw, ok := b.(interface{ LockWait() time.Duration }); ok {
+		s.lockWait = max(lw.LockWait(), 0)
+	}
 	s.logger.Store(opt.Logger)
 	return s
 }
@@ -132,12 +141,24 @@ func (s *Shared) call(ctx context.Context, op string, always bool, f func(contex
 		bypass = true
 	}
 	s.ops.Add(1)
-	ctx, cancel := context.WithTimeout(ctx, s.opt.OpTimeout)
+	timeout := s.opt.OpTimeout
+	if op != "get" {
+		timeout += s.lockWait // a write may wait for a peer's lock
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	err := f(ctx)
 	cancel()
+	if errors.Is(err, ErrBusy) {
+		// A peer held the lock all that time: contention, not an
+		// outage. The breaker is left as it was.
+		if !bypass {
+			s.brk.unprobe() // if this was the half-open probe, let another go
+		}
+		return err
+	}
 	if err == nil || errors.Is(err, ErrNotFound) {
 		if s.brk.success() {
-			s.logger.Load().Info("credential store reachable again")
+			s.logger.Load().Info("credential store reachable again", Event(EventStoreBreaker), zap.String(FieldState, StateClosed), zap.String(FieldOp, op))
 		}
 		return err
 	}
@@ -145,8 +166,8 @@ func (s *Shared) call(ctx context.Context, op string, always bool, f func(contex
 	if !bypass && s.brk.fail(s.opt.Now().Add(s.opt.Cooloff)) {
 		// The error text of a backend never quotes a value (Backend
 		// contract), and values are sealed anyway.
-		s.logger.Load().Warn("credential store failed; going on locally and skipping the store for a while",
-			zap.String("op", op), zap.String("error", err.Error()), zap.Duration("retry_in", s.opt.Cooloff))
+		s.logger.Load().Warn("credential store failed; going on locally and skipping the store for a while", Event(EventStoreBreaker), zap.String(FieldState, StateOpen),
+			zap.String(FieldOp, op), zap.String(FieldError, err.Error()), zap.Duration(FieldRetryIn, s.opt.Cooloff))
 	}
 	return fmt.Errorf("%w: %s", errStoreDown, op)
 }
@@ -191,6 +212,13 @@ func (b *breaker) fail(until time.Time) bool {
 	return first
 }
 
+// unprobe ends a probe that got no verdict (a busy lock).
+func (b *breaker) unprobe() {
+	b.mu.Lock()
+	b.probing = false
+	b.mu.Unlock()
+}
+
 func (b *breaker) isOpen() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -217,30 +245,55 @@ func (s *Shared) read(ctx context.Context, key string) (t *Token, ver Version, p
 	}
 	if oerr != nil {
 		if s.badLogged.CompareAndSwap(false, true) {
-			s.logger.Load().Warn("a stored credential is unusable (foreign, corrupt or expired); treating it as a miss",
-				zap.String("key", key), zap.String("reason", oerr.Error()))
+			s.logger.Load().Warn("a stored credential is unusable (foreign, corrupt or expired); treating it as a miss", Event(EventStoreUnusable),
+				zap.String(FieldKey, key), zap.String(FieldReason, oerr.Error()))
 		}
 		return nil, ver, true, nil
 	}
+	if n, ok := s.newest.Load(key); ok && t.FetchedAt.UnixNano() < n.(int64) {
+		return nil, ver, true, nil // put back: older than one already seen
+	}
+	s.saw(key, t)
 	return t, ver, true, nil
+}
+
+// saw records t as read or written under key, if it is the newest.
+func (s *Shared) saw(key string, t *Token) {
+	n := t.FetchedAt.UnixNano()
+	for {
+		v, ok := s.newest.Load(key)
+		switch {
+		case !ok:
+			if _, loaded := s.newest.LoadOrStore(key, n); !loaded {
+				return
+			}
+		case v.(int64) >= n:
+			return
+		case s.newest.CompareAndSwap(key, v, n):
+			return
+		}
+	}
 }
 
 // want says which stored tokens a flow can use instead of fetching.
 type want struct {
-	bad   string // the value just rejected
-	ahead bool   // a refresh: only a token newer than cur will do
-	cur   *Token
+	bad       string    // the value just rejected
+	notBefore time.Time // when it was: a token fetched earlier is suspect
+	ahead     bool      // a refresh: only a token newer than cur will do
+	cur       *Token
 }
 
 func (w want) ok(t *Token, now time.Time) bool {
-	if !t.usable(now) || t.Value == w.bad {
+	if !t.usable(now) || t.Value == w.bad || t.FetchedAt.Before(w.notBefore) {
 		return false
 	}
 	return !w.ahead || w.cur == nil || t.FetchedAt.After(w.cur.FetchedAt)
 }
 
 // obtain returns a usable stored token, else fetches under the cluster
-// lease and stores the result, else waits for the lease holder.
+// lease and stores the result, else waits for the lease holder. It waits
+// no longer than an honest lease lives (leaseTTL), whatever the store
+// holds: then it takes the lease over.
 func (s *Shared) obtain(ctx context.Context, slot string, w want, leaseTTL time.Duration, fetch func(context.Context) (*Token, error)) (*Token, error) {
 	key := s.Key(slot)
 	t, _, _, err := s.read(ctx, key)
@@ -250,15 +303,17 @@ func (s *Shared) obtain(ctx context.Context, slot string, w want, leaseTTL time.
 	if w.ok(t, s.opt.Now()) {
 		return t, nil
 	}
+	lkey := key + ":lease"
+	bound := s.opt.Now().Add(leaseTTL)
 	for {
-		lease, won, err := s.acquire(ctx, key+":lease", leaseTTL)
+		lease, won, until, err := s.claim(ctx, lkey, leaseTTL, bound)
 		if err != nil {
 			return fetch(ctx) // lease unknown: keep requests working
 		}
 		if won {
-			return s.lead(ctx, key, lease, w, fetch)
+			return s.lead(ctx, key, lkey, lease, w, fetch)
 		}
-		t, err := s.wait(ctx, key, w)
+		t, err := s.wait(ctx, key, lkey, w, until, bound)
 		switch {
 		case errors.Is(err, errStoreDown):
 			return fetch(ctx)
@@ -267,30 +322,18 @@ func (s *Shared) obtain(ctx context.Context, slot string, w want, leaseTTL time.
 		case t != nil:
 			return t, nil
 		}
-		// The lease is gone with no usable value: its holder failed or
-		// died. Take over.
+		// The lease is gone or over with no usable value: its holder
+		// failed or died. Take over.
 	}
-}
-
-func (s *Shared) acquire(ctx context.Context, key string, ttl time.Duration) (string, bool, error) {
-	var b [12]byte
-	_, _ = rand.Read(b[:])
-	id := hex.EncodeToString(b[:])
-	var won bool
-	err := s.do(ctx, "add", func(ctx context.Context) (err error) {
-		won, err = s.b.Add(ctx, key, []byte(id), ttl)
-		return err
-	})
-	return id, won, err
 }
 
 // lead runs under the lease: re-check (a peer may have stored a value
 // between our read and our lease), else fetch and store.
-func (s *Shared) lead(ctx context.Context, key, lease string, w want, fetch func(context.Context) (*Token, error)) (*Token, error) {
+func (s *Shared) lead(ctx context.Context, key, lkey string, lease []byte, w want, fetch func(context.Context) (*Token, error)) (*Token, error) {
 	defer func() {
 		// Release only if still ours, even after ctx ends.
 		rctx := context.WithoutCancel(ctx)
-		_ = s.do(rctx, "delete", func(ctx context.Context) error { return s.b.DeleteIf(ctx, key+":lease", []byte(lease)) })
+		_ = s.do(rctx, "delete", func(ctx context.Context) error { return s.b.DeleteIf(ctx, lkey, lease) })
 	}()
 	t, _, _, err := s.read(ctx, key)
 	if err != nil {
@@ -343,6 +386,7 @@ func (s *Shared) save(ctx context.Context, key string, fresh *Token, bad string)
 		}
 		if stored {
 			s.badLogged.Store(false)
+			s.saw(key, fresh)
 			return fresh
 		}
 	}
@@ -350,8 +394,9 @@ func (s *Shared) save(ctx context.Context, key string, fresh *Token, bad string)
 }
 
 // wait polls for the lease holder's value. It returns the value, or nil
-// with no error once the lease is gone without one.
-func (s *Shared) wait(ctx context.Context, key string, w want) (*Token, error) {
+// with no error once the lease is gone, replaced, or over (its own
+// expiry, or bound).
+func (s *Shared) wait(ctx context.Context, key, lkey string, w want, until, bound time.Time) (*Token, error) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -368,8 +413,12 @@ func (s *Shared) wait(ctx context.Context, key string, w want) (*Token, error) {
 		if w.ok(t, s.opt.Now()) {
 			return t, nil
 		}
-		err = s.do(ctx, "get", func(ctx context.Context) error {
-			_, _, err := s.b.Get(ctx, key+":lease")
+		if !s.opt.Now().Before(until) {
+			return nil, nil
+		}
+		var v []byte
+		err = s.do(ctx, "get", func(ctx context.Context) (err error) {
+			v, _, err = s.b.Get(ctx, lkey)
 			return err
 		})
 		if errors.Is(err, ErrNotFound) {
@@ -377,6 +426,9 @@ func (s *Shared) wait(ctx context.Context, key string, w want) (*Token, error) {
 		}
 		if err != nil {
 			return nil, err
+		}
+		if until = s.liveClaim(lkey, v, bound); until.IsZero() {
+			return nil, nil
 		}
 	}
 }
@@ -402,16 +454,6 @@ func (s *Shared) load(ctx context.Context, slot string) *Token {
 	return t
 }
 
-// incr adds one to a daily counter and returns the cluster's count.
-func (s *Shared) incr(ctx context.Context, key string) (int64, error) {
-	var n int64
-	err := s.do(ctx, "incr", func(ctx context.Context) (err error) {
-		n, err = s.b.Incr(ctx, key, counterTTL)
-		return err
-	})
-	return n, err
-}
-
 // auxGet and auxPut keep a credential's auxiliary values, sealed.
 func (s *Shared) auxGet(ctx context.Context, key string) ([]byte, error) {
 	var v []byte
@@ -429,11 +471,14 @@ func (s *Shared) auxGet(ctx context.Context, key string) ([]byte, error) {
 	return p, nil
 }
 
+// auxPut asks the store even while the breaker is open: an auxiliary
+// value is a refresh token or a pushed ticket, whose loss costs more than
+// one short timeout.
 func (s *Shared) auxPut(ctx context.Context, key string, v []byte) error {
 	sealed := s.seal.Seal(key, v)
 	for range saveAttempts {
 		var stored bool
-		err := s.do(ctx, "add", func(ctx context.Context) (err error) {
+		err := s.call(ctx, "add", true, func(ctx context.Context) (err error) {
 			stored, err = s.b.Add(ctx, key, sealed, 0)
 			return err
 		})
@@ -441,7 +486,7 @@ func (s *Shared) auxPut(ctx context.Context, key string, v []byte) error {
 			return err
 		}
 		var ver Version
-		err = s.do(ctx, "get", func(ctx context.Context) (err error) {
+		err = s.call(ctx, "get", true, func(ctx context.Context) (err error) {
 			_, ver, err = s.b.Get(ctx, key)
 			return err
 		})
@@ -451,7 +496,7 @@ func (s *Shared) auxPut(ctx context.Context, key string, v []byte) error {
 		if err != nil {
 			return err
 		}
-		err = s.do(ctx, "cas", func(ctx context.Context) (err error) {
+		err = s.call(ctx, "cas", true, func(ctx context.Context) (err error) {
 			stored, err = s.b.CompareAndSwap(ctx, key, ver, sealed, 0)
 			return err
 		})
@@ -471,26 +516,18 @@ func (s *Shared) Store(ctx context.Context, slot string, t *Token) *Token {
 // Load reads the usable value under slot, or nil.
 func (s *Shared) Load(ctx context.Context, slot string) *Token { return s.load(ctx, slot) }
 
-// Remember marks name as seen across the cluster for ttl, with an atomic
-// Add, and reports whether this call made the mark (first) or another
-// instance had already. The key is an HMAC of name, the value a random
-// claim: the store learns nothing about name. The claim is returned
-// whenever the store was asked, even on an error (a timed-out Add may
-// have landed), so that Forget can undo it; it is "" when the store was
-// not asked (breaker open).
+// Remember marks name as seen across the cluster for ttl and reports
+// whether this call made the mark (first) or another instance had
+// already. The key is an HMAC of name, the value a sealed claim carrying
+// its own expiry: the store learns nothing about name, and a mark this
+// account did not write (planted, or put back after it expired) is no
+// mark. The claim is returned whenever the store was asked, even on an
+// error (a timed-out Add may have landed), so that Forget can undo it; it
+// is "" when the store was not asked (breaker open).
 func (s *Shared) Remember(ctx context.Context, name string, ttl time.Duration) (claim string, first bool, err error) {
-	var b [12]byte
-	_, _ = rand.Read(b[:])
-	id := hex.EncodeToString(b[:])
-	key := s.onceKey(name)
-	asked := false
-	err = s.do(ctx, "add", func(ctx context.Context) (err error) {
-		asked = true
-		first, err = s.b.Add(ctx, key, []byte(id), ttl)
-		return err
-	})
-	if asked {
-		claim = id
+	mine, first, _, err := s.claim(ctx, s.onceKey(name), ttl, time.Time{})
+	if err != errStoreDown { // the store was asked
+		claim = string(mine)
 	}
 	return claim, first && err == nil, err
 }

@@ -125,6 +125,7 @@ func (s *AccessTokenSource) Fetch(ctx context.Context, opt FetchOptions) (*Token
 
 // Probe checks t with GET /cgi-bin/get_api_domain_ip, which costs no
 // quota that matters and answers a token errcode only for a bad token.
+// An answer with another errcode is no verdict (see probeAnswer).
 func (s *AccessTokenSource) Probe(ctx context.Context, t *Token) (bool, error) {
 	redact := func(m string) string { return redactToken(s.Redact(m), t) }
 	var valid bool
@@ -136,16 +137,31 @@ func (s *AccessTokenSource) Probe(ctx context.Context, t *Token) (bool, error) {
 		if err != nil {
 			return nil, errors.New("building the probe failed")
 		}
-		var ans struct {
-			ErrCode int `json:"errcode"`
-		}
-		if err := roundTripJSON(s.RT, req, &ans, redact); err != nil {
-			return nil, err
-		}
-		valid = !IsTokenErrcode(ans.ErrCode)
-		return nil, nil
+		v, err := probeAnswer(s.RT, req, redact)
+		valid = v
+		return nil, err
 	})
 	return valid, err
+}
+
+// probeAnswer sends a probe and reads its verdict: errcode 0 is valid, a
+// token errcode invalid, and any other errcode (-1 busy, 45009 quota,
+// 48001 …) no verdict at all: an *APIError, so the Cache keeps the token.
+func probeAnswer(rt http.RoundTripper, req *http.Request, redact func(string) string) (bool, error) {
+	var ans struct {
+		ErrCode int    `json:"errcode"`
+		ErrMsg  string `json:"errmsg"`
+	}
+	if err := roundTripJSON(rt, req, &ans, redact); err != nil {
+		return false, err
+	}
+	switch {
+	case ans.ErrCode == 0:
+		return true, nil
+	case IsTokenErrcode(ans.ErrCode):
+		return false, nil
+	}
+	return false, &APIError{Code: ans.ErrCode, Endpoint: "probe " + req.URL.Path, Msg: redact(ans.ErrMsg)}
 }
 
 // request builds the token request. Stable takes the secret in a JSON
@@ -308,13 +324,18 @@ func (s *TicketSource) Fetch(ctx context.Context, _ FetchOptions) (*Token, error
 	t, err := s.getticket(ctx, tok)
 	var ae *APIError
 	if !errors.As(err, &ae) || !IsTokenErrcode(ae.Code) {
+		s.Tokens.Confirm(tok)
 		return t, err
 	}
-	fresh, replay, rerr := s.Tokens.Rejected(ctx, tok)
+	fresh, replay, rerr := s.Tokens.RejectedOn(ctx, tok, "/cgi-bin/ticket/getticket")
 	if rerr != nil || !replay {
 		return nil, err
 	}
-	return s.getticket(ctx, fresh)
+	t, err = s.getticket(ctx, fresh)
+	if !errors.As(err, &ae) || !IsTokenErrcode(ae.Code) {
+		s.Tokens.Confirm(fresh)
+	}
+	return t, err
 }
 
 func (s *TicketSource) getticket(ctx context.Context, tok *Token) (*Token, error) {

@@ -28,6 +28,10 @@ import (
 // row has a NULL v and its count in ver, so Incr is one upsert. Other
 // writes set a random ver, so a deleted and re-added key never matches
 // an old Version.
+//
+// Expired rows (replay marks, daily counters, leases) are deleted by a
+// bounded sweep: at most sweepBatch rows, once per sweepEvery,
+// piggy-backed on writes.
 type SQL struct {
 	db *sql.DB
 	q  sqlQueries
@@ -35,11 +39,15 @@ type SQL struct {
 	mu     sync.Mutex
 	tabled bool // the table is known to exist
 	create string
+
+	sweepMu   sync.Mutex
+	nextSweep time.Time
+	sweeping  sync.WaitGroup
 }
 
 type sqlQueries struct {
-	get, add, cas, deleteIf, del, incr string
-	postgres                           bool // $n placeholders, each once; incr has RETURNING
+	get, add, cas, deleteIf, del, incr, sweep string
+	postgres                                  bool // $n placeholders, each once; incr has RETURNING
 }
 
 // OpenSQL opens driver "mysql" (MySQL, MariaDB) or "postgres" at dsn.
@@ -100,7 +108,7 @@ func NewSQL(db *sql.DB, table string) (*SQL, error) {
 		return nil, fmt.Errorf("sql: driver %T is not supported (mysql or pgx)", db.Driver())
 	}
 	s.create = strings.ReplaceAll(s.create, "{t}", table)
-	for _, q := range []*string{&s.q.get, &s.q.add, &s.q.cas, &s.q.deleteIf, &s.q.del, &s.q.incr} {
+	for _, q := range []*string{&s.q.get, &s.q.add, &s.q.cas, &s.q.deleteIf, &s.q.del, &s.q.incr, &s.q.sweep} {
 		*q = strings.ReplaceAll(*q, "{t}", table)
 	}
 	return s, nil
@@ -129,9 +137,10 @@ ON DUPLICATE KEY UPDATE
   ver = IF(` + mysqlLive + `, ver, VALUES(ver)),
   expires_at = IF(` + mysqlLive + `, expires_at, VALUES(expires_at))`,
 	cas: `UPDATE {t} SET v = ?, ver = ?, expires_at = ` + mysqlExp + `
-WHERE k = ? AND ver = ? AND v IS NOT NULL AND ` + mysqlLive,
+WHERE k = ? AND ver = ? AND ` + mysqlLive,
 	deleteIf: `DELETE FROM {t} WHERE k = ? AND v = ?`,
 	del:      `DELETE FROM {t} WHERE k = ?`,
+	sweep:    `DELETE FROM {t} WHERE expires_at <> 0 AND expires_at <= ` + mysqlNow + ` LIMIT ` + sweepBatchSQL,
 	// LAST_INSERT_ID(x) hands x back in the OK packet: the count
 	// without a second query.
 	incr: `INSERT INTO {t} (k, v, ver, expires_at) VALUES (?, NULL, LAST_INSERT_ID(1), ` + mysqlExp + `)
@@ -163,9 +172,11 @@ var postgresQueries = sqlQueries{
 ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v, ver = EXCLUDED.ver, expires_at = EXCLUDED.expires_at
 WHERE NOT ` + pgLive,
 	cas: `UPDATE {t} SET v = $1, ver = $2, expires_at = ` + pgExp(3) + `
-WHERE k = $4 AND ver = $5 AND v IS NOT NULL AND ` + pgLive,
+WHERE k = $4 AND ver = $5 AND ` + pgLive,
 	deleteIf: `DELETE FROM {t} WHERE k = $1 AND v = $2`,
 	del:      `DELETE FROM {t} WHERE k = $1`,
+	sweep: `DELETE FROM {t} WHERE k IN (SELECT k FROM {t} WHERE expires_at <> 0 AND expires_at <= ` + pgNow +
+		` LIMIT ` + sweepBatchSQL + ` FOR UPDATE SKIP LOCKED)`,
 	incr: `INSERT INTO {t} (k, v, ver, expires_at) VALUES ($1, NULL, 1, ` + pgExp(2) + `)
 ON CONFLICT (k) DO UPDATE SET
   ver = CASE WHEN {t}.v IS NULL AND ` + pgLive + ` THEN {t}.ver + 1 ELSE 1 END,
@@ -215,6 +226,7 @@ func (s *SQL) Get(ctx context.Context, key string) ([]byte, Version, error) {
 }
 
 func (s *SQL) Add(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	defer s.maybeSweep()
 	if err := s.ready(ctx); err != nil {
 		return false, err
 	}
@@ -235,6 +247,7 @@ func (s *SQL) CompareAndSwap(ctx context.Context, key string, ver Version, value
 	if !ok {
 		return false, fmt.Errorf("sql: compare-and-swap: version of type %T is not from this store", ver)
 	}
+	defer s.maybeSweep()
 	if err := s.ready(ctx); err != nil {
 		return false, err
 	}
@@ -287,7 +300,47 @@ func (s *SQL) Incr(ctx context.Context, key string, ttl time.Duration) (int64, e
 	return n, sqlErr("incr", err)
 }
 
-func (s *SQL) Close() error { return s.db.Close() }
+// Close waits for a sweep in flight, then closes the database.
+func (s *SQL) Close() error {
+	s.sweeping.Wait()
+	return s.db.Close()
+}
+
+// sweepBatchSQL is sweepBatch in a query.
+const sweepBatchSQL = "256"
+
+// maybeSweep starts a sweep if none ran for sweepEvery.
+func (s *SQL) maybeSweep() {
+	now := time.Now()
+	s.sweepMu.Lock()
+	if now.Before(s.nextSweep) {
+		s.sweepMu.Unlock()
+		return
+	}
+	s.nextSweep = now.Add(sweepEvery)
+	s.sweeping.Add(1)
+	s.sweepMu.Unlock()
+	go func() {
+		defer s.sweeping.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), sweepTimeout)
+		defer cancel()
+		_, _ = s.Sweep(ctx)
+	}()
+}
+
+// Sweep deletes up to sweepBatch expired rows (on the database's clock)
+// and reports how many.
+func (s *SQL) Sweep(ctx context.Context) (int64, error) {
+	if err := s.ready(ctx); err != nil {
+		return 0, err
+	}
+	res, err := s.db.ExecContext(ctx, s.q.sweep)
+	if err != nil {
+		return 0, sqlErr("sweep", err)
+	}
+	n, err := res.RowsAffected()
+	return n, sqlErr("sweep", err)
+}
 
 // exec runs a write, once more if the database chose it as a deadlock
 // victim: concurrent upserts on one key can deadlock in InnoDB, and the

@@ -6,7 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	randv2 "math/rand/v2"
+	"path"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -29,17 +33,56 @@ type KeyValueStorage interface {
 // the storage's own lock for the key: the lock is held for one Load and
 // one Store, never across a token fetch.
 //
+// A peer holding a lock is contention, not an outage. certmagic's locks
+// poll once a second; Storage polls them itself, every lockTry, and
+// waits for a peer's lock up to LockWait (as long as an honest lease
+// lives), not a store call's timeout. A write that found the lock held
+// all that time answers ErrBusy, which never opens the engine's breaker.
+// A hung storage is caught by its reads, which take no lock.
+//
+// Expired files are deleted by a bounded sweep (sweepBatch files at most,
+// once per sweepEvery, piggy-backed on writes) when the storage can List.
+//
 // Expiry is on each instance's clock: keep the clocks in sync (NTP).
 type Storage struct {
-	s      KeyValueStorage
-	prefix string
-	now    func() time.Time
+	s        KeyValueStorage
+	prefix   string
+	now      func() time.Time
+	lockWait time.Duration
+
+	sweepMu   sync.Mutex
+	nextSweep time.Time
+	sweeping  sync.WaitGroup
+	cursor    int // where the next sweep starts in the listing
 }
+
+// Lock polling and the sweep.
+const (
+	// DefaultLockWait is an honest lease's life with the default
+	// fetch_timeout: no write waits longer for a peer's lock.
+	DefaultLockWait = DefaultFetchTimeout + leaseMargin
+	lockTry         = 100 * time.Millisecond // one attempt; certmagic's own poll is 1 s
+	lockJitter      = 20 * time.Millisecond
+	sweepEvery      = time.Minute
+	sweepBatch      = 256
+	sweepTimeout    = 10 * time.Second
+)
 
 // NewStorage stores every key under prefix, a storage path such as
 // "wechat/".
 func NewStorage(s KeyValueStorage, prefix string) *Storage {
-	return &Storage{s: s, prefix: prefix, now: time.Now}
+	return &Storage{s: s, prefix: prefix, now: time.Now, lockWait: DefaultLockWait}
+}
+
+// LockWait is how long a write may wait for a peer's lock. The engine
+// gives each write this on top of its op timeout.
+func (st *Storage) LockWait() time.Duration { return st.lockWait }
+
+// SetLockWait changes LockWait (d > 0), e.g. to fetch_timeout + 2 s.
+func (st *Storage) SetLockWait(d time.Duration) {
+	if d > 0 {
+		st.lockWait = d
+	}
 }
 
 // storageEnvelope is what a stored file holds. Ver counts writes from a
@@ -105,25 +148,76 @@ func (st *Storage) store(ctx context.Context, path string, old *storageEnvelope,
 
 // locked runs fn under the storage lock for path. An in-process mutex
 // comes first, so instances in one process queue in memory instead of
-// polling the storage's lock (file_system polls once a second).
+// polling the storage's lock. Waiting for either ends after LockWait
+// with ErrBusy; the ctx left after the wait is fn's.
 func (st *Storage) locked(ctx context.Context, path string, fn func() error) error {
-	unlockLocal, err := localLocks.lock(ctx, path)
+	defer st.maybeSweep()
+	return st.lockedNoSweep(ctx, path, fn)
+}
+
+func (st *Storage) lockedNoSweep(ctx context.Context, path string, fn func() error) error {
+	lctx, cancel := context.WithTimeout(ctx, st.lockWait)
+	defer cancel()
+	unlockLocal, err := localLocks.lock(lctx, path)
 	if err != nil {
-		return err
+		return busy(ctx, err)
 	}
 	defer unlockLocal()
-	if err := st.s.Lock(ctx, path); err != nil {
-		return fmt.Errorf("storage lock: %w", err)
+	if err := st.lock(ctx, lctx, path); err != nil {
+		return err
 	}
 	ferr := fn()
 	// Unlock even when ctx has run out, or the next caller waits for the
 	// lock to go stale.
-	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
+	uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer ucancel()
 	if err := st.s.Unlock(uctx, path); err != nil && ferr == nil {
 		ferr = fmt.Errorf("storage unlock: %w", err)
 	}
 	return ferr
+}
+
+// busy maps a lock wait that ran out to ErrBusy; a caller that went away
+// keeps its own error.
+func busy(ctx context.Context, err error) error {
+	if ctx.Err() == context.Canceled {
+		return ctx.Err()
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("storage lock: %w", ErrBusy)
+	}
+	return err
+}
+
+// lock takes the storage's lock for path, one short attempt at a time
+// until lctx ends. An attempt that runs out of its time found the lock
+// held (certmagic's Lock returns at once when it gets the lock, and
+// otherwise waits for its poll or the context); an attempt that fails
+// otherwise is an error, given two more tries (a lock file being written
+// can read as garbage).
+func (st *Storage) lock(ctx, lctx context.Context, path string) error {
+	failures := 0
+	for {
+		tctx, cancel := context.WithTimeout(lctx, lockTry)
+		err := st.s.Lock(tctx, path)
+		held := tctx.Err() != nil
+		cancel()
+		switch {
+		case err == nil:
+			return nil
+		case lctx.Err() != nil:
+			return busy(ctx, lctx.Err())
+		case !held:
+			if failures++; failures >= 3 {
+				return fmt.Errorf("storage lock: %w", err)
+			}
+		}
+		select {
+		case <-time.After(randv2.N(lockJitter) + time.Millisecond):
+		case <-lctx.Done():
+			return busy(ctx, lctx.Err())
+		}
+	}
 }
 
 func (st *Storage) Get(ctx context.Context, key string) ([]byte, Version, error) {
@@ -220,8 +314,94 @@ func (st *Storage) Incr(ctx context.Context, key string, ttl time.Duration) (n i
 	return n, nil
 }
 
-// Close does nothing: the storage belongs to Caddy.
-func (st *Storage) Close() error { return nil }
+// Close waits for a sweep in flight; the storage belongs to Caddy.
+func (st *Storage) Close() error {
+	st.sweeping.Wait()
+	return nil
+}
+
+// lister is the part of certmagic.Storage a sweep needs.
+type lister interface {
+	List(ctx context.Context, prefix string, recursive bool) ([]string, error)
+}
+
+// maybeSweep starts a sweep if the storage can List and none ran for
+// sweepEvery.
+func (st *Storage) maybeSweep() {
+	if _, ok := st.s.(lister); !ok {
+		return
+	}
+	now := st.now()
+	st.sweepMu.Lock()
+	if now.Before(st.nextSweep) {
+		st.sweepMu.Unlock()
+		return
+	}
+	st.nextSweep = now.Add(sweepEvery)
+	st.sweeping.Add(1)
+	st.sweepMu.Unlock()
+	go func() {
+		defer st.sweeping.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), sweepTimeout)
+		defer cancel()
+		_, _ = st.Sweep(ctx)
+	}()
+}
+
+// Sweep deletes up to sweepBatch expired files under the prefix, each
+// under its lock and checked again there, starting where the last sweep
+// stopped, and reports how many it deleted. Files that are not
+// envelopes are left alone: they are not ours. A storage that cannot
+// List is not swept.
+func (st *Storage) Sweep(ctx context.Context) (int, error) {
+	l, ok := st.s.(lister)
+	if !ok {
+		return 0, nil
+	}
+	dir := path.Dir(st.prefix + "x") // the folder the files are in
+	keys, err := l.List(ctx, dir, false)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("storage list: %w", err)
+	}
+	slices.Sort(keys)
+	st.sweepMu.Lock()
+	start := st.cursor
+	st.sweepMu.Unlock()
+	if start >= len(keys) {
+		start = 0
+	}
+	deleted, seen := 0, 0
+	for i := start; i < len(keys) && seen < sweepBatch; i++ {
+		seen++
+		p := keys[i]
+		if !strings.HasPrefix(p, st.prefix) || strings.Contains(p[len(st.prefix):], "/") {
+			continue
+		}
+		env, live, err := st.load(ctx, p)
+		if err != nil || env == nil || live {
+			continue
+		}
+		gone := false
+		err = st.lockedNoSweep(ctx, p, func() error {
+			env, live, err := st.load(ctx, p)
+			if err != nil || env == nil || live {
+				return err
+			}
+			gone = true
+			return st.delete(ctx, p)
+		})
+		if err == nil && gone {
+			deleted++
+		}
+	}
+	st.sweepMu.Lock()
+	st.cursor = start + seen
+	st.sweepMu.Unlock()
+	return deleted, nil
+}
 
 // localLocks serialises, per storage path, the callers in this process.
 var localLocks = keyedMutex{m: map[string]*keyedEntry{}}

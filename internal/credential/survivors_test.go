@@ -202,7 +202,7 @@ func TestWaiterPollsUntilPeerStores(t *testing.T) {
 	c := credential.New(credential.Config{Source: fake, Now: clock.Now, Shared: sh})
 	defer c.Close()
 	ctx := context.Background()
-	if won, err := store.Open().Add(ctx, log.key+":lease", []byte("peer"), time.Hour); !won || err != nil {
+	if won, err := store.Open().Add(ctx, log.key+":lease", peer.SealClaim(log.key+":lease", clock.Now().Add(time.Hour)), time.Hour); !won || err != nil {
 		t.Fatal("planting the peer's lease failed")
 	}
 	type result struct {

@@ -108,7 +108,9 @@ func (c *Crypter) Decrypt(encrypt string) ([]byte, error) {
 	if err != nil {
 		return nil, ErrBase64
 	}
-	if len(ct) < blockPad || len(ct)%aes.BlockSize != 0 {
+	// WeChat pads to 32, so a ciphertext of whole AES blocks that is not
+	// whole 32-byte units was not made by WeChat (or by this package).
+	if len(ct) < blockPad || len(ct)%blockPad != 0 {
 		return nil, ErrTooShort
 	}
 	p := make([]byte, len(ct))

@@ -142,6 +142,7 @@ func TestTamper(t *testing.T) {
 		{"empty", "", ErrTooShort},
 		{"one block", base64.StdEncoding.EncodeToString(make([]byte, 16)), ErrTooShort},
 		{"not whole blocks", base64.StdEncoding.EncodeToString(make([]byte, 40)), ErrTooShort},
+		{"whole AES blocks, not whole 32-byte units", base64.StdEncoding.EncodeToString(make([]byte, 48)), ErrTooShort},
 		{"pad byte 0", raw(c, append(good[:len(good):len(good)], bytes.Repeat([]byte{0}, pad)...)), ErrPadding},
 		{"pad byte 33", raw(c, append(plain(uint32(len(secret)), secret, "wxA", 0), bytes.Repeat([]byte{33}, pad)...)), ErrPadding},
 		{"uneven pad bytes", func() string {

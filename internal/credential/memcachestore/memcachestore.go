@@ -4,6 +4,7 @@
 package memcachestore
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -135,18 +136,39 @@ func (b *Backend) CompareAndSwap(ctx context.Context, k string, ver credential.V
 	return err == nil, b.fail(err)
 }
 
-// DeleteIf is a read then a delete: memcache has no conditional delete.
-// The window only matters for a lease that expired between the two, which
-// the lease TTL (fetch deadline + 2 s) makes rare.
+// DeleteIf deletes k only if it holds v, atomically: memcache has no
+// conditional delete, so it reads the item with its CAS id (gets) and
+// swaps it, under that id, for an empty item that expires at once (a
+// negative exptime). A write between the read and the swap changes the
+// CAS id and the swap fails, so a lease taken over, or a mark made
+// again, in between is never deleted.
 func (b *Backend) DeleteIf(ctx context.Context, k string, v []byte) error {
-	got, _, err := b.Get(ctx, k)
-	if errors.Is(err, credential.ErrNotFound) {
-		return nil
-	}
-	if err != nil || string(got) != string(v) {
+	return b.deleteIf(ctx, k, v, nil)
+}
+
+// deleteIf is DeleteIf with a hook between the read and the swap (tests).
+func (b *Backend) deleteIf(ctx context.Context, k string, v []byte, between func()) error {
+	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return b.Delete(ctx, k)
+	it, err := b.c.Get(key(k))
+	if errors.Is(err, memcache.ErrCacheMiss) {
+		return nil
+	}
+	if err != nil {
+		return b.fail(err)
+	}
+	if !bytes.Equal(it.Value, v) {
+		return nil
+	}
+	if between != nil {
+		between()
+	}
+	err = b.c.CompareAndSwap(&memcache.Item{Key: it.Key, Value: []byte{}, Expiration: -1, CasID: it.CasID})
+	if errors.Is(err, memcache.ErrCASConflict) || errors.Is(err, memcache.ErrNotStored) || errors.Is(err, memcache.ErrCacheMiss) {
+		return nil // changed or gone since the read: not ours to delete
+	}
+	return b.fail(err)
 }
 
 func (b *Backend) Delete(ctx context.Context, k string) error {

@@ -139,3 +139,95 @@ func TestIncrOverJunk(t *testing.T) {
 		t.Fatalf("Get on a counter = %q, %v", v, err)
 	}
 }
+
+// DeleteIf is atomic: a write that lands between its read and its delete
+// (a lease taken over by a peer, a mark made again) survives, and an
+// unchanged value is deleted for good (a later Add succeeds).
+func TestDeleteIfIsAtomic(t *testing.T) {
+	s := startServer(t)
+	open := func() *memcachestore.Backend {
+		b, err := memcachestore.New([]string{s.addr}, 200*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return b
+	}
+	a, peer := open(), open()
+	ctx := t.Context()
+	if ok, err := a.Add(ctx, "lease", []byte("ours"), time.Minute); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	err := a.DeleteIfBetween(ctx, "lease", []byte("ours"), func() {
+		// Our lease ran out and a peer took it over just now.
+		if err := peer.Delete(ctx, "lease"); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := peer.Add(ctx, "lease", []byte("peer's"), time.Minute); !ok || err != nil {
+			t.Fatal(ok, err)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _, err := peer.Get(ctx, "lease"); err != nil || string(v) != "peer's" {
+		t.Fatalf("the peer's lease after our DeleteIf: %q, %v; want it kept", v, err)
+	}
+	// The same value rewritten in between (a new CAS id) is a new write.
+	err = peer.DeleteIfBetween(ctx, "lease", []byte("peer's"), func() {
+		v, ver, _ := a.Get(ctx, "lease")
+		if ok, err := a.CompareAndSwap(ctx, "lease", ver, v, time.Minute); !ok || err != nil {
+			t.Fatal(ok, err)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := a.Get(ctx, "lease"); err != nil {
+		t.Fatalf("a value rewritten between the read and the delete was deleted: %v", err)
+	}
+	if err := a.DeleteIf(ctx, "lease", []byte("peer's")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := a.Get(ctx, "lease"); err != credential.ErrNotFound {
+		t.Fatalf("an unchanged value was not deleted: %v", err)
+	}
+	if ok, err := a.Add(ctx, "lease", []byte("next"), time.Minute); !ok || err != nil {
+		t.Fatalf("Add after DeleteIf: %v %v; want stored", ok, err)
+	}
+	if err := a.DeleteIf(ctx, "lease", []byte("not this")); err != nil {
+		t.Fatal(err)
+	}
+	if v, _, _ := a.Get(ctx, "lease"); string(v) != "next" {
+		t.Fatal("DeleteIf deleted a value it does not hold")
+	}
+}
+
+// The conformance suite's multi-process case: three processes on one
+// memcached, 120 authorizers expiring at once.
+func TestAcrossProcesses(t *testing.T) {
+	s := startServer(t)
+	open := func(t *testing.T) credential.Backend { return openAt(t, s.addr) }
+	storetest.Processes(t, storetest.Harness{Open: open}, "TestClusterProcessHelper", []string{procAddrEnv + "=" + s.addr})
+}
+
+const procAddrEnv = "WECHAT_CLUSTER_MEMCACHE"
+
+func openAt(t *testing.T, addr string) credential.Backend {
+	b, err := memcachestore.New([]string{addr}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestClusterProcessHelper is one gateway process of TestAcrossProcesses.
+func TestClusterProcessHelper(t *testing.T) {
+	addr := os.Getenv(procAddrEnv)
+	if addr == "" {
+		t.Skip("a helper process of TestAcrossProcesses")
+	}
+	if !storetest.ProcessChild(t, func(t *testing.T) credential.Backend { return openAt(t, addr) }) {
+		t.Fatal("started without the cluster environment")
+	}
+}

@@ -28,6 +28,16 @@ func (c *Clock) Now() time.Time {
 	return c.t
 }
 
+// Sleep is a credential.Config.Sleep on the fake clock: it advances the
+// clock by d, as if the caller had waited.
+func (c *Clock) Sleep(ctx context.Context, d time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c.Advance(d)
+	return nil
+}
+
 func (c *Clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	c.t = c.t.Add(d)

@@ -29,6 +29,9 @@ type OpenPlatform struct {
 	InfoGivesRefresh bool
 
 	ComponentFetches, AuthorizerFetches, QueryAuths, InfoCalls, Rotations atomic.Int64
+	// Probes counts get_api_domain_ip calls (authorizer tokens),
+	// ComponentProbes api_get_authorizer_list calls, failed ones included.
+	Probes, ComponentProbes atomic.Int64
 
 	mu         sync.Mutex
 	seq        int
@@ -157,13 +160,41 @@ func (t inProcess) RoundTrip(req *http.Request) (*http.Response, error) {
 	return w.Result(), nil
 }
 
+// RevokeToken ends an authorizer or component token at once, as another
+// system's refresh or a secret reset would.
+func (f *OpenPlatform) RevokeToken(tok string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.atoks, tok)
+	delete(f.ctoks, tok)
+}
+
 func (f *OpenPlatform) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var in map[string]string
+	in := map[string]string{}
 	if r.Body != nil {
 		b, _ := io.ReadAll(io.LimitReader(r.Body, 1<<16))
-		_ = json.Unmarshal(b, &in)
+		var raw map[string]any
+		_ = json.Unmarshal(b, &raw)
+		for k, v := range raw {
+			if s, ok := v.(string); ok {
+				in[k] = s
+			}
+		}
 	}
-	ans := f.answer(r.URL.Path, r.URL.Query().Get("component_access_token"), in)
+	var ans map[string]any
+	if r.URL.Path == "/cgi-bin/get_api_domain_ip" {
+		// An authorizer token is used like an account's access_token.
+		f.Probes.Add(1)
+		ans = map[string]any{"errcode": 0, "ip_list": []string{"101.226.103.0/25"}}
+		if !f.Valid(r.URL.Query().Get("access_token")) {
+			ans = errAns(40001, "invalid credential, access_token is invalid or not latest")
+		}
+	} else {
+		if r.URL.Path == "/cgi-bin/component/api_get_authorizer_list" {
+			f.ComponentProbes.Add(1)
+		}
+		ans = f.answer(r.URL.Path, r.URL.Query().Get("component_access_token"), in)
+	}
 	w.Header().Set("Content-Type", "text/plain")
 	_ = json.NewEncoder(w).Encode(ans)
 }
@@ -241,6 +272,14 @@ func (f *OpenPlatform) answer(path, ctok string, in map[string]string) map[strin
 		}
 		t := f.issue(id, now)
 		return map[string]any{"authorizer_access_token": t, "expires_in": 7200, "authorizer_refresh_token": a.refresh}
+	case "/cgi-bin/component/api_get_authorizer_list":
+		list := []map[string]any{}
+		for id, a := range f.auths {
+			if !a.revoked && len(list) == 0 {
+				list = append(list, map[string]any{"authorizer_appid": id, "refresh_token": a.refresh, "auth_time": 1558000607})
+			}
+		}
+		return map[string]any{"total_count": len(f.auths), "list": list}
 	case "/cgi-bin/component/api_get_authorizer_info":
 		f.InfoCalls.Add(1)
 		id := in["authorizer_appid"]

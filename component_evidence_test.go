@@ -1,0 +1,174 @@
+package wechat
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-wechat/wechat/fakewechat"
+)
+
+// Issue 19 through a real Caddy: authorizer and component tokens are
+// probed before request evidence drops them. 1,000 calls of an API that
+// answers 40001 whatever the token, for one authorizer, cost no
+// api_authorizer_token and no api_component_token (≤ 1 and 0 required);
+// 200 calls of such a component API cost no api_component_token; and a
+// real revocation 0.5 s later is repaired on the first call that meets
+// it. Alone and over memcache.
+func TestComponentAlways40001ThroughCaddy(t *testing.T) {
+	mc := startMemcached(t)
+	for _, store := range []string{"", "memcache " + mc.Addr} {
+		name := "alone"
+		if store != "" {
+			name = "memcache"
+		}
+		t.Run(name, func(t *testing.T) {
+			mc.FlushAll()
+			resetAccounts(t)
+			t.Setenv("TEST_COMPONENT_APPID", testComponentAppID)
+			t.Setenv("TEST_COMPONENT_SECRET", testComponentSecret)
+			t.Setenv("TEST_COMPONENT_TOKEN", testComponentToken)
+			t.Setenv("TEST_COMPONENT_AES_KEY", testComponentAESKey)
+			f := newComponentFake(t, 1) // every api_authorizer_token rotates the refresh token
+			cfg := strings.ReplaceAll(componentConfig(f.URL), "upstream "+f.URL, "upstream "+f.URL+"\n\t\t\t"+store)
+			g := startCaddy(t, cfg)
+			t.Cleanup(func() { caddy.Stop() })
+			cb := g.URL + "/wechat/component/callback"
+			const merchant = "wxmerchant0000077"
+			if _, err := f.PushTicket(cb); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.PushAuthorized(cb, merchant); err != nil {
+				t.Fatal(err)
+			}
+			call := func(path string) result {
+				return do(t, http.MethodGet, g.URL+path, nil, AuthorizerHeader, merchant)
+			}
+			compBody := []byte(`{"component_appid":"` + testComponentAppID + `"}`)
+			if r := call("/cgi-bin/user/info?openid=o1"); r.errcode() != 0 {
+				t.Fatalf("the first authorizer call: %s", r.Body)
+			}
+			if r := do(t, http.MethodPost, g.URL+"/cgi-bin/component/api_create_preauthcode", compBody); r.errcode() != 0 {
+				t.Fatalf("the first component call: %s", r.Body)
+			}
+			auth0, comp0 := f.Fetches("api_authorizer_token"), f.Fetches("api_component_token")
+			for i := range 1000 {
+				if r := call(fakewechat.AlwaysInvalidPath); r.Status != 200 || r.errcode() != 40001 {
+					t.Fatalf("the 40001-only API: want WeChat's own 40001, got %d %s", r.Status, r.Body)
+				}
+				if i%10 == 0 {
+					if r := call("/cgi-bin/user/info?openid=o1"); r.errcode() != 0 {
+						t.Fatalf("call %d of another API: %s", i, r.Body)
+					}
+				}
+				if i%5 == 0 {
+					if r := do(t, http.MethodPost, g.URL+fakewechat.ComponentAlwaysInvalidPath, compBody); r.errcode() != 40001 {
+						t.Fatalf("the 40001-only component API: %s", r.Body)
+					}
+				}
+			}
+			if n := f.Fetches("api_authorizer_token") - auth0; n > 1 {
+				t.Errorf("1,000 calls of a 40001-only API: %d api_authorizer_token; want ≤ 1", n)
+			}
+			if n := f.Fetches("api_component_token") - comp0; n != 0 {
+				t.Errorf("1,000 calls of 40001-only APIs: %d api_component_token; want 0", n)
+			}
+			if n := f.Fetches("probe"); n < 1 || n > 4 {
+				t.Errorf("%d authorizer probes; want a few (a verdict per API path per 30 s)", n)
+			}
+			if n := f.Fetches("api_get_authorizer_list"); n < 1 || n > 4 {
+				t.Errorf("%d component probes; want a few", n)
+			}
+
+			// A real revocation of every token, 0.5 s after the evidence.
+			time.Sleep(500 * time.Millisecond)
+			f.RevokeAll()
+			if r := call("/cgi-bin/user/info?openid=o1"); r.Status != 200 || r.errcode() != 0 {
+				t.Fatalf("the first authorizer call after the revocation: %d %s", r.Status, r.Body)
+			}
+			if r := do(t, http.MethodPost, g.URL+"/cgi-bin/component/api_create_preauthcode", compBody); r.errcode() != 0 {
+				t.Fatalf("the first component call after the revocation: %s", r.Body)
+			}
+			if got := storedRefresh(t, onlyPlatform(t), merchant); got != f.RefreshTokenOf(merchant) {
+				t.Error("the rotated refresh token was not stored")
+			}
+		})
+	}
+}
+
+// Issue 20 §4 through a real Caddy: the callback's replay mark is
+// canonical. A captured authorized push whose msg_signature is sent
+// upper-cased (which the signature check accepts) is refused as a replay,
+// alone and across instances sharing memcache, and costs no
+// api_query_auth.
+func TestComponentCallbackReplayByLetterCase(t *testing.T) {
+	mc := startMemcached(t)
+	resetAccounts(t)
+	t.Setenv("TEST_COMPONENT_APPID", testComponentAppID)
+	t.Setenv("TEST_COMPONENT_SECRET", testComponentSecret)
+	t.Setenv("TEST_COMPONENT_TOKEN", testComponentToken)
+	t.Setenv("TEST_COMPONENT_AES_KEY", testComponentAESKey)
+	f := newComponentFake(t, 0)
+	// Two callbacks of one component over one store: the second's
+	// fetch_timeout gives it a platform (and a replay guard) of its own,
+	// as a second process would have.
+	callback := func(path, extra string) string {
+		return `
+	handle ` + path + ` {
+		wechat_component_callback {
+			appid {env.TEST_COMPONENT_APPID}
+			secret {env.TEST_COMPONENT_SECRET}
+			token {env.TEST_COMPONENT_TOKEN}
+			aes_key {env.TEST_COMPONENT_AES_KEY}
+			upstream ` + f.URL + `
+			memcache ` + mc.Addr + `
+			` + extra + `
+		}
+	}`
+	}
+	g := startCaddy(t, `{
+	admin 127.0.0.1:%[2]d
+	log {
+		output file %[3]s
+	}
+}
+http://127.0.0.1:%[1]d {`+callback("/a/callback", "")+callback("/b/callback", "fetch_timeout 9s")+`
+}
+`)
+	t.Cleanup(func() { caddy.Stop() })
+	if _, err := f.PushTicket(g.URL + "/a/callback"); err != nil {
+		t.Fatal(err)
+	}
+	const merchant = "wxmerchant0000078"
+	code := f.Authorize(merchant)
+	q, body, err := f.SealEvent(f.EventXML("authorized", "<AuthorizerAppid><![CDATA["+merchant+"]]></AuthorizerAppid><AuthorizationCode><![CDATA["+code+"]]></AuthorizationCode>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(path, sig string) int {
+		qq := url.Values{}
+		for k, v := range q {
+			qq[k] = v
+		}
+		qq.Set("msg_signature", sig)
+		r := do(t, http.MethodPost, g.URL+path+"?"+qq.Encode(), body, "Content-Type", "text/xml")
+		return r.Status
+	}
+	sig := q.Get("msg_signature")
+	if c := send("/a/callback", sig); c != 200 {
+		t.Fatalf("the push: %d", c)
+	}
+	queries := f.Fetches("api_query_auth")
+	for _, path := range []string{"/a/callback", "/b/callback"} {
+		if c := send(path, strings.ToUpper(sig)); c != http.StatusConflict {
+			t.Errorf("an upper-cased copy of the push to %s: %d; want 409", path, c)
+		}
+	}
+	if n := f.Fetches("api_query_auth") - queries; n != 0 {
+		t.Errorf("letter-case copies cost %d api_query_auth; want 0", n)
+	}
+}
