@@ -1,6 +1,6 @@
-// Package integration holds tests that run a whole Caddy, in process,
-// with the gateway and the fake WeChat, and drive it from outside.
 package integration
+
+// The status page's harness: a Caddy in process, fakes, headless Chromium.
 
 import (
 	"context"
@@ -25,6 +25,7 @@ import (
 
 	_ "github.com/caddy-wechat/wechat"
 	"github.com/caddy-wechat/wechat/fakewechat"
+	"github.com/caddy-wechat/wechat/internal/testserver"
 )
 
 // spFake is a fake WeChat behind an httptest server that can answer
@@ -125,12 +126,7 @@ func chromium(t testing.TB) string {
 	if os.Getenv("CI") != "" {
 		t.Fatal("chromium is not installed (apt-get install chromium); CI must run the browser tests")
 	}
-	if f := os.Getenv("WECHAT_SKIP_REPORT"); f != "" {
-		if fh, err := os.OpenFile(f, os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o644); err == nil {
-			fmt.Fprintf(fh, "SKIPPED %s: chromium is not installed (apt-get install chromium)\n", t.Name())
-			fh.Close()
-		}
-	}
+	testserver.Note("chromium", t.Name())
 	t.Skip("chromium is not installed")
 	return ""
 }
