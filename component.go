@@ -17,6 +17,7 @@ import (
 
 	"github.com/caddy-wechat/wechat/internal/componentcb"
 	"github.com/caddy-wechat/wechat/internal/credential"
+	"github.com/caddy-wechat/wechat/internal/gateway"
 	"github.com/caddy-wechat/wechat/stores"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -70,7 +71,7 @@ type platform struct {
 
 	// needles is the scrub set of calls that name no authorizer, rebuilt
 	// when the component token changes (an authorizer's is kept with it).
-	needles atomic.Pointer[needleSet]
+	needles atomic.Pointer[gateway.Needles]
 }
 
 var platforms = caddy.NewUsagePool()
@@ -240,7 +241,7 @@ type componentObserver struct {
 	ok, failed, rotations       prometheus.Counter
 	recovered, notRecovered     prometheus.Counter
 	revoked, unauthorized, othr prometheus.Counter
-	scrub                       *scrubHits
+	scrub                       *gateway.Hits
 	started                     time.Time
 	lastTicket                  atomic.Int64 // unix nanoseconds of the last ticket push accepted here
 }

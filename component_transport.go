@@ -1,18 +1,14 @@
 package wechat
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
-	"regexp"
-	"strconv"
 	"strings"
 
 	"github.com/caddy-wechat/wechat/internal/credential"
+	"github.com/caddy-wechat/wechat/internal/gateway"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"go.uber.org/zap"
@@ -102,41 +98,6 @@ func authorizerOf(req *http.Request) (appid, p string, ok bool) {
 	return "", p, false
 }
 
-// componentBlocked are the component endpoints the gateway owns: calling
-// them with its component token would fetch or rotate credentials behind
-// its back (a rotated refresh token the gateway never sees is a merchant
-// lost).
-func componentBlocked(clean string) bool {
-	switch clean {
-	case "/cgi-bin/component/api_component_token", "/cgi-bin/component/api_authorizer_token", "/cgi-bin/component/api_query_auth":
-		return true
-	}
-	return false
-}
-
-// componentRoute is the route of a call on the open platform, from its
-// cleaned, lower-cased path and whether it names an authorizer.
-func componentRoute(clean string, named bool) route {
-	switch {
-	case classify(clean) == routeBlocked || componentBlocked(clean):
-		return routeBlocked
-	case strings.HasPrefix(clean, "/sns/component/") || strings.HasPrefix(clean, "/sns/oauth2/component/"):
-		// Login and web OAuth on behalf of an authorizer: the component
-		// vouches with its appid and token.
-		if named {
-			return routeComponentSNSNamed
-		}
-		return routeComponentSNS
-	case strings.HasPrefix(clean, "/sns/"):
-		return routeUserSNS // the user's own OAuth token: untouched
-	case named:
-		return routeToken // the authorizer's access_token
-	case strings.HasPrefix(clean, "/cgi-bin/component/"):
-		return routeComponent
-	}
-	return routeNone
-}
-
 // RoundTrip sends one proxied call with the credential it needs through
 // the one request loop (requestPath), so every rule of the account
 // transport holds here too: header policy, encodings, rid/get on the path
@@ -145,40 +106,40 @@ func componentRoute(clean string, named bool) route {
 func (t *ComponentTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Method == http.MethodConnect {
 		t.count("", "blocked")
-		return gatewayError(req, http.StatusMethodNotAllowed, 43002, "caddy-wechat: CONNECT is not allowed"), nil
+		return gateway.ErrorResponse(req, http.StatusMethodNotAllowed, 43002, "caddy-wechat: CONNECT is not allowed"), nil
 	}
 	appid, p, named := authorizerOf(req)
-	p = canonicalPath(p)
+	p = gateway.CanonicalPath(p)
 	clean := strings.ToLower(p) // no allocation for a lower-case path
-	r := componentRoute(clean, named)
-	o := outbound{host: t, path: p, route: r, what: "component_access_token", appid: t.p.appid,
-		dropHeader: AuthorizerHeader, refresh: clean == "/cgi-bin/component/api_get_authorizer_info" || clean == "/cgi-bin/component/api_get_authorizer_list"}
-	o.identity = o.refresh
+	r := gateway.ComponentRoute(clean, named)
+	o := gateway.Outbound{Host: (*componentHost)(t), Path: p, Route: r, What: "component_access_token", AppID: t.p.appid,
+		DropHeader: AuthorizerHeader, Refresh: clean == "/cgi-bin/component/api_get_authorizer_info" || clean == "/cgi-bin/component/api_get_authorizer_list"}
+	o.Identity = o.Refresh
 	if named {
-		o.authorizer = appid
+		o.Authorizer = appid
 	}
 	switch r {
-	case routeBlocked:
-		t.count(o.authorizer, "blocked")
-		return gatewayError(req, http.StatusForbidden, 40002,
+	case gateway.RouteBlocked:
+		t.count(o.Authorizer, "blocked")
+		return gateway.ErrorResponse(req, http.StatusForbidden, 40002,
 			"caddy-wechat: this endpoint is the gateway's own; call the API you need without a token"), nil
-	case routeNone:
+	case gateway.RouteNone:
 		t.count("", "no_authorizer")
-		return gatewayError(req, http.StatusBadRequest, 41001,
+		return gateway.ErrorResponse(req, http.StatusBadRequest, 41001,
 			"caddy-wechat: name the authorizer with the "+AuthorizerHeader+" header or a /authorizer/{appid}/ path prefix"), nil
-	case routeToken:
-		o.what = "authorizer_access_token"
+	case gateway.RouteToken:
+		o.What = "authorizer_access_token"
 		if a := t.p.reg.Lookup(appid); a != nil {
-			o.cred = a // a pointer: no allocation
+			o.Cred = a // a pointer: no allocation
 		} else {
-			o.cred = authorizerCred{t.p.reg, appid} // first use: created from the store
+			o.Cred = authorizerCred{t.p.reg, appid} // first use: created from the store
 		}
 	default:
-		o.cred = t.p.comp
+		o.Cred = t.p.comp
 	}
-	rp := requestPath{rt: &t.HTTPTransport, keepCallerAuth: t.KeepCallerAuth,
-		maxReplay: t.maxReplay(), maxBuffered: defaultMaxBuffered, bodyIdle: defaultBodyReadTimeout}
-	return rp.roundTrip(req, &o)
+	rp := gateway.Path{RT: &t.HTTPTransport, Server: caddyServer{}, KeepCallerAuth: t.KeepCallerAuth,
+		MaxReplay: t.maxReplay(), MaxBuffered: gateway.DefaultMaxBuffered, BodyIdle: gateway.DefaultBodyReadTimeout}
+	return rp.RoundTrip(req, &o)
 }
 
 // authorizerCred is an authorizer not yet in the registry as the loop's
@@ -209,9 +170,13 @@ func (a authorizerCred) Confirm(tok *tokenEntry) {
 	}
 }
 
-// pathHost of the open platform.
-func (t *ComponentTransport) request(who, result string) { t.count(who, result) }
-func (t *ComponentTransport) retry(string, string)       {}
+// componentHost is the open platform's transport as the loop's
+// gateway.Host (a type of its own keeps these methods off
+// ComponentTransport's exported API).
+type componentHost ComponentTransport
+
+func (h *componentHost) Request(who, result string) { (*ComponentTransport)(h).count(who, result) }
+func (h *componentHost) Retry(string, string)       {}
 
 func (t *ComponentTransport) count(who, result string) {
 	kind := "component"
@@ -227,25 +192,24 @@ func (t *ComponentTransport) count(who, result string) {
 // the registry on every answer's path). The set is kept with the
 // authorizer and rebuilt only when its token or the component's changes,
 // so a warm call builds nothing.
-func (t *ComponentTransport) needles(who string) *needleSet {
-	comp := t.p.comp.Current()
+func (h *componentHost) Needles(who string) *gateway.Needles {
+	t := (*ComponentTransport)(h)
+	key := gateway.NeedleKey{Component: t.p.comp.Current()}
 	if who != "" {
 		if a := t.p.reg.Lookup(who); a != nil {
-			cur := a.Cache().Current()
-			if ns, _ := a.Memo().(*needleSet); ns != nil && ns.cur == cur && ns.comp == comp {
+			key.Token = a.Cache().Current()
+			if ns, _ := a.Memo().(*gateway.Needles); ns != nil && ns.Key() == key {
 				return ns
 			}
-			ns := newNeedleSet(append(append(t.p.comp.Recent(), t.p.plat.Secret), a.Cache().Recent()...)...)
-			ns.cur, ns.comp, ns.hits = cur, comp, t.p.obs.scrub
+			ns := gateway.NewNeedles(key, t.p.obs.scrub, append(append(t.p.comp.Recent(), t.p.plat.Secret), a.Cache().Recent()...)...)
 			a.SetMemo(ns)
 			return ns
 		}
 	}
-	if ns := t.p.needles.Load(); ns != nil && ns.comp == comp {
+	if ns := t.p.needles.Load(); ns != nil && ns.Key() == key {
 		return ns
 	}
-	ns := newNeedleSet(append(t.p.comp.Recent(), t.p.plat.Secret)...)
-	ns.comp, ns.hits = comp, t.p.obs.scrub
+	ns := gateway.NewNeedles(key, t.p.obs.scrub, append(t.p.comp.Recent(), t.p.plat.Secret)...)
 	t.p.needles.Store(ns)
 	return ns
 }
@@ -260,7 +224,8 @@ func (t *ComponentTransport) maxReplay() int64 {
 // redact strips the platform's secret, its recent component tokens, the
 // named authorizer's recent tokens and WeChat's rids from a text (a
 // transport error quotes the URL, and with it the token).
-func (t *ComponentTransport) redact(who, msg string) string {
+func (h *componentHost) Redact(who, msg string) string {
+	t := (*ComponentTransport)(h)
 	vals := append(t.p.comp.Recent(), t.p.plat.Secret)
 	if who != "" {
 		if a := t.p.reg.Lookup(who); a != nil {
@@ -268,35 +233,12 @@ func (t *ComponentTransport) redact(who, msg string) string {
 		}
 	}
 	for _, v := range vals {
-		if len(v) >= minNeedle {
+		if len(v) >= gateway.MinNeedle {
 			msg = strings.ReplaceAll(msg, v, "[token]")
 			msg = strings.ReplaceAll(msg, url.QueryEscape(v), "[token]")
 		}
 	}
 	return ridPattern.ReplaceAllString(credential.StripRID(msg), "")
-}
-
-// refreshField matches a refresh token in an answer.
-var refreshField = regexp.MustCompile(`"(authorizer_refresh_token|refresh_token)"\s*:\s*"(?:[^"\\]|\\.)*"`)
-
-// scrubRefreshTokens removes refresh tokens from api_get_authorizer_info
-// and _list answers: the gateway holds them, no client needs them, and a
-// client that used one would rotate it behind the gateway's back.
-func scrubRefreshTokens(resp *http.Response) (*http.Response, error) {
-	if resp.Header.Get("Content-Encoding") != "" {
-		resp.Body.Close()
-		return nil, errors.New("caddy-wechat: an encoded api_get_authorizer answer cannot be scrubbed")
-	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-	resp.Body.Close()
-	if err != nil {
-		return nil, err
-	}
-	b = refreshField.ReplaceAll(b, []byte(`"$1":""`))
-	resp.Body = io.NopCloser(bytes.NewReader(b))
-	resp.ContentLength = int64(len(b))
-	resp.Header.Set("Content-Length", strconv.Itoa(len(b)))
-	return resp, nil
 }
 
 // Interface guards

@@ -23,10 +23,10 @@ func TestRevocationAfterEvidenceThroughCaddy(t *testing.T) {
 	const api = "/cgi-bin/user/info?openid=o1"
 	scenarios := []struct {
 		name   string
-		before func(t *testing.T, f *fakeWeChat, g *gateway)
+		before func(t *testing.T, f *fakeWeChat, g *runningCaddy)
 	}{
 		// The probe says "valid" about the 40001-only API's path only.
-		{"after a 40001-only call", func(t *testing.T, f *fakeWeChat, g *gateway) {
+		{"after a 40001-only call", func(t *testing.T, f *fakeWeChat, g *runningCaddy) {
 			for range 3 {
 				if r := get(t, g.URL+fakewechat.AlwaysInvalidPath); r.errcode() != 40001 {
 					t.Fatalf("the 40001-only API: %s", r.Body)
@@ -36,7 +36,7 @@ func TestRevocationAfterEvidenceThroughCaddy(t *testing.T) {
 		// Stable vouches for the token (the endpoint hands it back),
 		// classic fetches a replacement that fails too: held while the
 		// glitch lasts, until the first success.
-		{"after a glitch and its recovery", func(t *testing.T, f *fakeWeChat, g *gateway) {
+		{"after a glitch and its recovery", func(t *testing.T, f *fakeWeChat, g *runningCaddy) {
 			f.Glitch(time.Hour)
 			for range 5 {
 				if r := get(t, g.URL+api); r.errcode() != 40001 {
@@ -49,7 +49,7 @@ func TestRevocationAfterEvidenceThroughCaddy(t *testing.T) {
 			}
 		}},
 		// A token fetched a moment ago, to replace a revoked one.
-		{"after a fresh fetch", func(t *testing.T, f *fakeWeChat, g *gateway) {
+		{"after a fresh fetch", func(t *testing.T, f *fakeWeChat, g *runningCaddy) {
 			f.RevokeAll()
 			if r := get(t, g.URL+api); r.errcode() != 0 {
 				t.Fatalf("the call that met the first revocation: %s", r.Body)

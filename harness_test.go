@@ -79,7 +79,7 @@ func (f *fakeWeChat) setHook(h func(w http.ResponseWriter, r *http.Request) bool
 }
 
 // gateway is a running Caddy with the wechat module.
-type gateway struct {
+type runningCaddy struct {
 	URL     string // http://127.0.0.1:port
 	Admin   string // admin endpoint address
 	LogFile string
@@ -88,10 +88,10 @@ type gateway struct {
 // startCaddy adapts caddyfile (with %[1]d = HTTP port, %[2]d = admin port,
 // %[3]s = log file) and runs it in this process. Caddy is a process-wide
 // singleton, so these tests do not run in parallel.
-func startCaddy(t testing.TB, caddyfile string) *gateway {
+func startCaddy(t testing.TB, caddyfile string) *runningCaddy {
 	t.Helper()
 	skipIfFast(t)
-	g := &gateway{LogFile: filepath.Join(t.TempDir(), "caddy.log")}
+	g := &runningCaddy{LogFile: filepath.Join(t.TempDir(), "caddy.log")}
 	port, admin := freePort(t), freePort(t)
 	g.URL = fmt.Sprintf("http://127.0.0.1:%d", port)
 	g.Admin = fmt.Sprintf("127.0.0.1:%d", admin)
@@ -234,7 +234,7 @@ func readFile(t testing.TB, p string) string {
 // restart stops every config and starts a new Caddy in front of the same
 // fake WeChat, as a gateway restart does: whatever the new instance knows,
 // it got from its store, and every fetch it makes shows in f's counters.
-func restart(t testing.TB, f *fakeWeChat, extra string) *gateway {
+func restart(t testing.TB, f *fakeWeChat, extra string) *runningCaddy {
 	t.Helper()
 	resetAccounts(t)
 	setEnv(t)
@@ -243,7 +243,7 @@ func restart(t testing.TB, f *fakeWeChat, extra string) *gateway {
 
 // setup starts cold: a fresh fake WeChat, and one Caddy with one wechat
 // account in front of it (extra adds subdirectives).
-func setup(t testing.TB, extra string) (*fakeWeChat, *gateway) {
+func setup(t testing.TB, extra string) (*fakeWeChat, *runningCaddy) {
 	t.Helper()
 	resetAccounts(t)
 	setEnv(t)

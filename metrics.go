@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/caddy-wechat/wechat/internal/credential"
+	"github.com/caddy-wechat/wechat/internal/gateway"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -255,10 +256,6 @@ func (c *accountCollector) Collect(ch chan<- prometheus.Metric) {
 // quotaDayZone is where WeChat's daily quotas reset (Beijing time).
 var quotaDayZone = time.FixedZone("UTC+8", 8*3600)
 
-// scrubHits are one transport's redaction counters, resolved once so
-// that a hit pays no label lookup; nil counts nothing.
-type scrubHits struct{ header, body prometheus.Counter }
-
-func newScrubHits(appid string) *scrubHits {
-	return &scrubHits{header: metricScrub.WithLabelValues(appid, "header"), body: metricScrub.WithLabelValues(appid, "body")}
+func newScrubHits(appid string) *gateway.Hits {
+	return &gateway.Hits{Header: metricScrub.WithLabelValues(appid, "header"), Body: metricScrub.WithLabelValues(appid, "body")}
 }

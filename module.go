@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/caddy-wechat/wechat/internal/credential"
+	"github.com/caddy-wechat/wechat/internal/gateway"
 	"github.com/caddy-wechat/wechat/stores"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
@@ -73,10 +74,10 @@ type Transport struct {
 	// needs the absolute form).
 	opaque bool
 
-	sent        *tokenRing                  // tokens this transport sent lately
+	sent        *gateway.TokenRing          // tokens this transport sent lately
 	recent      func(dst []string) []string // tokens to scrub; nil: current + sent
-	needleCache *atomic.Pointer[needleSet]
-	scrubHits   *scrubHits
+	needleCache *atomic.Pointer[gateway.Needles]
+	scrubHits   *gateway.Hits
 }
 
 // CaddyModule returns the Caddy module information.

@@ -1,8 +1,6 @@
 package wechat
 
 import (
-	"bytes"
-	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -11,52 +9,10 @@ import (
 	"time"
 
 	"github.com/caddy-wechat/wechat/fakewechat"
+	"github.com/caddy-wechat/wechat/internal/gateway"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
-
-// The scrub counts what it had to remove, by part; a clean answer and
-// rid/get's by-design field redaction count nothing.
-func TestScrubRedactionsCounted(t *testing.T) {
-	const appid = "wxscrubcount000001"
-	hits := newScrubHits(appid)
-	count := func() (h, b float64) { return counterValue(hits.header), counterValue(hits.body) }
-	rid, _ := json.Marshal(map[string]any{"errcode": 0, "request": map[string]any{
-		"invoke_time": 1, "request_url": "access_token=" + scrubTok + "&openid=o1", "request_body": "", "response_body": "{}"}})
-	for _, tc := range []struct {
-		name          string
-		path, ct      string
-		hdr           string
-		body          []byte
-		header, bodyN float64
-	}{
-		{"clean", "/cgi-bin/user/info", "application/json", "ok", []byte(`{"errcode":0}`), 0, 0},
-		{"rid/get by design", "/cgi-bin/openapi/rid/get", "application/json", "ok", rid, 0, 0},
-		{"header echo", "/cgi-bin/user/info", "application/json", "https://x/?access_token=" + scrubTok, []byte(`{"errcode":0}`), 1, 0},
-		{"small body echo", "/cgi-bin/user/info", "application/json", "ok", []byte(`{"errmsg":"` + scrubSecr + `"}`), 0, 1},
-		{"streamed body echo", "/cgi-bin/user/info", "text/plain", "ok", []byte(strings.Repeat("a", 200<<10) + scrubOld), 0, 1},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			tr := scrubTransport()
-			tr.scrubHits = hits
-			h0, b0 := count()
-			resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {tc.ct}, "Location": {tc.hdr}},
-				Body: io.NopCloser(bytes.NewReader(tc.body)), ContentLength: int64(len(tc.body))}
-			req, _ := http.NewRequest("GET", "http://gw"+tc.path, nil)
-			if err := tr.scrubResponse(req, resp); err != nil {
-				t.Fatal(err)
-			}
-			got, _ := io.ReadAll(resp.Body)
-			if l := leaks(string(got) + resp.Header.Get("Location")); l != nil {
-				t.Fatalf("leaks %v", l)
-			}
-			h1, b1 := count()
-			if h1-h0 != tc.header || b1-b0 != tc.bodyN {
-				t.Errorf("redactions counted: header +%v body +%v, want +%v +%v", h1-h0, b1-b0, tc.header, tc.bodyN)
-			}
-		})
-	}
-}
 
 // The gauges the alerts read: ceiling, force_refreshes today, and
 // whether fetches are failing, through a real Caddy's /metrics.
@@ -173,7 +129,7 @@ func TestComponentScrubRedactionsCounted(t *testing.T) {
 	head0 := max(metricValue(page(), "caddy_wechat_scrub_redactions_total", comp, `part="header"`), 0)
 	for _, u := range []string{g.URL + "/cgi-bin/component/echo_token", g.URL + "/authorizer/wxmerchantscrub001/cgi-bin/echo_token"} {
 		r := do(t, http.MethodPost, u, []byte(`{}`))
-		if !strings.Contains(string(r.Body), redactedMark) || !strings.Contains(r.Header.Get("X-Echo"), redactedMark) {
+		if !strings.Contains(string(r.Body), gateway.RedactedMark) || !strings.Contains(r.Header.Get("X-Echo"), gateway.RedactedMark) {
 			t.Fatalf("%s: not scrubbed: %s %v", u, r.Body, r.Header)
 		}
 	}

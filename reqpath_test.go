@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/caddy-wechat/wechat/fakewechat"
+	"github.com/caddy-wechat/wechat/internal/gateway"
 )
 
 // Issue 10 attacks on the request path, through a real Caddy in front of
@@ -123,7 +124,7 @@ func TestRidGetReadBack(t *testing.T) {
 	}
 	req, _ := r.JSON["request"].(map[string]any)
 	if req == nil || req["invoke_time"] == nil || req["response_body"] == nil ||
-		!strings.Contains(req["request_url"].(string), "openid=nobody&access_token="+redactedMark) ||
+		!strings.Contains(req["request_url"].(string), "openid=nobody&access_token="+gateway.RedactedMark) ||
 		!strings.Contains(req["request_body"].(string), `"appid":"`+testAppID+`"`) {
 		t.Errorf("rid/get lost its purpose: %s", r.Body)
 	}
@@ -148,7 +149,7 @@ func TestCallerAuthStripped(t *testing.T) {
 			t.Fatalf("upstream saw %d requests", len(reqs))
 		}
 		for _, r := range reqs {
-			for _, h := range callerCredentialHeaders {
+			for _, h := range gateway.CallerCredentialHeaders {
 				// Proxy-Authorization is hop-by-hop: reverse_proxy drops it anyway.
 				want := keep && h != "Proxy-Authorization"
 				if got := r.Header.Get(h) != ""; got != want && r.URL.Path != "/cgi-bin/stable_token" {
@@ -232,10 +233,10 @@ func TestAnnouncedBodiesDoNotReserve(t *testing.T) {
 		}
 	})
 	deadline := time.Now().Add(20 * time.Second)
-	for bufferedBytes.Load() < conns*firstBodyChunk && time.Now().Before(deadline) {
+	for gateway.BufferedBytes() < conns*gateway.FirstBodyChunk && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	held := bufferedBytes.Load()
+	held := gateway.BufferedBytes()
 	var bad atomic.Int32
 	parallel(20, func(i int) {
 		if r := get(t, g.URL+"/cgi-bin/user/info?i="+itoa(i)); r.errcode() != 0 {
@@ -246,7 +247,7 @@ func TestAnnouncedBodiesDoNotReserve(t *testing.T) {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	t.Logf("%d bodies pending, %d KiB reserved; HeapInuse %d MiB (before: %d MiB)", conns, held>>10, m.HeapInuse>>20, base.HeapInuse>>20)
-	if held < conns*firstBodyChunk/2 {
+	if held < conns*gateway.FirstBodyChunk/2 {
 		t.Errorf("only %d bytes reserved: the bodies were not being read", held)
 	}
 	if m.HeapInuse > 200<<20 {
@@ -261,10 +262,10 @@ func TestAnnouncedBodiesDoNotReserve(t *testing.T) {
 	if n := closed.Load(); n < conns {
 		t.Errorf("%d of %d idle bodies still open after body_read_timeout", conns-n, conns)
 	}
-	for bufferedBytes.Load() != 0 && time.Now().Before(deadline.Add(40*time.Second)) {
+	for gateway.BufferedBytes() != 0 && time.Now().Before(deadline.Add(40*time.Second)) {
 		time.Sleep(50 * time.Millisecond)
 	}
-	if n := bufferedBytes.Load(); n != 0 {
+	if n := gateway.BufferedBytes(); n != 0 {
 		t.Errorf("%d bytes still reserved after the requests ended", n)
 	}
 }
@@ -282,10 +283,10 @@ func TestBufferCapStreams(t *testing.T) {
 		}
 	})
 	deadline := time.Now().Add(5 * time.Second)
-	for bufferedBytes.Load() != 0 && time.Now().Before(deadline) {
+	for gateway.BufferedBytes() != 0 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if n := bufferedBytes.Load(); n != 0 {
+	if n := gateway.BufferedBytes(); n != 0 {
 		t.Errorf("%d bytes still reserved", n)
 	}
 }
@@ -319,7 +320,7 @@ func TestRidGetTokenReadBackFake(t *testing.T) {
 	}
 	req, _ := a.JSON["request"].(map[string]any)
 	if a.errcode() != 0 || req == nil || req["invoke_time"] == nil ||
-		!strings.Contains(req["request_url"].(string), "openid=nobody") || !strings.Contains(req["request_url"].(string), "access_token="+redactedMark) {
+		!strings.Contains(req["request_url"].(string), "openid=nobody") || !strings.Contains(req["request_url"].(string), "access_token="+gateway.RedactedMark) {
 		t.Errorf("rid/get lost its purpose: %s", a.Body)
 	}
 }
@@ -354,7 +355,7 @@ func TestRidGetSecretReadBackFake(t *testing.T) {
 	}
 	req, _ := a.JSON["request"].(map[string]any)
 	if a.errcode() != 0 || req == nil || !strings.Contains(req["request_body"].(string), testAppID) ||
-		!strings.Contains(req["request_body"].(string), redactedMark) {
+		!strings.Contains(req["request_body"].(string), gateway.RedactedMark) {
 		t.Errorf("rid/get lost its purpose: %s", a.Body)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/caddy-wechat/wechat/internal/gateway"
 	"github.com/caddyserver/caddy/v2"
 )
 
@@ -87,7 +88,7 @@ func (f *pathFake) last() (http.Header, string) {
 
 // componentGateway starts Caddy in front of f with the ticket pushed and
 // pathMerchant authorized.
-func componentGateway(t *testing.T, f *pathFake) *gateway {
+func componentGateway(t *testing.T, f *pathFake) *runningCaddy {
 	t.Helper()
 	resetAccounts(t)
 	t.Setenv("TEST_COMPONENT_APPID", testComponentAppID)
@@ -164,7 +165,7 @@ func TestComponentCallerCredentialsStripped(t *testing.T) {
 	} {
 		do(t, http.MethodGet, u, nil, "Authorization", "Basic YWxpY2U6cGFzcw==", "Proxy-Authorization", "Basic eA==", "Cookie", "session=s3cr3t")
 		h, _ := f.last()
-		for _, k := range callerCredentialHeaders {
+		for _, k := range gateway.CallerCredentialHeaders {
 			if h.Get(k) != "" {
 				t.Errorf("%s: the caller's %s reached WeChat", u, k)
 			}
@@ -202,7 +203,7 @@ func TestComponentRidGetByPathPrefix(t *testing.T) {
 	}
 	req, _ := a.JSON["request"].(map[string]any)
 	if a.errcode() != 0 || req == nil || !strings.Contains(req["request_url"].(string), "openid=o1") ||
-		!strings.Contains(req["request_body"].(string), redactedMark) {
+		!strings.Contains(req["request_body"].(string), gateway.RedactedMark) {
 		t.Errorf("rid/get lost its purpose or was not redacted field by field: %s", a.Body)
 	}
 }

@@ -1,15 +1,18 @@
 package wechat
 
-// The wechat transport's request path: what RoundTrip does with one
-// proxied call (token, replay, answers of its own); scrub.go, sniff.go,
-// query.go and requestbody.go hold its parts.
+// The wechat transport's request path: what the account adds to one
+// proxied call. The loop itself (token, send, sniff, evidence, replay,
+// scrub) is internal/gateway's, shared with the open platform.
 
 import (
-	"bytes"
-	"encoding/json"
-	"io"
+	"context"
 	"net/http"
-	"net/url"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddy-wechat/wechat/internal/gateway"
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // replayVar keeps a buffered request body in the request's vars, so that
@@ -29,107 +32,131 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Method == http.MethodConnect {
 		// WeChat has no use for tunnels; never open one with our host.
 		t.metrics.request("blocked")
-		return gatewayError(req, http.StatusMethodNotAllowed, 43002, "caddy-wechat: CONNECT is not allowed"), nil
+		return gateway.ErrorResponse(req, http.StatusMethodNotAllowed, 43002, "caddy-wechat: CONNECT is not allowed"), nil
 	}
-	o := outbound{host: t, path: canonicalPath(req.URL.Path), route: classifyRequest(req.URL.Path, req.URL.RawQuery),
-		cred: t.acct.tokens, what: "access_token", sent: t.sent, appid: t.acct.appid, secret: t.secret}
-	if o.route == routeBlocked {
+	o := gateway.Outbound{Host: (*accountHost)(t), Path: gateway.CanonicalPath(req.URL.Path), Route: gateway.ClassifyRequest(req.URL.Path, req.URL.RawQuery),
+		Cred: t.acct.tokens, What: "access_token", Sent: t.sent, AppID: t.acct.appid, Secret: t.secret}
+	if o.Route == gateway.RouteBlocked {
 		if t.sdkTokens() {
 			t.metrics.request("placeholder")
-			return placeholderToken(req), nil
+			return gateway.PlaceholderToken(req), nil
 		}
 		t.metrics.request("blocked")
-		return gatewayError(req, http.StatusForbidden, 40002,
+		return gateway.ErrorResponse(req, http.StatusForbidden, 40002,
 			"caddy-wechat: the token endpoints are the gateway's own; call the API you need without a token"), nil
 	}
-	if o.route.addsToken() {
+	if o.Route.AddsToken() {
 		t.checkHost(req.URL.Host)
 	}
 	p := t.requestPath()
-	return p.roundTrip(req, &o)
+	return p.RoundTrip(req, &o)
 }
 
 // requestPath is the loop's settings for this transport (built on the
 // stack: a few field reads).
-func (t *Transport) requestPath() requestPath {
-	return requestPath{rt: &t.HTTPTransport, opaque: t.opaque, keepCallerAuth: t.KeepCallerAuth,
-		maxReplay: t.maxReplay(), maxBuffered: t.maxBuffered(), bodyIdle: t.bodyReadTimeout()}
+func (t *Transport) requestPath() gateway.Path {
+	return gateway.Path{RT: &t.HTTPTransport, Server: caddyServer{}, Opaque: t.opaque, KeepCallerAuth: t.KeepCallerAuth,
+		MaxReplay: t.maxReplay(), MaxBuffered: t.maxBuffered(), BodyIdle: t.bodyReadTimeout()}
 }
 
-// pathHost of the account: its metrics (who is always ""), its scrub set
-// and its redaction.
-func (t *Transport) request(_, result string)  { t.metrics.request(result) }
-func (t *Transport) retry(_, outcome string)   { t.metrics.retry(outcome) }
-func (t *Transport) redact(_, s string) string { return t.acct.redact(s) }
+// accountHost is the account transport as the loop's gateway.Host: its
+// metrics (who is always ""), its scrub set and its redaction. A type of
+// its own keeps these methods off Transport's exported API.
+type accountHost Transport
 
-// requestCopy is, in one allocation, all that one upstream attempt needs:
-// the shallow copy of a request and its URL that send hands upstream (the
-// RoundTripper contract forbids changing the caller's), the handle of its
-// response's sniffed body, and room for the request target (path, query
-// and token: about 250 bytes), which requestTarget writes in place.
-//
-// It is never pooled or reused: the handle keeps sniffBody's
-// double-Close rule, and the target string aliases room, so room must
-// never be written twice.
-type requestCopy struct {
-	req  http.Request
-	url  url.URL
-	body sniffBody
-	room [targetRoom]byte
-}
+func (h *accountHost) Request(_, result string)  { h.metrics.request(result) }
+func (h *accountHost) Retry(_, outcome string)   { h.metrics.retry(outcome) }
+func (h *accountHost) Redact(_, s string) string { return h.acct.redact(s) }
 
-// targetRoom holds a WeChat request target with a long query (the token
-// alone is about 140 bytes); a longer one costs one allocation of its
-// own. With it the copy fills the allocator's 896-byte size class.
-const targetRoom = 400
-
-// replayBody is a request body, held in memory when it is small enough to
-// be sent twice, or else the live stream to be sent once.
-type replayBody struct {
-	data   []byte // nil when streaming
-	stream io.ReadCloser
-	length int64
-}
-
-// emptyBody is shared by every request without a body (never mutated).
-var emptyBody = &replayBody{data: []byte{}}
-
-func (b *replayBody) reader() io.ReadCloser {
-	return io.NopCloser(bytes.NewReader(b.data))
-}
-
-// gatewayError builds a response that the gateway itself answers.
-func gatewayError(req *http.Request, status, code int, msg string) *http.Response {
-	body, _ := json.Marshal(struct {
-		Errcode int    `json:"errcode"`
-		Errmsg  string `json:"errmsg"`
-	}{code, msg})
-	return &http.Response{
-		Status:        http.StatusText(status),
-		StatusCode:    status,
-		Proto:         "HTTP/1.1",
-		ProtoMajor:    1,
-		ProtoMinor:    1,
-		Header:        http.Header{"Content-Type": {"application/json; charset=utf-8"}, "X-Wechat-Gateway": {"error"}},
-		Body:          io.NopCloser(bytes.NewReader(body)),
-		ContentLength: int64(len(body)),
-		Request:       req,
+// Needles are the values no answer may carry: the account's recent
+// tokens, those this transport sent lately, and its secret. The set is
+// rebuilt only when the current token or the ring changes.
+func (h *accountHost) Needles(string) *gateway.Needles {
+	t := (*Transport)(h)
+	var key gateway.NeedleKey
+	if t.acct != nil {
+		key.Token = t.acct.tokens.Current()
 	}
+	key.Gen = t.sent.Gen()
+	if t.needleCache != nil {
+		if ns := t.needleCache.Load(); ns != nil && ns.Key() == key {
+			return ns
+		}
+	}
+	ns := gateway.NewNeedles(key, t.scrubHits, append(t.recentTokens(nil), t.secret)...)
+	if t.needleCache != nil {
+		t.needleCache.Store(ns)
+	}
+	return ns
 }
 
-func resultOf(resp *http.Response, err error) string {
-	if err != nil {
-		return "error"
+// recentTokens is the provider of tokens to scrub: the engine's recent
+// tokens (current included) and those this transport sent lately.
+func (t *Transport) recentTokens(dst []string) []string {
+	if t.recent != nil {
+		return t.recent(dst)
 	}
-	if resp.StatusCode >= 500 {
-		return "upstream_5xx"
+	if t.acct != nil {
+		// The engine's list: every token the cache held lately,
+		// including ones fetched but not yet sent by this transport.
+		dst = append(dst, t.acct.tokens.Recent()...)
 	}
-	return "ok"
+	return t.sent.AppendTo(dst)
 }
 
-func resultOfCode(code int) string {
-	if code == 0 {
-		return "ok"
+func (t *Transport) maxBuffered() int64 {
+	if t.MaxBufferedBytes > 0 {
+		return t.MaxBufferedBytes
 	}
-	return "wechat_error"
+	return gateway.DefaultMaxBuffered
 }
+
+func (t *Transport) bodyReadTimeout() time.Duration {
+	if t.BodyReadTimeout > 0 {
+		return time.Duration(t.BodyReadTimeout)
+	}
+	return gateway.DefaultBodyReadTimeout
+}
+
+// provisionRequestPath sets up what the request path needs beyond the
+// token: the ring of sent tokens and the cache of values to scrub.
+func (t *Transport) provisionRequestPath(caddy.Context) {
+	t.sent = new(gateway.TokenRing)
+	t.needleCache = new(atomic.Pointer[gateway.Needles])
+}
+
+// sdkTokens reports whether the token endpoints answer with the
+// placeholder (the default) rather than 403.
+func (t *Transport) sdkTokens() bool {
+	return t.SDKTokenEndpoints == nil || *t.SDKTokenEndpoints
+}
+
+// caddyServer is Caddy as the loop's gateway.Server: a drained body is
+// kept in the request's vars for reverse_proxy's retry, and the body's
+// idle limit tightens Caddy's own read deadline.
+type caddyServer struct{}
+
+func (caddyServer) KeptBody(ctx context.Context) ([]byte, bool) {
+	b, ok := caddyhttp.GetVar(ctx, replayVar).([]byte)
+	return b, ok
+}
+
+func (caddyServer) KeepBody(ctx context.Context, b []byte) { caddyhttp.SetVar(ctx, replayVar, b) }
+
+// LimitBodyIdle makes the server abort this request's body when it makes
+// no progress for d. Caddy already applies its read_idle_timeout (1 min by
+// default) closest to the connection, where a wrapper of ours could not
+// win, so this tightens that one (and never loosens it). Caddy takes care
+// of HTTP/2, where a deadline must not outlive a read.
+func (caddyServer) LimitBodyIdle(req *http.Request, d time.Duration) {
+	r, _ := caddyhttp.IdleTimeoutsFromContext(req.Context())
+	if r == nil || (r.Deadline.Timeout > 0 && r.Deadline.Timeout <= d) {
+		return
+	}
+	r.Override(d, r.Deadline.MinRate) // per request: no need to restore
+}
+
+// PlaceholderPrefix starts every placeholder token the gateway hands out
+// in SDK mode; the same in every process, so any instance of a cluster
+// recognizes a placeholder another issued.
+const PlaceholderPrefix = gateway.PlaceholderPrefix

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/caddy-wechat/wechat/internal/gateway"
 	dto "github.com/prometheus/client_model/go"
 )
 
@@ -186,7 +187,7 @@ func TestUnitConnectRefused(t *testing.T) {
 	tr := unitTransport(t, []string{f.URL}, nil)
 	var r unitResult
 	got := counted(tr, func() { r = mustDo(t, tr, http.MethodConnect, f.URL+"/cgi-bin/user/info", "") })
-	if r.status != http.StatusMethodNotAllowed || r.errcode != 43002 || r.gateway != "error" || !only(got, "blocked") {
+	if r.status != http.StatusMethodNotAllowed || r.errcode != 43002 || r.runningCaddy != "error" || !only(got, "blocked") {
 		t.Fatalf("CONNECT: %+v, counted %v", r, got)
 	}
 	if len(log.calls) != 0 {
@@ -225,25 +226,6 @@ func TestUnitClientGoneDuringFetch(t *testing.T) {
 	}
 }
 
-// A fetch canceled while the client is still there (here the
-// transport's own cleanup) is the gateway's failure: 503 in WeChat's
-// shape.
-func TestUnitFetchCanceledClientStays(t *testing.T) {
-	err := context.Canceled
-	tr := unitTransport(t, []string{"http://127.0.0.1:1"}, nil)
-	req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, "https://api.weixin.qq.com/cgi-bin/user/info", nil)
-	rp, o := tr.requestPath(), outbound{host: tr, what: "access_token"}
-	resp, rerr := rp.unavailable(req, &o, err)
-	if rerr != nil || resp == nil {
-		t.Fatalf("tokenUnavailable = %v, %v; want the gateway's answer", resp, rerr)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusServiceUnavailable || !bytes.Contains(b, []byte(`"errcode":-1`)) {
-		t.Fatalf("got %d %s; want 503 errcode -1", resp.StatusCode, b)
-	}
-}
-
 // RoundTrip scrubs every answer it passes on: WeChat echoing the token
 // (in the body or a header) never reaches the client, on the token route
 // and on the routes that pass through.
@@ -273,7 +255,7 @@ func TestUnitRoundTripScrubs(t *testing.T) {
 				t.Errorf("%s: the answer carries a credential: %s", path, all)
 			}
 		}
-		if !strings.Contains(string(b), redactedMark) || !strings.Contains(resp.Header.Get("X-Echo"), redactedMark) {
+		if !strings.Contains(string(b), gateway.RedactedMark) || !strings.Contains(resp.Header.Get("X-Echo"), gateway.RedactedMark) {
 			t.Errorf("%s: nothing was redacted: %s", path, all)
 		}
 	}

@@ -38,10 +38,10 @@ func unitTransport(t testing.TB, upstreams []string, tweak func(*Transport)) *Tr
 // roundTrip sends one request through tr as reverse_proxy would, and
 // returns the status, errcode, X-Wechat-Gateway and body.
 type unitResult struct {
-	status  int
-	errcode int
-	gateway string
-	body    string
+	status       int
+	errcode      int
+	runningCaddy string
+	body         string
 }
 
 func unitDo(t testing.TB, tr *Transport, method, target string, body string) (unitResult, error) {
@@ -64,7 +64,7 @@ func unitDo(t testing.TB, tr *Transport, method, target string, body string) (un
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	r := unitResult{status: resp.StatusCode, gateway: resp.Header.Get("X-Wechat-Gateway"), body: string(b)}
+	r := unitResult{status: resp.StatusCode, runningCaddy: resp.Header.Get("X-Wechat-Gateway"), body: string(b)}
 	var e struct {
 		Errcode int `json:"errcode"`
 	}
@@ -92,7 +92,7 @@ func TestUnitTokenAddedAndReplayOnce(t *testing.T) {
 	f := newFake(t)
 	tr := unitTransport(t, []string{f.URL}, nil)
 	r := mustDo(t, tr, http.MethodPost, f.URL+"/cgi-bin/message/custom/send", `{"touser":"x"}`)
-	if r.status != 200 || r.errcode != 0 || r.gateway != "" {
+	if r.status != 200 || r.errcode != 0 || r.runningCaddy != "" {
 		t.Fatalf("first call: %+v", r)
 	}
 	tok := tr.acct.tokens.Current()
@@ -125,7 +125,7 @@ func TestUnitNotReplayableStillReplacesToken(t *testing.T) {
 	calls, nr, ok := f.APICalls(), retries(tr, "not_replayable"), retries(tr, "ok")
 	big := `{"touser":"` + strings.Repeat("x", 64) + `"}`
 	r := mustDo(t, tr, http.MethodPost, f.URL+"/cgi-bin/message/custom/send", big)
-	if r.errcode != 40001 || r.gateway != "" {
+	if r.errcode != 40001 || r.runningCaddy != "" {
 		t.Fatalf("not replayable: want WeChat's own 40001, got %+v", r)
 	}
 	if retries(tr, "not_replayable")-nr != 1 || retries(tr, "ok") != ok {
@@ -161,14 +161,14 @@ func TestUnitTokenUnavailableStatus(t *testing.T) {
 			f.FailTokens(c.code, "no")
 			tr := unitTransport(t, []string{f.URL}, nil)
 			r := mustDo(t, tr, http.MethodGet, f.URL+"/cgi-bin/user/info?openid=o1", "")
-			if r.status != c.status || r.errcode != c.code || r.gateway != "error" {
-				t.Fatalf("got %d errcode %d gateway %q; want %d errcode %d gateway error: %s", r.status, r.errcode, r.gateway, c.status, c.code, r.body)
+			if r.status != c.status || r.errcode != c.code || r.runningCaddy != "error" {
+				t.Fatalf("got %d errcode %d gateway %q; want %d errcode %d gateway error: %s", r.status, r.errcode, r.runningCaddy, c.status, c.code, r.body)
 			}
 			// The next request finds the cache backing off: 503, with
 			// the errcode of the failure.
 			r = mustDo(t, tr, http.MethodGet, f.URL+"/cgi-bin/user/info?openid=o1", "")
-			if r.status != 503 || r.errcode != c.code || r.gateway != "error" || !strings.Contains(r.body, "next attempt in") {
-				t.Fatalf("backing off: got %d errcode %d gateway %q: %s", r.status, r.errcode, r.gateway, r.body)
+			if r.status != 503 || r.errcode != c.code || r.runningCaddy != "error" || !strings.Contains(r.body, "next attempt in") {
+				t.Fatalf("backing off: got %d errcode %d gateway %q: %s", r.status, r.errcode, r.runningCaddy, r.body)
 			}
 			if f.Fetches("classic") != 1 {
 				t.Fatalf("%d fetches while backing off", f.Fetches("classic"))
@@ -195,8 +195,8 @@ func TestUnitTokenTimeout503(t *testing.T) {
 	})
 	tr := unitTransport(t, []string{f.URL}, func(tr *Transport) { tr.FetchTimeout = caddy.Duration(50 * time.Millisecond) })
 	r := mustDo(t, tr, http.MethodGet, f.URL+"/cgi-bin/user/info?openid=o1", "")
-	if r.status != 503 || r.errcode != -1 || r.gateway != "error" {
-		t.Fatalf("timeout: got %d errcode %d gateway %q: %s", r.status, r.errcode, r.gateway, r.body)
+	if r.status != 503 || r.errcode != -1 || r.runningCaddy != "error" {
+		t.Fatalf("timeout: got %d errcode %d gateway %q: %s", r.status, r.errcode, r.runningCaddy, r.body)
 	}
 }
 
@@ -229,7 +229,7 @@ func TestUnitTransportErrorRedacted(t *testing.T) {
 		return nil, errors.New("no proxy for " + r.URL.String())
 	}
 	r := mustDo(t, tr2, http.MethodGet, f2.URL+"/cgi-bin/user/info?openid=o1", "")
-	if r.gateway != "error" || strings.Contains(r.body, testSecret) {
+	if r.runningCaddy != "error" || strings.Contains(r.body, testSecret) {
 		t.Fatalf("fetch error: %+v", r)
 	}
 }
@@ -241,7 +241,7 @@ func TestUnitNoFailoverOnErrcode(t *testing.T) {
 	f1.FailTokens(40164, "invalid ip")
 	tr := unitTransport(t, []string{f1.URL, f2.URL}, nil)
 	r := mustDo(t, tr, http.MethodGet, f1.URL+"/cgi-bin/user/info?openid=o1", "")
-	if r.errcode != 40164 || r.status != 502 || r.gateway != "error" {
+	if r.errcode != 40164 || r.status != 502 || r.runningCaddy != "error" {
 		t.Fatalf("got %+v", r)
 	}
 	if f2.Fetches("classic") != 0 {

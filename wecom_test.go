@@ -52,12 +52,12 @@ func twoAgents(upstream, secretA string) string {
 
 // startWork starts Caddy, or skips while module.go rejects token_api work
 // (see the note in wecom.go's report: module.go must accept it).
-func startWork(t *testing.T, cfg string) *gateway {
+func startWork(t *testing.T, cfg string) *runningCaddy {
 	t.Helper()
 	skipIfFast(t)
 	t.Setenv("TEST_AGENT_A", testAgentA)
 	t.Setenv("TEST_AGENT_B", testAgentB)
-	g := &gateway{LogFile: t.TempDir() + "/caddy.log"}
+	g := &runningCaddy{LogFile: t.TempDir() + "/caddy.log"}
 	port, admin := freePort(t), freePort(t)
 	g.URL = fmt.Sprintf("http://127.0.0.1:%d", port)
 	g.Admin = fmt.Sprintf("127.0.0.1:%d", admin)

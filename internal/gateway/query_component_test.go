@@ -1,4 +1,4 @@
-package wechat
+package gateway
 
 import (
 	"strings"
@@ -13,17 +13,17 @@ func TestComponentQueryRoom(t *testing.T) {
 	const tok = "TOK-0123456789"
 	for _, tc := range []struct {
 		raw  string
-		r    route
+		r    Route
 		who  string
 		want string
 	}{
-		{"", routeComponent, "", "component_access_token=" + tok},
-		{"a=1&b=2", routeToken, "", "a=1&b=2&access_token=" + tok},
-		{"a=1&ACCESS_TOKEN=x&%73ecret=s&&component_appsecret=y&b=2", routeToken, "", "a=1&b=2&access_token=" + tok},
-		{"component_access_token=mine&x=1", routeComponent, "", "x=1&component_access_token=" + tok},
-		{"appid=wxA&code=C&component_appid=evil&Component_Access_Token=mine", routeComponentSNS, "",
+		{"", RouteComponent, "", "component_access_token=" + tok},
+		{"a=1&b=2", RouteToken, "", "a=1&b=2&access_token=" + tok},
+		{"a=1&ACCESS_TOKEN=x&%73ecret=s&&component_appsecret=y&b=2", RouteToken, "", "a=1&b=2&access_token=" + tok},
+		{"component_access_token=mine&x=1", RouteComponent, "", "x=1&component_access_token=" + tok},
+		{"appid=wxA&code=C&component_appid=evil&Component_Access_Token=mine", RouteComponentSNS, "",
 			"appid=wxA&code=C&component_appid=wxcomp&component_access_token=" + tok},
-		{"appid=wxEvil&code=C", routeComponentSNSNamed, "wxA",
+		{"appid=wxEvil&code=C", RouteComponentSNSNamed, "wxA",
 			"code=C&appid=wxA&component_appid=wxcomp&component_access_token=" + tok},
 	} {
 		var room [targetRoom]byte
@@ -34,11 +34,11 @@ func TestComponentQueryRoom(t *testing.T) {
 		}
 	}
 	var room [targetRoom]byte
-	if n := testing.AllocsPerRun(100, func() { _ = requestTarget(room[:0], "", "a=1&b=2", routeComponent, tok, "wxcomp", "", "") }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { _ = requestTarget(room[:0], "", "a=1&b=2", RouteComponent, tok, "wxcomp", "", "") }); n != 0 {
 		t.Errorf("query in the room: %v allocations, want 0", n)
 	}
 	long := strings.Repeat("x", targetRoom)
-	if got := requestTarget(room[:0], "", "q="+long, routeComponent, tok, "wxcomp", "", ""); got != "q="+long+"&component_access_token="+tok {
+	if got := requestTarget(room[:0], "", "q="+long, RouteComponent, tok, "wxcomp", "", ""); got != "q="+long+"&component_access_token="+tok {
 		t.Errorf("a query longer than the room is cut or wrong: %d bytes", len(got))
 	}
 }

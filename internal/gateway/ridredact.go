@@ -1,4 +1,4 @@
-package wechat
+package gateway
 
 import (
 	"bytes"
@@ -70,7 +70,7 @@ func redactQuery(q string) string {
 	for i, p := range parts {
 		k, _, has := strings.Cut(p, "=")
 		if has && credentialKey(k) {
-			parts[i] = k + "=" + redactedMark
+			parts[i] = k + "=" + RedactedMark
 		}
 	}
 	return strings.Join(parts, "&")
@@ -106,7 +106,7 @@ func redactJSON(v any) any {
 		for k, e := range x {
 			if credentialKey(k) {
 				if _, isObj := e.(map[string]any); !isObj {
-					x[k] = redactedMark
+					x[k] = RedactedMark
 					continue
 				}
 			}

@@ -1,4 +1,4 @@
-package wechat
+package gateway
 
 import (
 	"maps"
@@ -9,7 +9,7 @@ import (
 // callerCredentialHeaders are the caller's own credentials, such as the
 // basic_auth of the README's guard: WeChat has no use for them, so they
 // never leave the gateway unless keep_caller_auth says otherwise.
-var callerCredentialHeaders = [...]string{"Authorization", "Proxy-Authorization", "Cookie"}
+var CallerCredentialHeaders = [...]string{"Authorization", "Proxy-Authorization", "Cookie"}
 
 // upstreamHeader returns the headers to send to WeChat, on every path:
 // the caller's credential headers removed (unless keepAuth), the
@@ -24,7 +24,7 @@ func upstreamHeader(h http.Header, keepAuth bool, drop string, identity bool) ht
 		_, strip = h[drop]
 	}
 	if !keepAuth && !strip {
-		for _, k := range callerCredentialHeaders {
+		for _, k := range CallerCredentialHeaders {
 			if _, ok := h[k]; ok {
 				strip = true
 				break
@@ -42,7 +42,7 @@ func upstreamHeader(h http.Header, keepAuth bool, drop string, identity bool) ht
 	out := maps.Clone(h)
 	if strip {
 		if !keepAuth {
-			for _, k := range callerCredentialHeaders {
+			for _, k := range CallerCredentialHeaders {
 				delete(out, k)
 			}
 		}

@@ -1,4 +1,4 @@
-package wechat
+package gateway
 
 import (
 	"bytes"
@@ -8,9 +8,6 @@ import (
 	"net/http"
 	"testing"
 	"time"
-
-	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // These tests pin bufferBody (requestbody.go) at its exact boundaries, as
@@ -105,7 +102,7 @@ func (b *bodyBench) waitReleased() {
 // and Caddy's vars map (where reverse_proxy's retries find the replay
 // copy). It ends when the test does, or when end is called.
 func (b *bodyBench) request(body io.ReadCloser, length int64) (req *http.Request, end func()) {
-	ctx := context.WithValue(context.Background(), caddyhttp.VarsCtxKey, map[string]any{})
+	ctx := context.WithValue(context.Background(), keptKey{}, new([]byte))
 	ctx, cancel := context.WithCancel(ctx)
 	b.t.Cleanup(cancel)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://api.weixin.qq.com/cgi-bin/x", nil)
@@ -135,30 +132,6 @@ func streamed(t *testing.T, rb *replayBody, want []byte, length int64) {
 	}
 }
 
-// The limits' defaults apply to a zero setting only; a set value wins.
-func TestRequestBodyLimitDefaults(t *testing.T) {
-	var zero Transport
-	if got := zero.maxBuffered(); got != defaultMaxBuffered {
-		t.Errorf("maxBuffered() = %d, want the default %d", got, defaultMaxBuffered)
-	}
-	if got := zero.bodyReadTimeout(); got != defaultBodyReadTimeout {
-		t.Errorf("bodyReadTimeout() = %v, want the default %v", got, defaultBodyReadTimeout)
-	}
-	if got := zero.maxReplay(); got != defaultMaxReplayBody {
-		t.Errorf("maxReplay() = %d, want the default %d", got, defaultMaxReplayBody)
-	}
-	set := Transport{MaxBufferedBytes: 1, BodyReadTimeout: caddy.Duration(time.Nanosecond), MaxReplayBody: 1}
-	if got := set.maxBuffered(); got != 1 {
-		t.Errorf("maxBuffered() = %d, want the configured 1", got)
-	}
-	if got := set.bodyReadTimeout(); got != time.Nanosecond {
-		t.Errorf("bodyReadTimeout() = %v, want the configured 1ns", got)
-	}
-	if got := set.maxReplay(); got != 1 {
-		t.Errorf("maxReplay() = %d, want the configured 1", got)
-	}
-}
-
 // No body, http.NoBody and an announced zero length are all the shared
 // empty body, replayable, reserving nothing.
 func TestBufferBodyEmpty(t *testing.T) {
@@ -173,7 +146,7 @@ func TestBufferBodyEmpty(t *testing.T) {
 		{"zero length", &stepBody{data: []byte("x"), step: 1}, 0},
 	} {
 		req, _ := b.request(tc.body, tc.length)
-		rb, ok, err := bufferBody(req, 10, b.base+10, time.Second)
+		rb, ok, err := bufferBody(req, testServer, 10, b.base+10, time.Second)
 		if err != nil || !ok || rb != emptyBody {
 			t.Errorf("%s: bufferBody = %p, %v, %v; want the empty body, replayable", tc.name, rb, ok, err)
 		}
@@ -208,7 +181,7 @@ func TestBufferBodyReplayLimitBoundary(t *testing.T) {
 			data := payload(tc.size)
 			body := &stepBody{data: bytes.Clone(data), step: 3, exact: tc.length >= 0}
 			req, _ := b.request(body, tc.length)
-			rb, ok, err := bufferBody(req, limit, b.base+1<<20, time.Second)
+			rb, ok, err := bufferBody(req, testServer, limit, b.base+1<<20, time.Second)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -228,7 +201,7 @@ func TestBufferBodyReplayLimitBoundary(t *testing.T) {
 			if !bytes.Equal(rb.data, data) {
 				t.Fatalf("buffered %q, want %q", rb.data, data)
 			}
-			if v, _ := caddyhttp.GetVar(req.Context(), replayVar).([]byte); !bytes.Equal(v, data) {
+			if v, _ := testServer.KeptBody(req.Context()); !bytes.Equal(v, data) {
 				t.Fatalf("replay copy for reverse_proxy's retry %q, want %q", v, data)
 			}
 		})
@@ -246,20 +219,20 @@ func TestBufferBodyGrowth(t *testing.T) {
 		length   int64
 		reserved int64
 	}{
-		{"known, first chunk exactly", firstBodyChunk, firstBodyChunk, firstBodyChunk},
-		{"known, one past the first chunk", firstBodyChunk + 1, firstBodyChunk + 1, firstBodyChunk + 1},
+		{"known, first chunk exactly", FirstBodyChunk, FirstBodyChunk, FirstBodyChunk},
+		{"known, one past the first chunk", FirstBodyChunk + 1, FirstBodyChunk + 1, FirstBodyChunk + 1},
 		{"known, within the second chunk", 20_000, 20_000, 20_000},
 		{"known, third chunk", 40_000, 40_000, 40_000},
-		{"unknown, within the second chunk", 20_000, -1, 2 * firstBodyChunk},
-		{"unknown, first chunk exactly", firstBodyChunk, -1, 2 * firstBodyChunk},
-		{"unknown, three chunks exactly", 3 * firstBodyChunk, -1, 4 * firstBodyChunk},
+		{"unknown, within the second chunk", 20_000, -1, 2 * FirstBodyChunk},
+		{"unknown, first chunk exactly", FirstBodyChunk, -1, 2 * FirstBodyChunk},
+		{"unknown, three chunks exactly", 3 * FirstBodyChunk, -1, 4 * FirstBodyChunk},
 		{"unknown, at the limit", limit, -1, limit + 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newBodyBench(t)
 			data := payload(tc.size)
 			req, _ := b.request(&stepBody{data: bytes.Clone(data), step: 4096, exact: tc.length >= 0}, tc.length)
-			rb, ok, err := bufferBody(req, limit, b.base+1<<20, time.Second)
+			rb, ok, err := bufferBody(req, testServer, limit, b.base+1<<20, time.Second)
 			if err != nil || !ok {
 				t.Fatalf("bufferBody: replayable %v, %v", ok, err)
 			}
@@ -278,16 +251,16 @@ func TestBufferBodyGrowth(t *testing.T) {
 func TestBufferBodyShortOrBroken(t *testing.T) {
 	b := newBodyBench(t)
 	req, _ := b.request(&stepBody{data: payload(5), step: 2}, 10)
-	if _, _, err := bufferBody(req, 100, b.base+100, time.Second); err != io.ErrUnexpectedEOF {
+	if _, _, err := bufferBody(req, testServer, 100, b.base+100, time.Second); err != io.ErrUnexpectedEOF {
 		t.Errorf("5 bytes of an announced 10: err %v, want io.ErrUnexpectedEOF", err)
 	}
 	req, _ = b.request(&stepBody{data: nil, step: 2}, 1)
-	if _, _, err := bufferBody(req, 100, b.base+100, time.Second); err != io.ErrUnexpectedEOF {
+	if _, _, err := bufferBody(req, testServer, 100, b.base+100, time.Second); err != io.ErrUnexpectedEOF {
 		t.Errorf("no byte of an announced 1: err %v, want io.ErrUnexpectedEOF", err)
 	}
 	boom := errors.New("connection reset")
 	req, _ = b.request(io.NopCloser(io.MultiReader(bytes.NewReader(payload(3)), iotestErr{boom})), -1)
-	if _, _, err := bufferBody(req, 100, b.base+1000, time.Second); err != boom {
+	if _, _, err := bufferBody(req, testServer, 100, b.base+1000, time.Second); err != boom {
 		t.Errorf("a read error: err %v, want it returned", err)
 	}
 }
@@ -304,7 +277,7 @@ func TestBufferBodyGatewayCap(t *testing.T) {
 	data := payload(10)
 
 	req, _ := b.request(&stepBody{data: bytes.Clone(data), step: 4, exact: true}, 10)
-	rb, ok, err := bufferBody(req, 100, b.base+10, time.Second)
+	rb, ok, err := bufferBody(req, testServer, 100, b.base+10, time.Second)
 	if err != nil || !ok || !bytes.Equal(rb.data, data) {
 		t.Fatalf("a body reaching the cap exactly: replayable %v, %v", ok, err)
 	}
@@ -314,7 +287,7 @@ func TestBufferBodyGatewayCap(t *testing.T) {
 
 	// The cap is now full: the next body, even of one byte, streams.
 	req, _ = b.request(&stepBody{data: []byte("z"), step: 4, exact: true}, 1)
-	rb, ok, err = bufferBody(req, 100, b.base+10, time.Second)
+	rb, ok, err = bufferBody(req, testServer, 100, b.base+10, time.Second)
 	if err != nil || ok {
 		t.Fatalf("a body past the cap: replayable %v, %v", ok, err)
 	}
@@ -325,14 +298,14 @@ func TestBufferBodyGatewayCap(t *testing.T) {
 
 	// Unknown length, growth refused: the first chunk is read, the buffer
 	// cannot double within the cap, and the body spills.
-	big := payload(firstBodyChunk + 5000)
+	big := payload(FirstBodyChunk + 5000)
 	req, _ = b.request(&stepBody{data: bytes.Clone(big), step: 4096}, -1)
-	rb, ok, err = bufferBody(req, 1<<20, b.base+10+firstBodyChunk+5000, time.Second)
+	rb, ok, err = bufferBody(req, testServer, 1<<20, b.base+10+FirstBodyChunk+5000, time.Second)
 	if err != nil || ok {
 		t.Fatalf("a body whose buffer cannot grow: replayable %v, %v", ok, err)
 	}
-	if b.held() != 10+firstBodyChunk {
-		t.Fatalf("held %d, want the first body and one chunk (%d)", b.held(), 10+firstBodyChunk)
+	if b.held() != 10+FirstBodyChunk {
+		t.Fatalf("held %d, want the first body and one chunk (%d)", b.held(), 10+FirstBodyChunk)
 	}
 	streamed(t, rb, big, -1)
 }
@@ -341,7 +314,7 @@ func TestBufferBodyGatewayCap(t *testing.T) {
 func TestBufferBodyReleasedAtRequestEnd(t *testing.T) {
 	b := newBodyBench(t)
 	req, end := b.request(&stepBody{data: payload(300), step: 100, exact: true}, 300)
-	if _, ok, err := bufferBody(req, 1000, b.base+1000, time.Second); err != nil || !ok {
+	if _, ok, err := bufferBody(req, testServer, 1000, b.base+1000, time.Second); err != nil || !ok {
 		t.Fatalf("replayable %v, %v", ok, err)
 	}
 	if b.held() != 300 {
@@ -351,7 +324,7 @@ func TestBufferBodyReleasedAtRequestEnd(t *testing.T) {
 	b.waitReleased()
 	// What was given back is available again, to the byte.
 	req, _ = b.request(&stepBody{data: payload(1000), step: 100, exact: true}, 1000)
-	if _, ok, err := bufferBody(req, 1000, b.base+1000, time.Second); err != nil || !ok {
+	if _, ok, err := bufferBody(req, testServer, 1000, b.base+1000, time.Second); err != nil || !ok {
 		t.Fatalf("after the release, a body of the whole cap: replayable %v, %v", ok, err)
 	}
 }
@@ -363,11 +336,11 @@ func TestBufferBodyRetryReusesCopy(t *testing.T) {
 	data := payload(7)
 	body := &stepBody{data: bytes.Clone(data), step: 7, exact: true}
 	req, _ := b.request(body, 7)
-	if _, ok, err := bufferBody(req, 10, b.base+10, time.Second); err != nil || !ok {
+	if _, ok, err := bufferBody(req, testServer, 10, b.base+10, time.Second); err != nil || !ok {
 		t.Fatalf("replayable %v, %v", ok, err)
 	}
 	reads := body.reads
-	rb, ok, err := bufferBody(req, 10, b.base+10, time.Second)
+	rb, ok, err := bufferBody(req, testServer, 10, b.base+10, time.Second)
 	if err != nil || !ok || !bytes.Equal(rb.data, data) || body.reads != reads {
 		t.Fatalf("retry: replayable %v, %v, data %q, %d more reads", ok, err, rb.data, body.reads-reads)
 	}
@@ -376,38 +349,26 @@ func TestBufferBodyRetryReusesCopy(t *testing.T) {
 	}
 }
 
-// limitBodyIdle tightens Caddy's idle read timeout to body_read_timeout
-// and never loosens it; an equal one is left alone (its MinRate window
-// keeps its start).
-func TestLimitBodyIdle(t *testing.T) {
-	const d = 30 * time.Second
-	start := time.Unix(1_000_000, 0)
-	for _, tc := range []struct {
-		name    string
-		timeout time.Duration
-		want    time.Duration
-		kept    bool // Start untouched: no override
-	}{
-		{"none", 0, d, false},
-		{"looser", d + 1, d, false},
-		{"equal", d, d, true},
-		{"tighter", d - 1, d - 1, true},
-	} {
-		r := &caddyhttp.IdleTimeoutReader{Deadline: caddyhttp.IdleDeadline{Start: start, Timeout: tc.timeout, MinRate: 100}}
-		ctx := caddyhttp.ContextWithIdleTimeouts(context.Background(), r, nil)
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://api.weixin.qq.com/", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		limitBodyIdle(req, d)
-		if r.Deadline.Timeout != tc.want || r.Deadline.MinRate != 100 {
-			t.Errorf("%s: timeout %v, min rate %d; want %v, 100", tc.name, r.Deadline.Timeout, r.Deadline.MinRate, tc.want)
-		}
-		if kept := r.Deadline.Start.Equal(start); kept != tc.kept {
-			t.Errorf("%s: start kept = %v, want %v", tc.name, kept, tc.kept)
-		}
+// keptKey holds, in a test request's context, where testServer keeps a
+// drained body (what Caddy's vars do for the root's gateway.Server).
+type keptKey struct{}
+
+type keptServer struct{}
+
+var testServer Server = keptServer{}
+
+func (keptServer) KeptBody(ctx context.Context) ([]byte, bool) {
+	p, _ := ctx.Value(keptKey{}).(*[]byte)
+	if p == nil || *p == nil {
+		return nil, false
 	}
-	// No idle timeout in the context: nothing to do, and no panic.
-	req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, "https://api.weixin.qq.com/", nil)
-	limitBodyIdle(req, d)
+	return *p, true
 }
+
+func (keptServer) KeepBody(ctx context.Context, b []byte) {
+	if p, _ := ctx.Value(keptKey{}).(*[]byte); p != nil {
+		*p = b
+	}
+}
+
+func (keptServer) LimitBodyIdle(*http.Request, time.Duration) {}

@@ -1,4 +1,4 @@
-package wechat
+package gateway
 
 import (
 	"bytes"
@@ -7,22 +7,23 @@ import (
 	"net/http"
 	"sync/atomic"
 	"time"
-
-	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 const (
-	defaultMaxBuffered     = 64 << 20
-	defaultBodyReadTimeout = 30 * time.Second
+	DefaultMaxBuffered     = 64 << 20
+	DefaultBodyReadTimeout = 30 * time.Second
 	// firstBodyChunk is the first buffer of a body: a caller that
 	// announces 10 MiB and sends one byte costs this, not 10 MiB.
-	firstBodyChunk = 16 << 10
+	FirstBodyChunk = 16 << 10
 )
 
 // bufferedBytes counts request bytes held for replay across every wechat
 // transport of the process, so the cap bounds the gateway, not each block.
 var bufferedBytes atomic.Int64
+
+// BufferedBytes is what request bodies hold for replay now, across the
+// process: 0 once every request has ended (tests watch it for leaks).
+func BufferedBytes() int64 { return bufferedBytes.Load() }
 
 // reservation is one request's share of bufferedBytes, given back when the
 // request finishes.
@@ -42,40 +43,21 @@ func (r *reservation) take(n int64) bool {
 
 func (r *reservation) release() { bufferedBytes.Add(-r.held.Swap(0)) }
 
-func (t *Transport) maxBuffered() int64 {
-	if t.MaxBufferedBytes > 0 {
-		return t.MaxBufferedBytes
-	}
-	return defaultMaxBuffered
-}
-
-func (t *Transport) bodyReadTimeout() time.Duration {
-	if t.BodyReadTimeout > 0 {
-		return time.Duration(t.BodyReadTimeout)
-	}
-	return defaultBodyReadTimeout
-}
-
-// provisionRequestPath sets up what the request path needs beyond the
-// token: the ring of sent tokens and the cache of values to scrub.
-func (t *Transport) provisionRequestPath(caddy.Context) {
-	t.sent = new(tokenRing)
-	t.needleCache = new(atomic.Pointer[needleSet])
-}
-
 // bufferBody holds a request body of at most limit (max_replay_body) bytes
 // so it can be replayed. The buffer grows with the bytes that arrive,
 // within the gateway-wide maxBuffered (max_buffered_bytes); a body past
 // either limit streams through without the replay, and is never refused.
 // Every read must make progress within idle (body_read_timeout).
-func bufferBody(req *http.Request, limit, maxBuffered int64, idle time.Duration) (*replayBody, bool, error) {
+func bufferBody(req *http.Request, srv Server, limit, maxBuffered int64, idle time.Duration) (*replayBody, bool, error) {
 	if req.Body == nil || req.Body == http.NoBody || req.ContentLength == 0 {
 		return emptyBody, true, nil
 	}
-	if data, ok := caddyhttp.GetVar(req.Context(), replayVar).([]byte); ok {
-		return &replayBody{data: data}, true, nil // reverse_proxy's retry
+	if srv != nil {
+		if data, ok := srv.KeptBody(req.Context()); ok {
+			return &replayBody{data: data}, true, nil // reverse_proxy's retry
+		}
+		srv.LimitBodyIdle(req, idle)
 	}
-	limitBodyIdle(req, idle)
 	body := req.Body
 	if req.ContentLength > limit {
 		return &replayBody{stream: body, length: req.ContentLength}, false, nil
@@ -86,7 +68,7 @@ func bufferBody(req *http.Request, limit, maxBuffered int64, idle time.Duration)
 	}
 	res := &reservation{limit: maxBuffered}
 	context.AfterFunc(req.Context(), res.release)
-	size := min(want, firstBodyChunk)
+	size := min(want, FirstBodyChunk)
 	if !res.take(size) {
 		return &replayBody{stream: body, length: req.ContentLength}, false, nil
 	}
@@ -119,21 +101,10 @@ func bufferBody(req *http.Request, limit, maxBuffered int64, idle time.Duration)
 	if req.ContentLength < 0 && int64(len(buf)) > limit {
 		return spill(req, body, buf)
 	}
-	caddyhttp.SetVar(req.Context(), replayVar, buf)
-	return &replayBody{data: buf}, true, nil
-}
-
-// limitBodyIdle makes the server abort this request's body when it makes
-// no progress for d. Caddy already applies its read_idle_timeout (1 min by
-// default) closest to the connection, where a wrapper of ours could not
-// win, so this tightens that one (and never loosens it). Caddy takes care
-// of HTTP/2, where a deadline must not outlive a read.
-func limitBodyIdle(req *http.Request, d time.Duration) {
-	r, _ := caddyhttp.IdleTimeoutsFromContext(req.Context())
-	if r == nil || (r.Deadline.Timeout > 0 && r.Deadline.Timeout <= d) {
-		return
+	if srv != nil {
+		srv.KeepBody(req.Context(), buf)
 	}
-	r.Override(d, r.Deadline.MinRate) // per request: no need to restore
+	return &replayBody{data: buf}, true, nil
 }
 
 // spill streams what was read followed by the rest, giving up the replay.

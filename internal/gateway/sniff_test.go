@@ -1,4 +1,4 @@
-package wechat
+package gateway
 
 import (
 	"bytes"
@@ -187,5 +187,80 @@ func TestSniffBrokenBody(t *testing.T) {
 		Body: io.NopCloser(io.MultiReader(strings.NewReader(`{"errcode":400`), iotestErr{boom}))}
 	if _, err := sniff(resp); err != boom {
 		t.Fatalf("sniff = %v, want the read error", err)
+	}
+}
+
+// countingBody counts what sniff reads before the client does.
+type countingBody struct {
+	r    io.Reader
+	read int
+}
+
+func (c *countingBody) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.read += n
+	return n, err
+}
+func (c *countingBody) Close() error { return nil }
+
+// Responses are never buffered whole: a media download is not read at
+// all, a large JSON answer of unknown length only up to the sniff limit,
+// and in both cases the client still gets every byte.
+func TestSniffNeverBuffersLargeResponses(t *testing.T) {
+	big := bytes.Repeat([]byte("x"), 8<<20)
+	for _, tc := range []struct {
+		name     string
+		ct       string
+		length   int64
+		body     []byte
+		maxRead  int
+		wantCode int
+	}{
+		{"media with length", "image/jpeg", int64(len(big)), big, 0, 0},
+		{"media chunked", "image/jpeg", -1, big, 0, 0},
+		{"large json with length", "application/json", int64(len(big)), big, 0, 0},
+		{"large json chunked", "application/json", -1, append([]byte(`{"errcode":40001,`), big...), sniffLimit + 1, 0},
+		{"small token error", "text/plain", -1, []byte(`{"errcode":40001,"errmsg":"x"}`), sniffLimit + 1, 40001},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := &countingBody{r: bytes.NewReader(tc.body)}
+			resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {tc.ct}}, ContentLength: tc.length, Body: body}
+			code, err := sniff(resp)
+			if err != nil || code != tc.wantCode {
+				t.Fatalf("sniff = %d, %v; want %d", code, err, tc.wantCode)
+			}
+			if body.read > tc.maxRead {
+				t.Errorf("sniff read %d bytes before the client, want at most %d", body.read, tc.maxRead)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			if !bytes.Equal(got, tc.body) {
+				t.Errorf("the client got %d bytes, want the %d sent", len(got), len(tc.body))
+			}
+		})
+	}
+}
+
+// Closing a small body twice must not hand its buffer, now another
+// response's, back to the pool: the other response's bytes must survive.
+func TestSniffBodyDoubleClose(t *testing.T) {
+	mk := func(s string) *http.Response {
+		return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}}, Body: io.NopCloser(strings.NewReader(s)), ContentLength: int64(len(s))}
+	}
+	for range 100 {
+		a := mk(`{"errcode":0,"a":"aaaa"}`)
+		sniff(a)
+		a.Body.Close()
+		b := mk(`{"errcode":0,"b":"bbbb"}`)
+		sniff(b) // likely reuses a's buffer
+		a.Body.Close()
+		a.Body.Close()
+		c := mk(`{"errcode":0,"c":"cccc"}`)
+		sniff(c) // would get b's buffer if a's Close gave it back
+		got, _ := io.ReadAll(b.Body)
+		if string(got) != `{"errcode":0,"b":"bbbb"}` {
+			t.Fatalf("b's body became %q after a double Close", got)
+		}
+		b.Body.Close()
+		c.Body.Close()
 	}
 }

@@ -1,4 +1,4 @@
-package wechat
+package gateway
 
 import (
 	"bytes"
@@ -17,9 +17,9 @@ import (
 // a placeholder that another instance issued.
 const PlaceholderPrefix = "CADDY_WECHAT_PLACEHOLDER_"
 
-// placeholder is this process's token for SDKs: the prefix plus a random
+// Placeholder is this process's token for SDKs: the prefix plus a random
 // part, so it cannot be mistaken for, or collide with, a real token.
-var placeholder = func() string {
+var Placeholder = func() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return PlaceholderPrefix + hex.EncodeToString(b[:])
@@ -29,20 +29,14 @@ var placeholder = func() string {
 // cache the placeholder as long as they would a real token.
 const placeholderTTL = 7200
 
-// sdkTokens reports whether the token endpoints answer with the
-// placeholder (the default) rather than 403.
-func (t *Transport) sdkTokens() bool {
-	return t.SDKTokenEndpoints == nil || *t.SDKTokenEndpoints
-}
-
 // placeholderToken answers a token endpoint in the shape the SDK expects,
 // without sending anything upstream. The client's appid and secret are not
 // read: they would be worthless here and must go nowhere.
-func placeholderToken(req *http.Request) *http.Response {
+func PlaceholderToken(req *http.Request) *http.Response {
 	var v any = struct {
 		AccessToken string `json:"access_token"`
 		ExpiresIn   int    `json:"expires_in"`
-	}{placeholder, placeholderTTL}
+	}{Placeholder, placeholderTTL}
 	if strings.HasSuffix(strings.ToLower(path.Clean("/"+req.URL.Path)), "/gettoken") {
 		// WeCom SDKs check errcode; gettoken always carries it.
 		v = struct {
@@ -50,7 +44,7 @@ func placeholderToken(req *http.Request) *http.Response {
 			ErrMsg      string `json:"errmsg"`
 			AccessToken string `json:"access_token"`
 			ExpiresIn   int    `json:"expires_in"`
-		}{0, "ok", placeholder, placeholderTTL}
+		}{0, "ok", Placeholder, placeholderTTL}
 	}
 	body, _ := json.Marshal(v)
 	return &http.Response{
@@ -66,11 +60,11 @@ func placeholderToken(req *http.Request) *http.Response {
 	}
 }
 
-// holdsPlaceholder reports whether s carries a placeholder of any gateway,
+// HoldsPlaceholder reports whether s carries a placeholder of any gateway,
 // in any letter case and after one round of percent-decoding. It is the
 // last check before a request leaves, independent of the query rewrite:
 // whatever route a request takes, a placeholder never reaches WeChat.
-func holdsPlaceholder(s string) bool {
+func HoldsPlaceholder(s string) bool {
 	if s == "" {
 		return false
 	}
@@ -137,17 +131,17 @@ const foldAnchor = 12
 // token error, so nothing is invalidated or replayed.
 func refusePlaceholder(out *http.Request) *http.Response {
 	u := out.URL
-	bad := holdsPlaceholder(u.Opaque) || holdsPlaceholder(u.RawQuery) || holdsPlaceholder(u.Path) || holdsPlaceholder(u.RawPath)
+	bad := HoldsPlaceholder(u.Opaque) || HoldsPlaceholder(u.RawQuery) || HoldsPlaceholder(u.Path) || HoldsPlaceholder(u.RawPath)
 	for name, vals := range out.Header {
 		for _, v := range vals {
-			bad = bad || holdsPlaceholder(v)
+			bad = bad || HoldsPlaceholder(v)
 		}
-		bad = bad || holdsPlaceholder(name)
+		bad = bad || HoldsPlaceholder(name)
 	}
 	if !bad {
 		return nil
 	}
-	return gatewayError(out, http.StatusBadRequest, 40097,
+	return ErrorResponse(out, http.StatusBadRequest, 40097,
 		"caddy-wechat: the request carries the gateway's placeholder token outside access_token; it was not sent")
 }
 

@@ -1,13 +1,20 @@
-package wechat
+package gateway
 
 import (
 	"bytes"
+	"compress/gzip"
+	"encoding/json"
 	"io"
+	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
+
+	"github.com/caddy-wechat/wechat/internal/credential"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // These tests pin scrub.go's pieces one by one (the ring of sent tokens,
@@ -18,43 +25,45 @@ import (
 // The ring remembers the last four distinct tokens sent, once each; a nil
 // ring or a nil token is a no-op, not a panic.
 func TestTokenRingNote(t *testing.T) {
-	var nilRing *tokenRing
-	nilRing.note(&tokenEntry{Value: "token-zero-0000"})
-	if got := nilRing.appendTo([]string{"kept"}); !slices.Equal(got, []string{"kept"}) {
+	var nilRing *TokenRing
+	nilRing.Note(&credential.Token{Value: "token-zero-0000"})
+	if got := nilRing.AppendTo([]string{"kept"}); !slices.Equal(got, []string{"kept"}) {
 		t.Fatalf("nil ring appendTo = %q", got)
 	}
 
-	r := new(tokenRing)
-	r.note(nil)
-	if got := r.appendTo(nil); len(got) != 0 || r.gen.Load() != 0 {
+	r := new(TokenRing)
+	r.Note(nil)
+	if got := r.AppendTo(nil); len(got) != 0 || r.gen.Load() != 0 {
 		t.Fatalf("a nil token was recorded: %q, gen %d", got, r.gen.Load())
 	}
-	tok := func(i int) *tokenEntry { return &tokenEntry{Value: strings.Repeat(string(rune('a'+i)), 12)} }
+	tok := func(i int) *credential.Token {
+		return &credential.Token{Value: strings.Repeat(string(rune('a'+i)), 12)}
+	}
 	e1 := tok(1)
-	r.note(e1)
-	if got := r.appendTo([]string{"x"}); !slices.Equal(got, []string{"x", e1.Value}) || r.gen.Load() != 1 {
+	r.Note(e1)
+	if got := r.AppendTo([]string{"x"}); !slices.Equal(got, []string{"x", e1.Value}) || r.gen.Load() != 1 {
 		t.Fatalf("after one token: %q, gen %d", got, r.gen.Load())
 	}
-	r.note(e1)
-	r.note(&tokenEntry{Value: e1.Value}) // the same token, another entry
-	if got := r.appendTo(nil); len(got) != 1 || r.gen.Load() != 1 {
+	r.Note(e1)
+	r.Note(&credential.Token{Value: e1.Value}) // the same token, another entry
+	if got := r.AppendTo(nil); len(got) != 1 || r.gen.Load() != 1 {
 		t.Fatalf("the same token twice: %q, gen %d", got, r.gen.Load())
 	}
-	r.note(nil) // after a token: still a no-op
+	r.Note(nil) // after a token: still a no-op
 	var want []string
 	for i := 2; i <= 5; i++ {
 		e := tok(i)
-		r.note(e)
+		r.Note(e)
 		want = append(want, e.Value)
 	}
-	got := r.appendTo(nil)
+	got := r.AppendTo(nil)
 	slices.Sort(got)
 	if !slices.Equal(got, want) || r.gen.Load() != 5 {
 		t.Fatalf("after five tokens: %q, gen %d; want the last four %q, gen 5", got, r.gen.Load(), want)
 	}
 	// The slot of the oldest is reused in turn: a sixth drops the second.
-	r.note(tok(6))
-	got = r.appendTo(nil)
+	r.Note(tok(6))
+	got = r.AppendTo(nil)
 	if slices.Contains(got, tok(2).Value) || !slices.Contains(got, tok(6).Value) || !slices.Contains(got, tok(3).Value) {
 		t.Fatalf("after six tokens: %q", got)
 	}
@@ -64,20 +73,20 @@ func TestTokenRingNote(t *testing.T) {
 // is. Each value counts raw and in both escapes, once each, and min is the
 // shortest needle whatever the order.
 func TestNewNeedleSet(t *testing.T) {
-	if ns := newNeedleSet(strings.Repeat("s", minNeedle-1)); len(ns.strs) != 0 || ns.min != 0 {
-		t.Errorf("a %d-byte value: needles %q, min %d", minNeedle-1, ns.strs, ns.min)
+	if ns := NewNeedles(NeedleKey{}, nil, strings.Repeat("s", MinNeedle-1)); len(ns.strs) != 0 || ns.min != 0 {
+		t.Errorf("a %d-byte value: needles %q, min %d", MinNeedle-1, ns.strs, ns.min)
 	}
-	exact := strings.Repeat("s", minNeedle)
-	if ns := newNeedleSet(exact); !slices.Equal(ns.strs, []string{exact}) || ns.min != minNeedle || len(ns.bytes) != 1 {
-		t.Errorf("a %d-byte value: needles %q, min %d", minNeedle, ns.strs, ns.min)
+	exact := strings.Repeat("s", MinNeedle)
+	if ns := NewNeedles(NeedleKey{}, nil, exact); !slices.Equal(ns.strs, []string{exact}) || ns.min != MinNeedle || len(ns.bytes) != 1 {
+		t.Errorf("a %d-byte value: needles %q, min %d", MinNeedle, ns.strs, ns.min)
 	}
-	ns := newNeedleSet("abc def/ghi")
+	ns := NewNeedles(NeedleKey{}, nil, "abc def/ghi")
 	if want := []string{"abc%20def%2Fghi", "abc+def%2Fghi", "abc def/ghi"}; !slices.Equal(ns.strs, want) { // longest first
 		t.Errorf("escapes: %q, want %q", ns.strs, want)
 	}
 	long, short := strings.Repeat("l", 20), strings.Repeat("m", 9)
 	for _, vals := range [][]string{{long, short}, {short, long}} {
-		if ns := newNeedleSet(vals...); ns.min != 9 {
+		if ns := NewNeedles(NeedleKey{}, nil, vals...); ns.min != 9 {
 			t.Errorf("newNeedleSet(%d, %d bytes).min = %d, want 9", len(vals[0]), len(vals[1]), ns.min)
 		}
 	}
@@ -87,7 +96,7 @@ func TestNewNeedleSet(t *testing.T) {
 // finds nothing, even in an empty text.
 func TestNeedleSetFindsAtExactLength(t *testing.T) {
 	n := strings.Repeat("k", 10)
-	ns := newNeedleSet(n)
+	ns := NewNeedles(NeedleKey{}, nil, n)
 	if !ns.inString(n) || !ns.inBytes([]byte(n)) {
 		t.Errorf("a text that is the needle: not found")
 	}
@@ -97,41 +106,13 @@ func TestNeedleSetFindsAtExactLength(t *testing.T) {
 	if !ns.inString("..." + n + "...") {
 		t.Errorf("a needle inside a text: not found")
 	}
-	empty := newNeedleSet()
+	empty := NewNeedles(NeedleKey{}, nil)
 	if empty.inString("") || empty.inBytes(nil) || empty.inString("anything at all") {
 		t.Errorf("an empty needle set found something")
 	}
 	b := []byte("a " + n + " b " + n)
-	if got := string(ns.replaceBytes(b)); got != "a "+redactedMark+" b "+redactedMark {
+	if got := string(ns.replaceBytes(b)); got != "a "+RedactedMark+" b "+RedactedMark {
 		t.Errorf("replaceBytes = %q", got)
-	}
-}
-
-// needles is cached until the current token or the ring changes, and the
-// set includes the secret and every token the ring sent.
-func TestNeedlesCache(t *testing.T) {
-	const secret = "secret-secret-secret"
-	tr := &Transport{secret: secret, sent: new(tokenRing), needleCache: new(atomic.Pointer[needleSet])}
-	a := tr.needles("")
-	if !slices.Contains(a.strs, secret) {
-		t.Fatalf("needles %q miss the secret", a.strs)
-	}
-	if b := tr.needles(""); b != a {
-		t.Errorf("unchanged ring: needles rebuilt")
-	}
-	e := &tokenEntry{Value: "sent-token-sent-token"}
-	tr.sent.note(e)
-	c := tr.needles("")
-	if c == a || !slices.Contains(c.strs, e.Value) || !slices.Contains(c.strs, secret) {
-		t.Errorf("after a token was sent: same set %v, needles %q", c == a, c.strs)
-	}
-	if d := tr.needles(""); d != c {
-		t.Errorf("unchanged again: needles rebuilt")
-	}
-	// Without a cache, a fresh set each time, still complete.
-	bare := &Transport{secret: secret}
-	if x, y := bare.needles(""), bare.needles(""); x == y || !slices.Contains(x.strs, secret) {
-		t.Errorf("no cache: same set %v, needles %q", x == y, x.strs)
 	}
 }
 
@@ -139,7 +120,7 @@ func TestNeedlesCache(t *testing.T) {
 // scrubbed as a whole stream: a needle past what gunzip looks at is
 // redacted too, and the answer is not cut.
 func TestScrubSniffedGzipAtInflateLimit(t *testing.T) {
-	ns := newNeedleSet(scrubTok)
+	ns := NewNeedles(NeedleKey{}, nil, scrubTok)
 	for _, pad := range []int{16*sniffLimit - len(scrubTok), 16 * sniffLimit, 16*sniffLimit - len(scrubTok) - 1} {
 		plain := strings.Repeat("a", pad) + scrubTok
 		z := gz([]byte(plain))
@@ -149,7 +130,7 @@ func TestScrubSniffedGzipAtInflateLimit(t *testing.T) {
 		resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}, "Content-Encoding": {"gzip"}},
 			Body: io.NopCloser(bytes.NewReader(z)), ContentLength: int64(len(z))}
 		req, _ := http.NewRequest(http.MethodGet, "http://gw/cgi-bin/user/info", nil)
-		if err := scrubAnswer(canonicalPath(req.URL.Path), resp, ns); err != nil {
+		if err := Scrub(CanonicalPath(req.URL.Path), resp, ns); err != nil {
 			t.Fatal(err)
 		}
 		got, err := io.ReadAll(resp.Body)
@@ -159,7 +140,7 @@ func TestScrubSniffedGzipAtInflateLimit(t *testing.T) {
 		if resp.Header.Get("Content-Encoding") != "" {
 			got = gunzipAll(t, got)
 		}
-		if want := strings.Repeat("a", pad) + redactedMark; string(got) != want {
+		if want := strings.Repeat("a", pad) + RedactedMark; string(got) != want {
 			t.Errorf("%d-byte answer: got %d bytes (leaks %v), want %d", len(plain), len(got), leaks(string(got)), len(want))
 		}
 	}
@@ -171,7 +152,7 @@ func TestScrubSniffedGzipAtInflateLimit(t *testing.T) {
 // Gzip answers are inflated for this either way, and sent plain.
 func TestScrubRidGetAtSizeLimit(t *testing.T) {
 	const other = "SomeoneElsesTokenNotOursAtAll"
-	ns := newNeedleSet(scrubTok)
+	ns := NewNeedles(NeedleKey{}, nil, scrubTok)
 	mk := func(size int) []byte {
 		head := `{"errcode":0,"request":{"request_url":"access_token=` + other + `","response_body":"`
 		tail := `"}}`
@@ -190,7 +171,7 @@ func TestScrubRidGetAtSizeLimit(t *testing.T) {
 		}
 		resp := &http.Response{StatusCode: 200, Header: h, Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body))}
 		req, _ := http.NewRequest(http.MethodGet, "http://gw/cgi-bin/openapi/rid/get", nil)
-		if err := scrubAnswer(canonicalPath(req.URL.Path), resp, ns); err != nil {
+		if err := Scrub(CanonicalPath(req.URL.Path), resp, ns); err != nil {
 			t.Fatal(err)
 		}
 		got, err := io.ReadAll(resp.Body)
@@ -216,7 +197,7 @@ func TestScrubRidGetAtSizeLimit(t *testing.T) {
 	// A rid/get answer claiming gzip that is not: an error, not a pass.
 	resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Encoding": {"gzip"}}, Body: io.NopCloser(strings.NewReader(`{"request":{}}`))}
 	req, _ := http.NewRequest(http.MethodGet, "http://gw/cgi-bin/openapi/rid/get", nil)
-	if err := scrubAnswer(canonicalPath(req.URL.Path), resp, ns); err == nil {
+	if err := Scrub(CanonicalPath(req.URL.Path), resp, ns); err == nil {
 		t.Errorf("a broken gzip rid/get answer passed")
 	}
 }
@@ -240,7 +221,7 @@ func TestContainsFold(t *testing.T) {
 // it agrees with the whole-body replace: the earlier needle of the set
 // wins.
 func TestScrubReaderStrictBody(t *testing.T) {
-	ns := newNeedleSet("abcdefghij", "abcdefghijKLMN")
+	ns := NewNeedles(NeedleKey{}, nil, "abcdefghij", "abcdefghijKLMN")
 	in := strings.Repeat("x", 40<<10) + " abcdefghijKLMN " + strings.Repeat("y", 40<<10) + "abcdefghij"
 	sr := &scrubReader{ns: ns, src: &stepBody{data: []byte(in), step: 5000}, c: io.NopCloser(nil)}
 	got, err := io.ReadAll(sr)
@@ -256,7 +237,7 @@ func TestScrubReaderStrictBody(t *testing.T) {
 // large, rid/get or not, text or media: passed on unread it could carry
 // a token (the open platform's rid/get did, with Accept-Encoding: deflate).
 func TestStreamScrubUnknownEncoding(t *testing.T) {
-	ns := newNeedleSet(scrubTok)
+	ns := NewNeedles(NeedleKey{}, nil, scrubTok)
 	body := []byte(strings.Repeat("z", 8<<10) + scrubTok)
 	for _, ce := range []string{"br", "deflate", "zstd", "compress"} {
 		for _, ct := range []string{"text/plain", "application/json", "image/jpeg"} {
@@ -264,7 +245,7 @@ func TestStreamScrubUnknownEncoding(t *testing.T) {
 				for _, b := range [][]byte{body, []byte(`{"errcode":0}`)} {
 					resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {ct}, "Content-Encoding": {ce}},
 						Body: io.NopCloser(bytes.NewReader(b)), ContentLength: int64(len(b))}
-					if err := scrubAnswer(p, resp, ns); err != errUnreadableEncoding {
+					if err := Scrub(p, resp, ns); err != errUnreadableEncoding {
 						t.Errorf("Content-Encoding %s, %s, %s, %d bytes: err %v, want the refusal", ce, ct, p, len(b), err)
 					}
 				}
@@ -275,7 +256,7 @@ func TestStreamScrubUnknownEncoding(t *testing.T) {
 	resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"text/plain"}, "Content-Encoding": {"identity"}},
 		Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body))}
 	req, _ := http.NewRequest(http.MethodGet, "http://gw/cgi-bin/user/info", nil)
-	if err := scrubAnswer(canonicalPath(req.URL.Path), resp, ns); err != nil {
+	if err := Scrub(CanonicalPath(req.URL.Path), resp, ns); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := io.ReadAll(resp.Body); bytes.Contains(got, []byte(scrubTok)) {
@@ -286,12 +267,12 @@ func TestStreamScrubUnknownEncoding(t *testing.T) {
 // A small gzip answer without a needle passes on as WeChat sent it, still
 // compressed, byte for byte: the scrub rewrites only on a hit.
 func TestScrubSniffedGzipNoHitUntouched(t *testing.T) {
-	ns := newNeedleSet(scrubTok)
+	ns := NewNeedles(NeedleKey{}, nil, scrubTok)
 	z := gz([]byte(`{"errcode":0,"errmsg":"ok","openid":"o1"}`))
 	resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}, "Content-Encoding": {"gzip"}, "Content-Length": {"x"}},
 		Body: io.NopCloser(bytes.NewReader(z)), ContentLength: int64(len(z))}
 	req, _ := http.NewRequest(http.MethodGet, "http://gw/cgi-bin/user/info", nil)
-	if err := scrubAnswer(canonicalPath(req.URL.Path), resp, ns); err != nil {
+	if err := Scrub(CanonicalPath(req.URL.Path), resp, ns); err != nil {
 		t.Fatal(err)
 	}
 	got, _ := io.ReadAll(resp.Body)
@@ -306,7 +287,7 @@ func TestScrubSniffedGzipNoHitUntouched(t *testing.T) {
 // whatever order the values come in.
 func TestScrubLongerNeedleWins(t *testing.T) {
 	for _, vals := range [][]string{{"abcdefghij", "abcdefghijKLMN"}, {"abcdefghijKLMN", "abcdefghij"}} {
-		ns := newNeedleSet(vals...)
+		ns := NewNeedles(NeedleKey{}, nil, vals...)
 		in := "x abcdefghijKLMN y " + strings.Repeat("z", 40<<10) + " abcdefghijKLMN"
 		if got := ns.replaceString(in); strings.Contains(got, "KLMN") {
 			t.Fatalf("%q: whole-body replace left the longer value's tail", vals)
@@ -328,7 +309,7 @@ func TestScrubLongerNeedleWins(t *testing.T) {
 // needle later in the set matches further on. Taking the later match
 // instead would copy the first one out in clear.
 func TestStreamScrubFirstMatchAtStart(t *testing.T) {
-	ns := newNeedleSet("SECRET-0123456789", "TOKEN-abcdef")
+	ns := NewNeedles(NeedleKey{}, nil, "SECRET-0123456789", "TOKEN-abcdef")
 	for _, in := range []string{
 		"SECRET-0123456789 then TOKEN-abcdef",
 		"TOKEN-abcdefSECRET-0123456789 and TOKEN-abcdef",
@@ -345,5 +326,205 @@ func TestStreamScrubFirstMatchAtStart(t *testing.T) {
 		if want := ns.replaceString(in); string(got) != want {
 			t.Fatalf("stream scrub of %q = %q; the whole-body replace gives %q", in, got, want)
 		}
+	}
+}
+
+const (
+	scrubTok  = "95_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_abcdefghijklmnopQRSTUVWXYZ"
+	scrubOld  = "94_oldtokenoldtokenoldtokenoldtokenoldtokenoldtokenoldtoken0123456"
+	scrubSecr = "0123456789abcdef0123456789abcdef"
+)
+
+// scrubNeedles are a secret and two tokens to scrub, as a host builds them.
+func scrubNeedles() *Needles { return NewNeedles(NeedleKey{}, nil, scrubTok, scrubOld, scrubSecr) }
+
+func leaks(s string) []string {
+	var out []string
+	for _, n := range []string{scrubTok, scrubOld, scrubSecr} {
+		if strings.Contains(s, n) {
+			out = append(out, n[:6]+"...")
+		}
+	}
+	return out
+}
+
+// chunky reads in random small pieces, so needles straddle every boundary.
+type chunky struct {
+	r   io.Reader
+	rng *rand.Rand
+}
+
+func (c *chunky) Read(p []byte) (int, error) {
+	n := 1 + c.rng.IntN(7)
+	if n > len(p) {
+		n = len(p)
+	}
+	return c.r.Read(p[:n])
+}
+
+func TestScrubReaderAcrossChunks(t *testing.T) {
+	ns := scrubNeedles()
+	for seed := range uint64(50) {
+		rng := rand.New(rand.NewPCG(seed, 1))
+		var in strings.Builder
+		for in.Len() < 64<<10 {
+			switch rng.IntN(4) {
+			case 0:
+				in.WriteString(scrubTok)
+			case 1:
+				in.WriteString(url.QueryEscape(scrubSecr))
+			case 2:
+				in.WriteString(scrubOld[:rng.IntN(len(scrubOld))]) // a prefix is no match
+			default:
+				in.WriteString(strings.Repeat("x", rng.IntN(100)))
+			}
+		}
+		want := ns.replaceString(in.String())
+		sr := &scrubReader{ns: ns, src: &chunky{strings.NewReader(in.String()), rng}, c: io.NopCloser(nil)}
+		got, err := io.ReadAll(sr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != want {
+			t.Fatalf("seed %d: stream scrub differs from a whole-body replace", seed)
+		}
+		if l := leaks(string(got)); l != nil {
+			t.Fatalf("seed %d: leaked %v", seed, l)
+		}
+	}
+}
+
+func gz(b []byte) []byte {
+	var buf bytes.Buffer
+	w := gzip.NewWriter(&buf)
+	w.Write(b)
+	w.Close()
+	return buf.Bytes()
+}
+
+// Every kind of answer the gateway passes on, with a credential in its body
+// and in its headers: none reaches the client, and media is untouched.
+func TestScrubResponse(t *testing.T) {
+	small := []byte(`{"errcode":40003,"errmsg":"invalid openid, access_token=` + scrubTok + ` secret ` + scrubSecr + ` rid: x"}`)
+	large := []byte(strings.Repeat("a", 8<<10) + scrubOld + strings.Repeat("b", 100<<10) + url.QueryEscape(scrubSecr))
+	media := append([]byte("\xff\xd8\xff"), []byte(scrubTok)...)
+	for _, tc := range []struct {
+		name, ct, ce string
+		status       int
+		body         []byte
+		wantPlain    bool // the body must come back unchanged
+	}{
+		{"small json", "application/json", "", 200, small, false},
+		{"small text/plain", "text/plain", "", 200, small, false},
+		{"small gzip", "application/json", "gzip", 200, gz(small), false},
+		{"large json", "application/json", "", 200, large, false},
+		{"large gzip", "text/plain", "gzip", 200, gz(large), false},
+		{"html error page", "text/html", "", 502, small, false},
+		{"no content type", "", "", 200, large, false},
+		{"media", "image/jpeg", "", 200, media, true},
+		{"small gzip inflating large", "text/plain", "gzip", 200, gz(large), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := http.Header{"Content-Type": {tc.ct}, "Location": {"https://x/?access_token=" + scrubTok}, "X-Echo": {scrubSecr, "ok"}}
+			if tc.ce != "" {
+				h.Set("Content-Encoding", tc.ce)
+			}
+			resp := &http.Response{StatusCode: tc.status, Header: h, Body: io.NopCloser(bytes.NewReader(tc.body)), ContentLength: int64(len(tc.body))}
+			req, _ := http.NewRequest("GET", "http://gw/cgi-bin/user/info", nil)
+			if err := Scrub(CanonicalPath(req.URL.Path), resp, scrubNeedles()); err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.wantPlain {
+				if !bytes.Equal(got, tc.body) {
+					t.Errorf("media body changed")
+				}
+			} else {
+				if resp.Header.Get("Content-Encoding") != "" {
+					got = gunzipAll(t, got)
+				}
+				if l := leaks(string(got)); l != nil {
+					t.Errorf("body leaks %v", l)
+				}
+				if !bytes.Contains(got, []byte(RedactedMark)) {
+					t.Errorf("body has no marker: %.200s", got)
+				}
+				if resp.ContentLength >= 0 && resp.ContentLength != int64(len(got)) {
+					t.Errorf("ContentLength %d, body %d", resp.ContentLength, len(got))
+				}
+			}
+			for k, vs := range resp.Header {
+				if l := leaks(strings.Join(vs, " ")); l != nil {
+					t.Errorf("header %s leaks %v", k, l)
+				}
+			}
+			if resp.Header.Values("X-Echo")[1] != "ok" {
+				t.Errorf("a clean header value changed: %v", resp.Header.Values("X-Echo"))
+			}
+		})
+	}
+}
+
+func gunzipAll(t *testing.T, b []byte) []byte {
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := io.ReadAll(zr)
+	return out
+}
+
+func TestIsRidGet(t *testing.T) {
+	for p, want := range map[string]bool{
+		"/cgi-bin/openapi/rid/get": true, "/CGI-BIN/OpenAPI/RID/GET/": true, "/x/../cgi-bin/openapi/rid//get": true,
+		"/cgi-bin/openapi/rid/get/..": false, "/cgi-bin/openapi/rid/get/.": true, "/cgi-bin/openapi/rid/GET/x/..": true, "/cgi-bin/user/get": false, "/cgi-bin/user/info": false, "": false,
+	} {
+		if got := isRidGet(p); got != want {
+			t.Errorf("isRidGet(%q) = %v", p, got)
+		}
+	}
+}
+
+// The scrub counts what it had to remove, by part; a clean answer and
+// rid/get's by-design field redaction count nothing.
+func TestScrubRedactionsCounted(t *testing.T) {
+	header, body := prometheus.NewCounter(prometheus.CounterOpts{Name: "h"}), prometheus.NewCounter(prometheus.CounterOpts{Name: "b"})
+	hits := &Hits{Header: header, Body: body}
+	count := func() (h, b float64) { return testutil.ToFloat64(header), testutil.ToFloat64(body) }
+	rid, _ := json.Marshal(map[string]any{"errcode": 0, "request": map[string]any{
+		"invoke_time": 1, "request_url": "access_token=" + scrubTok + "&openid=o1", "request_body": "", "response_body": "{}"}})
+	for _, tc := range []struct {
+		name          string
+		path, ct      string
+		hdr           string
+		body          []byte
+		header, bodyN float64
+	}{
+		{"clean", "/cgi-bin/user/info", "application/json", "ok", []byte(`{"errcode":0}`), 0, 0},
+		{"rid/get by design", "/cgi-bin/openapi/rid/get", "application/json", "ok", rid, 0, 0},
+		{"header echo", "/cgi-bin/user/info", "application/json", "https://x/?access_token=" + scrubTok, []byte(`{"errcode":0}`), 1, 0},
+		{"small body echo", "/cgi-bin/user/info", "application/json", "ok", []byte(`{"errmsg":"` + scrubSecr + `"}`), 0, 1},
+		{"streamed body echo", "/cgi-bin/user/info", "text/plain", "ok", []byte(strings.Repeat("a", 200<<10) + scrubOld), 0, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h0, b0 := count()
+			resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {tc.ct}, "Location": {tc.hdr}},
+				Body: io.NopCloser(bytes.NewReader(tc.body)), ContentLength: int64(len(tc.body))}
+			req, _ := http.NewRequest("GET", "http://gw"+tc.path, nil)
+			if err := Scrub(CanonicalPath(req.URL.Path), resp, NewNeedles(NeedleKey{}, hits, scrubTok, scrubOld, scrubSecr)); err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			if l := leaks(string(got) + resp.Header.Get("Location")); l != nil {
+				t.Fatalf("leaks %v", l)
+			}
+			h1, b1 := count()
+			if h1-h0 != tc.header || b1-b0 != tc.bodyN {
+				t.Errorf("redactions counted: header +%v body +%v, want +%v +%v", h1-h0, b1-b0, tc.header, tc.bodyN)
+			}
+		})
 	}
 }

@@ -1,4 +1,4 @@
-package wechat
+package gateway
 
 import (
 	"bytes"
@@ -7,33 +7,36 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"unsafe"
+
+	"github.com/caddy-wechat/wechat/internal/credential"
 )
 
 // redactedMark replaces a credential in anything the gateway returns.
-const redactedMark = "[redacted by caddy-wechat]"
+const RedactedMark = "[redacted by caddy-wechat]"
 
 // minNeedle keeps very short values out of the scrub: replacing them would
 // garble ordinary text and they are not worth stealing.
-const minNeedle = 8
+const MinNeedle = 8
 
 // tokenRing remembers the last tokens this transport sent, so that a token
 // replaced a moment ago is still scrubbed when WeChat echoes it.
-type tokenRing struct {
-	last atomic.Pointer[tokenEntry]
+type TokenRing struct {
+	last atomic.Pointer[credential.Token]
 	gen  atomic.Uint64
 	mu   sync.Mutex
 	vals [4]string
 	next int
 }
 
-// note records e; the common case (same token as last time) is one load.
-func (r *tokenRing) note(e *tokenEntry) {
+// Note records e; the common case (same token as last time) is one load.
+func (r *TokenRing) Note(e *credential.Token) {
 	if r == nil || e == nil || r.last.Load() == e {
 		return
 	}
@@ -50,7 +53,17 @@ func (r *tokenRing) note(e *tokenEntry) {
 	r.gen.Add(1)
 }
 
-func (r *tokenRing) appendTo(dst []string) []string {
+// Gen changes whenever the ring does: a needle set built for one Gen is
+// stale at the next.
+func (r *TokenRing) Gen() uint64 {
+	if r == nil {
+		return 0
+	}
+	return r.gen.Load()
+}
+
+// AppendTo appends the ring's tokens to dst.
+func (r *TokenRing) AppendTo(dst []string) []string {
 	if r == nil {
 		return dst
 	}
@@ -64,60 +77,44 @@ func (r *tokenRing) appendTo(dst []string) []string {
 	return dst
 }
 
-// recentTokens is the provider of tokens to scrub: the engine's recent
-// tokens (current included) and those this transport sent lately.
-func (t *Transport) recentTokens(dst []string) []string {
-	if t.recent != nil {
-		return t.recent(dst)
-	}
-	if t.acct != nil {
-		// The engine's list: every token the cache held lately,
-		// including ones fetched but not yet sent by this transport.
-		dst = append(dst, t.acct.tokens.Recent()...)
-	}
-	return t.sent.appendTo(dst)
-}
-
-// needleSet is what the scrub looks for, rebuilt only when the current
-// token or the ring changes, so the hot path allocates nothing.
-type needleSet struct {
-	cur   *tokenEntry // the token it was built for (an account's or an authorizer's)
-	comp  *tokenEntry // the component token it was built for (open platform)
-	gen   uint64
+// Needles is what the scrub looks for, rebuilt by its host only when the
+// key it was built for changes, so the hot path allocates nothing.
+type Needles struct {
+	key   NeedleKey
 	strs  []string
 	bytes [][]byte
 	min   int // length of the shortest needle
-	hits  *scrubHits
+	hits  *Hits
 }
 
-func (t *Transport) needles(string) *needleSet {
-	var cur *tokenEntry
-	if t.acct != nil {
-		cur = t.acct.tokens.Current()
-	}
-	var gen uint64
-	if t.sent != nil {
-		gen = t.sent.gen.Load()
-	}
-	if t.needleCache != nil {
-		if ns := t.needleCache.Load(); ns != nil && ns.cur == cur && ns.gen == gen {
-			return ns
-		}
-	}
-	ns := newNeedleSet(append(t.recentTokens(nil), t.secret)...)
-	ns.cur, ns.gen, ns.hits = cur, gen, t.scrubHits
-	if t.needleCache != nil {
-		t.needleCache.Store(ns)
-	}
-	return ns
+// NeedleKey is what a set of needles was built for: a host keeps one set
+// per key and rebuilds it when the key changes.
+type NeedleKey struct {
+	Token     *credential.Token // the account's or the authorizer's current token
+	Component *credential.Token // the open platform's current component token
+	Gen       uint64            // TokenRing.Gen of the tokens sent lately
 }
 
-// newNeedleSet is the set of values to scrub: each credential raw, query-
-// and path-escaped; values too short to be credentials are left out.
-func newNeedleSet(values ...string) *needleSet {
-	ns := new(needleSet)
+// Values are the values scrubbed, longest first (never to be changed).
+func (ns *Needles) Values() []string { return ns.strs }
+
+// Key is the key the set was built for.
+func (ns *Needles) Key() NeedleKey { return ns.key }
+
+// Counter counts; a prometheus.Counter is one.
+type Counter interface{ Inc() }
+
+// Hits are one host's redaction counters, resolved once so that a hit
+// pays no label lookup; nil counts nothing.
+type Hits struct{ Header, Body Counter }
+
+// NewNeedles is the set of values to scrub, built for key and counted in
+// hits: each credential raw, query- and path-escaped; values too short to
+// be credentials are left out.
+func NewNeedles(key NeedleKey, hits *Hits, values ...string) *Needles {
+	ns := &Needles{key: key, hits: hits}
 	add := func(s string) {
-		if len(s) < minNeedle {
+		if len(s) < MinNeedle {
 			return
 		}
 		for _, x := range ns.strs {
@@ -149,7 +146,7 @@ func newNeedleSet(values ...string) *needleSet {
 }
 
 // inString reports whether s holds a needle.
-func (ns *needleSet) inString(s string) bool {
+func (ns *Needles) inString(s string) bool {
 	if len(s) < ns.min || ns.min == 0 {
 		return false
 	}
@@ -162,7 +159,7 @@ func (ns *needleSet) inString(s string) bool {
 }
 
 // inBytes reports whether b holds a needle: a few bytes.Index scans.
-func (ns *needleSet) inBytes(b []byte) bool {
+func (ns *Needles) inBytes(b []byte) bool {
 	if len(b) < ns.min || ns.min == 0 {
 		return false
 	}
@@ -174,37 +171,37 @@ func (ns *needleSet) inBytes(b []byte) bool {
 	return false
 }
 
-func (ns *needleSet) replaceString(s string) string {
+func (ns *Needles) replaceString(s string) string {
 	for _, n := range ns.strs {
-		s = strings.ReplaceAll(s, n, redactedMark)
+		s = strings.ReplaceAll(s, n, RedactedMark)
 	}
 	return s
 }
 
-func (ns *needleSet) replaceBytes(b []byte) []byte {
+func (ns *Needles) replaceBytes(b []byte) []byte {
 	for _, n := range ns.bytes {
 		if bytes.Contains(b, n) {
 			ns.hit(true)
-			b = bytes.ReplaceAll(b, n, []byte(redactedMark))
+			b = bytes.ReplaceAll(b, n, []byte(RedactedMark))
 		}
 	}
 	return b
 }
 
 // hit counts one replacement in a header value or a body.
-func (ns *needleSet) hit(body bool) {
+func (ns *Needles) hit(body bool) {
 	switch {
 	case ns.hits == nil:
 	case body:
-		ns.hits.body.Inc()
+		ns.hits.Body.Inc()
 	default:
-		ns.hits.header.Inc()
+		ns.hits.Header.Inc()
 	}
 }
 
 // scrubHeader redacts every header value that holds a needle (Location,
 // Set-Cookie, anything WeChat or a middlebox might echo).
-func (ns *needleSet) scrubHeader(h http.Header) {
+func (ns *Needles) scrubHeader(h http.Header) {
 	for k, vs := range h {
 		for i, v := range vs {
 			if ns.inString(v) {
@@ -216,15 +213,7 @@ func (ns *needleSet) scrubHeader(h http.Header) {
 	}
 }
 
-// scrubResponse makes resp safe to hand to the client: headers always;
-// small text bodies in place; larger text bodies through a streaming
-// replacer; rid/get answers decoded and redacted field by field. Binary
-// media is left untouched.
-func (t *Transport) scrubResponse(req *http.Request, resp *http.Response) error {
-	return scrubAnswer(canonicalPath(req.URL.Path), resp, t.needles(""))
-}
-
-// scrubAnswer removes every value in ns from an answer's headers and, for
+// Scrub removes every value in ns from an answer's headers and, for
 // text, its body, and redacts rid/get field by field, judged on p, the
 // path that was sent upstream (never the caller's, which may carry a
 // prefix such as /authorizer/{appid}/). Every transport of the gateway
@@ -232,7 +221,7 @@ func (t *Transport) scrubResponse(req *http.Request, resp *http.Response) error 
 // read (the upstream is offered gzip at most, so only a misbehaving or
 // hostile one sends deflate, br or zstd) is refused, never passed on
 // unread.
-func scrubAnswer(p string, resp *http.Response, ns *needleSet) error {
+func Scrub(p string, resp *http.Response, ns *Needles) error {
 	ns.scrubHeader(resp.Header)
 	ns.scrubHeader(resp.Trailer)
 	if resp.Body == nil || resp.Body == http.NoBody || resp.StatusCode == http.StatusSwitchingProtocols {
@@ -269,7 +258,7 @@ func readableEncoding(ce string) bool {
 
 // scrubSniffed scans a small buffered body and rewrites it only on a hit,
 // so the common answer costs a few scans and no decode.
-func scrubSniffed(resp *http.Response, sb *sniffBody, ns *needleSet) {
+func scrubSniffed(resp *http.Response, sb *sniffBody, ns *Needles) {
 	data := sb.bytes()
 	gz := strings.EqualFold(resp.Header.Get("Content-Encoding"), "gzip")
 	if gz {
@@ -320,7 +309,7 @@ func textual(ct string) bool {
 // streamScrub wraps a large text body in a replacer that also catches a
 // needle split across reads. A gzip body is inflated for this (and sent
 // plain); scrubAnswer has refused any other encoding.
-func streamScrub(resp *http.Response, ns *needleSet) {
+func streamScrub(resp *http.Response, ns *Needles) {
 	ce := resp.Header.Get("Content-Encoding")
 	body := resp.Body
 	sr := &scrubReader{ns: ns, c: body, src: body}
@@ -338,7 +327,7 @@ func streamScrub(resp *http.Response, ns *needleSet) {
 // (longest needle - 1) bytes of each read, so a needle split across two
 // reads is still whole when it is looked for.
 type scrubReader struct {
-	ns  *needleSet
+	ns  *Needles
 	src io.Reader
 	c   io.Closer
 	gz  bool // src is gzip, inflated on the first Read
@@ -400,7 +389,7 @@ func (s *scrubReader) fill() {
 			break
 		}
 		s.out = append(s.out, s.raw[pos:pos+at]...)
-		s.out = append(s.out, redactedMark...)
+		s.out = append(s.out, RedactedMark...)
 		s.ns.hit(true)
 		pos += at + nl
 	}
@@ -422,6 +411,31 @@ func (s *scrubReader) fill() {
 
 func (s *scrubReader) Close() error { return s.c.Close() }
 
+// --- the open platform's authorizer lists ---
+
+// refreshField matches a refresh token in an answer.
+var refreshField = regexp.MustCompile(`"(authorizer_refresh_token|refresh_token)"\s*:\s*"(?:[^"\\]|\\.)*"`)
+
+// scrubRefreshTokens removes refresh tokens from api_get_authorizer_info
+// and _list answers: the gateway holds them, no client needs them, and a
+// client that used one would rotate it behind the gateway's back.
+func scrubRefreshTokens(resp *http.Response) (*http.Response, error) {
+	if resp.Header.Get("Content-Encoding") != "" {
+		resp.Body.Close()
+		return nil, errors.New("caddy-wechat: an encoded api_get_authorizer answer cannot be scrubbed")
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	b = refreshField.ReplaceAll(b, []byte(`"$1":""`))
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	resp.ContentLength = int64(len(b))
+	resp.Header.Set("Content-Length", strconv.Itoa(len(b)))
+	return resp, nil
+}
+
 // --- rid/get ---
 
 // isRidGet reports WeChat's "what was request R" API, which answers with
@@ -432,7 +446,7 @@ func isRidGet(p string) bool {
 	if !containsFold(p, "/get") {
 		return false
 	}
-	return strings.EqualFold(canonicalPath(p), "/cgi-bin/openapi/rid/get")
+	return strings.EqualFold(CanonicalPath(p), "/cgi-bin/openapi/rid/get")
 }
 
 // maxRidAnswer bounds what is decoded of a rid/get answer; a longer one is
@@ -443,7 +457,7 @@ const maxRidAnswer = 1 << 20
 // request.request_url and request.request_body, whatever its value (an
 // old secret, another account's token), keeping the rest so that rid/get
 // still explains the request.
-func scrubRidGet(resp *http.Response, ns *needleSet) error {
+func scrubRidGet(resp *http.Response, ns *Needles) error {
 	gz := strings.EqualFold(resp.Header.Get("Content-Encoding"), "gzip")
 	var src io.Reader = resp.Body
 	if gz {

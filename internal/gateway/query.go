@@ -1,4 +1,4 @@
-package wechat
+package gateway
 
 import (
 	"net/url"
@@ -8,61 +8,96 @@ import (
 )
 
 // route says what the gateway adds to a request, by WeChat path.
-type route uint8
+type Route uint8
 
 const (
-	routeToken     route = iota // ordinary API call: add our access_token
-	routeLogin                  // /sns login: add appid and secret, no token
-	routeAppIDOnly              // /sns/oauth2/refresh_token: add appid only
-	routeUserSNS                // other /sns calls carry the user's own OAuth token: leave it
-	routeBlocked                // the token endpoints themselves are the gateway's
-	routeOwnCred                // the caller's own credential is in the query: add nothing, never replay
-	routeNone                   // the open platform: no credential can be chosen (no authorizer named)
+	RouteToken     Route = iota // ordinary API call: add our access_token
+	RouteLogin                  // /sns login: add appid and secret, no token
+	RouteAppIDOnly              // /sns/oauth2/refresh_token: add appid only
+	RouteUserSNS                // other /sns calls carry the user's own OAuth token: leave it
+	RouteBlocked                // the token endpoints themselves are the gateway's
+	RouteOwnCred                // the caller's own credential is in the query: add nothing, never replay
+	RouteNone                   // the open platform: no credential can be chosen (no authorizer named)
 
 	// The open platform's routes (wechat_component); an authorizer's
 	// calls are routeToken with the authorizer's token.
-	routeComponent         // /cgi-bin/component/*: add component_access_token
-	routeComponentSNS      // /sns/component/*, /sns/oauth2/component/*: add component_appid and component_access_token
-	routeComponentSNSNamed // the same for a named authorizer: its appid replaces the caller's
+	RouteComponent         // /cgi-bin/component/*: add component_access_token
+	RouteComponentSNS      // /sns/component/*, /sns/oauth2/component/*: add component_appid and component_access_token
+	RouteComponentSNSNamed // the same for a named authorizer: its appid replaces the caller's
 )
 
 // addsToken reports the routes that carry one of the gateway's tokens, and
 // so take part in the replay.
-func (r route) addsToken() bool {
-	return r == routeToken || r >= routeComponent
+func (r Route) AddsToken() bool {
+	return r == RouteToken || r >= RouteComponent
 }
 
 // classify picks the route from the cleaned, lower-cased path, so that
 // "//sns/x", "/cgi-bin/../sns/x" or "/CGI-BIN/TOKEN" are judged the way a
 // lenient server might read them. ToLower does not allocate for a path
 // that is already lower case.
-func classify(p string) route {
+func classify(p string) Route {
 	if p == "" {
 		p = "/"
 	}
 	p = strings.ToLower(path.Clean(p))
 	switch p {
 	case "/sns/jscode2session", "/sns/oauth2/access_token", "/sns/component/jscode2session":
-		return routeLogin
+		return RouteLogin
 	case "/sns/oauth2/refresh_token":
-		return routeAppIDOnly
+		return RouteAppIDOnly
 	case "/cgi-bin/token", "/cgi-bin/stable_token", "/cgi-bin/gettoken":
-		return routeBlocked
+		return RouteBlocked
 	}
 	if strings.HasPrefix(p, "/sns/") {
-		return routeUserSNS
+		return RouteUserSNS
 	}
-	return routeToken
+	return RouteToken
+}
+
+// componentBlocked are the component endpoints the gateway owns: calling
+// them with its component token would fetch or rotate credentials behind
+// its back (a rotated refresh token the gateway never sees is a merchant
+// lost).
+func componentBlocked(clean string) bool {
+	switch clean {
+	case "/cgi-bin/component/api_component_token", "/cgi-bin/component/api_authorizer_token", "/cgi-bin/component/api_query_auth":
+		return true
+	}
+	return false
+}
+
+// ComponentRoute is the Route of a call on the open platform, from its
+// cleaned, lower-cased path and whether it names an authorizer.
+func ComponentRoute(clean string, named bool) Route {
+	switch {
+	case classify(clean) == RouteBlocked || componentBlocked(clean):
+		return RouteBlocked
+	case strings.HasPrefix(clean, "/sns/component/") || strings.HasPrefix(clean, "/sns/oauth2/component/"):
+		// Login and web OAuth on behalf of an authorizer: the component
+		// vouches with its appid and token.
+		if named {
+			return RouteComponentSNSNamed
+		}
+		return RouteComponentSNS
+	case strings.HasPrefix(clean, "/sns/"):
+		return RouteUserSNS // the user's own OAuth token: untouched
+	case named:
+		return RouteToken // the authorizer's access_token
+	case strings.HasPrefix(clean, "/cgi-bin/component/"):
+		return RouteComponent
+	}
+	return RouteNone
 }
 
 // classifyRequest is classify, plus the calls that carry a credential of
 // their own (open platform, WeCom providers). WeChat may answer those with
 // 40001 whatever our token, so adding ours, or replaying, would only burn
 // fetches. The token endpoints stay blocked whatever the query holds.
-func classifyRequest(p, rawQuery string) route {
+func ClassifyRequest(p, rawQuery string) Route {
 	r := classify(p)
-	if r != routeBlocked && carriesOwnCredential(rawQuery) {
-		return routeOwnCred
+	if r != RouteBlocked && carriesOwnCredential(rawQuery) {
+		return RouteOwnCred
 	}
 	return r
 }
@@ -70,7 +105,7 @@ func classifyRequest(p, rawQuery string) route {
 // canonicalPath is the path the route is judged on (decoded, cleaned) in
 // the letter case the caller sent, so that what goes upstream is what was
 // judged: "/cgi-bin/token%2f..%2f..%2fsns%2fx" leaves as "/sns/x".
-func canonicalPath(p string) string {
+func CanonicalPath(p string) string {
 	if p == "" || p[0] != '/' {
 		p = "/" + p
 	}
@@ -111,7 +146,7 @@ func paramName(key string) string {
 // rewriteQuery returns raw with the client's credential parameters removed
 // and the gateway's appended. For the common case, a query with no
 // credential-looking text, it only appends: no parsing, one allocation.
-func rewriteQuery(raw string, r route, token, appid, secret string) string {
+func rewriteQuery(raw string, r Route, token, appid, secret string) string {
 	return requestTarget(nil, "", raw, r, token, appid, secret, "")
 }
 
@@ -126,20 +161,20 @@ func rewriteQuery(raw string, r route, token, appid, secret string) string {
 //
 // On the component's routes appid is the component's and authorizer the
 // merchant a call names.
-func requestTarget(dst []byte, p, raw string, r route, token, appid, secret, authorizer string) string {
+func requestTarget(dst []byte, p, raw string, r Route, token, appid, secret, authorizer string) string {
 	var key, val string // the credential added, pre-escaped
 	switch r {
-	case routeToken:
+	case RouteToken:
 		key, val = "access_token=", token
-	case routeComponent:
+	case RouteComponent:
 		key, val = "component_access_token=", token
-	case routeComponentSNS:
+	case RouteComponentSNS:
 		key, val = "component_appid=", url.QueryEscape(appid)+"&component_access_token="+token
-	case routeComponentSNSNamed:
+	case RouteComponentSNSNamed:
 		key, val = "appid=", url.QueryEscape(authorizer)+"&component_appid="+url.QueryEscape(appid)+"&component_access_token="+token
-	case routeLogin:
+	case RouteLogin:
 		key, val = "appid=", url.QueryEscape(appid)+"&secret="+url.QueryEscape(secret)
-	case routeAppIDOnly:
+	case RouteAppIDOnly:
 		key, val = "appid=", url.QueryEscape(appid)
 	default:
 		switch {
@@ -160,7 +195,7 @@ func requestTarget(dst []byte, p, raw string, r route, token, appid, secret, aut
 	switch {
 	case key == "":
 		b = append(b, raw...)
-	case r == routeToken && !mayHoldCredential(raw):
+	case r == RouteToken && !mayHoldCredential(raw):
 		// The common case, a query with nothing credential-like: as is.
 		if raw != "" {
 			b = append(b, raw...)
@@ -201,21 +236,21 @@ func mayHoldCredential(raw string) bool {
 // credential the gateway owns on route r (read by queryKey, in any case).
 // The open platform's token and secret are dropped on every route: on the
 // account's a query naming them takes routeOwnCred and never gets here.
-func isCredential(part string, r route) bool {
+func isCredential(part string, r Route) bool {
 	key := queryKey(part)
 	if strings.EqualFold(key, pAccessToken) || strings.EqualFold(key, pSecret) ||
 		strings.EqualFold(key, pComponentToken) || strings.EqualFold(key, pComponentSecret) {
 		return true
 	}
 	switch r {
-	case routeToken, routeComponent:
+	case RouteToken, RouteComponent:
 		// appid is a credential only where the gateway injects it;
 		// ordinary API calls may carry an appid of their own (a mini
 		// program's, say).
 		return false
-	case routeComponentSNS:
+	case RouteComponentSNS:
 		return strings.EqualFold(key, pComponentAppID)
-	case routeComponentSNSNamed:
+	case RouteComponentSNSNamed:
 		return strings.EqualFold(key, pComponentAppID) || strings.EqualFold(key, pAppID)
 	}
 	return strings.EqualFold(key, pAppID)
