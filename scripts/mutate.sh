@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Mutation testing (issue 14) with gremlins v0.6.0 and .gremlins.yaml:
-# the credential engine, then the request path. Each run fails below 90%
-# efficacy.
+# the credential engine (internal/credential), then the request path
+# (internal/gateway). Each run fails below 90% efficacy.
 #
-#   ./mutate.sh [engine|reqpath]...            gremlins unleash
-#   ./mutate.sh --by-hand [engine|reqpath]...  the same mutants (gremlins'
+#   scripts/mutate.sh [engine|gateway]...            gremlins unleash
+#   scripts/mutate.sh --by-hand [engine|gateway]...  the same mutants (gremlins'
 #       dry run lists them), each applied by mutate_apply.py to a scratch
 #       copy of the module and tested with `go test -tags mutation
 #       -failfast`, MUTATE_JOBS copies side by side (default 2). On a
@@ -16,7 +16,7 @@
 #
 #   go install github.com/go-gremlins/gremlins/cmd/gremlins@v0.6.0
 set -euo pipefail
-cd "$(dirname "$0")"
+cd "$(dirname "$0")/.."
 GREMLINS=${GREMLINS:-$(command -v gremlins || echo "$HOME/go/bin/gremlins")}
 # A mutant's cost is mostly its build: skip go test's vet step (test.sh
 # runs vet once) and the linker's DWARF (a quarter of linking Caddy).
@@ -24,7 +24,7 @@ export GOFLAGS="${GOFLAGS:+$GOFLAGS }-vet=off -ldflags=-w"
 byhand=
 if [ "${1:-}" = --by-hand ]; then byhand=1; shift; fi
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(engine reqpath)
+[ ${#targets[@]} -gt 0 ] || targets=(engine gateway)
 
 # shard runs one share of the mutants in its own copy of the module.
 shard() {
@@ -38,7 +38,7 @@ shard() {
     # A failed test run is a kill only if the mutant was really in place:
     # a copy that is gone (or a mutant that does not apply) is an ERROR,
     # never a KILLED.
-    if ! cp "$f" "$f.orig" || ! m=$(./mutate_apply.py "$f" "$line" "$col" "$typ"); then
+    if ! cp "$f" "$f.orig" || ! m=$(./scripts/mutate_apply.py "$f" "$line" "$col" "$typ"); then
       echo "ERROR $typ $file:$line:$col :: not applied" >>"$out"
       continue
     fi
@@ -54,8 +54,8 @@ shard() {
 for t in "${targets[@]}"; do
   case $t in
   engine) dir=internal/credential ;;
-  reqpath) dir=. ;;
-  *) echo "unknown target $t (engine, reqpath)"; exit 2 ;;
+  gateway | reqpath) dir=internal/gateway ;; # reqpath: its name before the move
+  *) echo "unknown target $t (engine, gateway)"; exit 2 ;;
   esac
   start=$(date +%s)
   if [ -z "$byhand" ]; then
