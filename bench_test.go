@@ -30,7 +30,7 @@ var tokenErrBody = []byte(`{"errcode":40001,"errmsg":"invalid credential, access
 
 // warmAccount is an account whose cache already holds a fresh token, as in
 // steady state; no refresher runs.
-func warmAccount(tb testing.TB) *account {
+func warmAccount(tb testing.TB) *sharedAccount {
 	tb.Helper()
 	a, err := newAccount("bench", accountSettings{appid: testAppID, secret: testSecret, api: tokenAPIStable, ceiling: -1})
 	if err != nil {

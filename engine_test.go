@@ -45,7 +45,7 @@ func TestStopDoesNotWaitForHungFetch(t *testing.T) {
 // A request to a host that is not a token endpoint is logged once.
 func TestWarnOnceForHostOutsideTokenEndpoints(t *testing.T) {
 	core, logs := observer.New(zap.WarnLevel)
-	tr := &Transport{logger: zap.New(core), acct: &account{appid: "wx"}}
+	tr := &Transport{logger: zap.New(core), acct: &sharedAccount{appid: "wx"}}
 	tr.bases = []*url.URL{{Scheme: "https", Host: "api.weixin.qq.com"}}
 	tr.checkHost("api.weixin.qq.com")
 	tr.checkHost("api2.weixin.qq.com")

@@ -131,11 +131,11 @@ func anyHost(upstream, extra string) string {
 }
 
 // onlyAccount returns the single account in the pool.
-func onlyAccount(t *testing.T) *account {
+func onlyAccount(t *testing.T) *sharedAccount {
 	t.Helper()
-	var got []*account
+	var got []*sharedAccount
 	accounts.Range(func(_, v any) bool {
-		got = append(got, v.(*account))
+		got = append(got, v.(*sharedAccount))
 		return true
 	})
 	if len(got) != 1 {

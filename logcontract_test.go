@@ -31,7 +31,7 @@ func TestLogContractThroughCaddy(t *testing.T) {
 		t.Fatalf("call: %s", r.Body)
 	}
 	var label string
-	accounts.Range(func(_, v any) bool { label = v.(*account).label; return false })
+	accounts.Range(func(_, v any) bool { label = v.(*sharedAccount).label; return false })
 	fetch := logLines(t, g.LogFile, credential.EventFetch)
 	if len(fetch) != 1 {
 		t.Fatalf("%d fetch lines, want 1", len(fetch))
@@ -77,7 +77,7 @@ func TestLogQuotaWarningThroughCaddy(t *testing.T) {
 		}
 	}
 	var label string
-	accounts.Range(func(_, v any) bool { label = v.(*account).label; return false })
+	accounts.Range(func(_, v any) bool { label = v.(*sharedAccount).label; return false })
 	lines := logLines(t, g.LogFile, credential.EventQuotaWarning)
 	if len(lines) != 1 {
 		t.Fatalf("%d quota_warning lines, want 1", len(lines))

@@ -118,17 +118,17 @@ func (m *metrics) retry(outcome string) {
 	}
 }
 
-func (m *metrics) storeError(a *account, op string) {
+func (m *metrics) storeError(a *sharedAccount, op string) {
 	metricStoreErrors.WithLabelValues(a.appid, a.label, op).Inc()
 }
 
-func (m *metrics) ceiling(a *account, name string) {
+func (m *metrics) ceiling(a *sharedAccount, name string) {
 	metricCeiling.WithLabelValues(a.appid, a.label, name).Inc()
 }
 
 // fetched records one call to a token or ticket endpoint, and warns once
 // a day when fetches use up a share of WeChat's quota.
-func (m *metrics) fetched(a *account, name string, force bool, err error) {
+func (m *metrics) fetched(a *sharedAccount, name string, force bool, err error) {
 	if name != "access_token" {
 		return
 	}
@@ -162,7 +162,7 @@ const (
 // quotaCheck warns once a day past the quota_warn share: classic
 // fetches count against 2000/day; with stable only force_refresh is
 // scarce (20/day).
-func (a *account) quotaCheck(m *metrics) {
+func (a *sharedAccount) quotaCheck(m *metrics) {
 	st := a.tokens.Status()
 	quota, used := int64(quotaClassic), st.Fetches
 	if a.api != tokenAPIClassic {
@@ -207,7 +207,7 @@ func (c *accountCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *accountCollector) Collect(ch chan<- prometheus.Metric) {
 	seen := map[string]bool{}
 	accounts.Range(func(_, v any) bool {
-		a := v.(*account)
+		a := v.(*sharedAccount)
 		// Two pool entries can share a label only if they differ in what
 		// the label leaves out (e.g. fetch_timeout); report one.
 		if seen[a.appid+a.label+a.api] {

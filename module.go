@@ -64,7 +64,7 @@ type Transport struct {
 
 	secret  string
 	bases   []*url.URL
-	acct    *account
+	acct    *sharedAccount
 	binding *binding
 	poolKey string
 	metrics *metrics
@@ -157,7 +157,7 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	t.acct = val.(*account)
+	t.acct = val.(*sharedAccount)
 	t.metrics = newMetrics(ctx, appid, t.acct.label)
 	t.metrics.quotaWarn = t.QuotaWarn
 	t.scrubHits = newScrubHits(appid)

@@ -36,7 +36,7 @@ func fetchesToday(st credential.Status, now time.Time) int64 {
 	return st.Fetches
 }
 
-func (a *account) view() accountView {
+func (a *sharedAccount) view() accountView {
 	v := accountView{AppID: a.appid, Account: a.label, TokenAPI: a.api, Shared: a.shared != nil, Status: a.tokens.Status()}
 	if e := a.tokens.Current(); e != nil {
 		v.HasToken = true
@@ -75,7 +75,7 @@ func serveStatus(w http.ResponseWriter, r *http.Request) error {
 	}
 	views := []accountView{}
 	accounts.Range(func(_, v any) bool {
-		views = append(views, v.(*account).view())
+		views = append(views, v.(*sharedAccount).view())
 		return true
 	})
 	sort.Slice(views, func(i, j int) bool {

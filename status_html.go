@@ -80,8 +80,8 @@ func serveStatusHTML(w http.ResponseWriter, r *http.Request) error {
 // as the JSON views.
 func statusPage(ctx context.Context, q statusview.Query, now time.Time) *statusview.Page {
 	p := &statusview.Page{Now: now}
-	var accts []*account
-	accounts.Range(func(_, v any) bool { accts = append(accts, v.(*account)); return true })
+	var accts []*sharedAccount
+	accounts.Range(func(_, v any) bool { accts = append(accts, v.(*sharedAccount)); return true })
 	for _, a := range accts {
 		v := a.view()
 		p.Accounts = append(p.Accounts, statusview.Account{AppID: v.AppID, Label: v.Account, TokenAPI: v.TokenAPI,

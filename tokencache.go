@@ -34,11 +34,12 @@ type (
 // goroutine for all of them (none while no account holds a token).
 var scheduler = credential.NewScheduler(nil)
 
-// account is one WeChat account's pool entry: the engine caches of its
+// sharedAccount is one WeChat account's pool entry (Account is its
+// configuration): the engine caches of its
 // token and tickets, and the store they share. It lives in a
 // caddy.UsagePool, so config reloads that keep the account keep its
 // token, backoff state and schedule.
-type account struct {
+type sharedAccount struct {
 	key   string // pool key: never holds the secret
 	label string // metrics and status: a short keyed hash, see accountLabel
 	appid string
@@ -86,8 +87,8 @@ type accountSettings struct {
 	store              StoreProvider // nil: in-process
 }
 
-func newAccount(key string, s accountSettings) (*account, error) {
-	a := &account{key: key, appid: s.appid, api: s.api, now: time.Now, tickets: map[string]*credential.Cache{}}
+func newAccount(key string, s accountSettings) (*sharedAccount, error) {
+	a := &sharedAccount{key: key, appid: s.appid, api: s.api, now: time.Now, tickets: map[string]*credential.Cache{}}
 	a.logger.Store(zap.NewNop())
 	seal, err := credential.NewSealer(s.secret, s.appid)
 	if err != nil {
@@ -122,14 +123,14 @@ func accountLabel(seal *credential.Sealer, api, storeID string) string {
 	return hex.EncodeToString(sum[:])[:10]
 }
 
-func (a *account) attach(b *binding) {
+func (a *sharedAccount) attach(b *binding) {
 	a.mu.Lock()
 	a.bindings = append(a.bindings, b)
 	a.mu.Unlock()
 	a.use(b)
 }
 
-func (a *account) detach(b *binding) {
+func (a *sharedAccount) detach(b *binding) {
 	a.mu.Lock()
 	for i, x := range a.bindings {
 		if x == b {
@@ -147,7 +148,7 @@ func (a *account) detach(b *binding) {
 	}
 }
 
-func (a *account) use(b *binding) {
+func (a *sharedAccount) use(b *binding) {
 	a.logger.Store(b.logger)
 	a.metrics.Store(b.m)
 	a.tokens.SetLogger(b.logger)
@@ -164,14 +165,14 @@ func (a *account) use(b *binding) {
 	a.mu.Unlock()
 }
 
-func (a *account) ticketSource(b *binding, typ string) credential.Source {
+func (a *sharedAccount) ticketSource(b *binding, typ string) credential.Source {
 	return &credential.TicketSource{Tokens: a.tokens, RT: b.src.RT, Bases: b.src.Bases, Type: typ, Redact: b.src.Redact,
 		Now: func() time.Time { return a.now() }}
 }
 
 // ticket returns the cache of a JS-SDK ticket type, creating it on first
 // use: the same engine as the token (backoff, refresh-ahead, cluster).
-func (a *account) ticket(typ string) *credential.Cache {
+func (a *sharedAccount) ticket(typ string) *credential.Cache {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if c := a.tickets[typ]; c != nil {
@@ -189,27 +190,27 @@ func (a *account) ticket(typ string) *credential.Cache {
 	return c
 }
 
-func (a *account) log() *zap.Logger { return a.logger.Load() }
+func (a *sharedAccount) log() *zap.Logger { return a.logger.Load() }
 
 // Token returns a usable token; warm, it is one atomic load.
-func (a *account) Token(ctx context.Context) (*tokenEntry, error) { return a.tokens.Token(ctx) }
+func (a *sharedAccount) Token(ctx context.Context) (*tokenEntry, error) { return a.tokens.Token(ctx) }
 
 // Invalidate drops e only if it is still the cached token.
-func (a *account) Invalidate(e *tokenEntry) bool { return a.tokens.Invalidate(e) }
+func (a *sharedAccount) Invalidate(e *tokenEntry) bool { return a.tokens.Invalidate(e) }
 
 // Rejected is the request path's call on a token errcode from the API
 // path api; see credential.Cache.RejectedOn.
-func (a *account) Rejected(ctx context.Context, e *tokenEntry, api string) (*tokenEntry, bool, error) {
+func (a *sharedAccount) Rejected(ctx context.Context, e *tokenEntry, api string) (*tokenEntry, bool, error) {
 	return a.tokens.RejectedOn(ctx, e, api)
 }
 
 // Recent lists the last few token values the account held, so that the
 // request path can scrub them from answers (rid/get and the like).
-func (a *account) Recent() []string { return a.tokens.Recent() }
+func (a *sharedAccount) Recent() []string { return a.tokens.Recent() }
 
 // warm adopts a stored token on provision, so that after a restart on a
 // durable store the first requests wait for no fetch.
-func (a *account) warm() {
+func (a *sharedAccount) warm() {
 	if a.shared == nil || !a.shared.Durable() || a.tokens.Current() != nil {
 		return
 	}
@@ -219,8 +220,8 @@ func (a *account) warm() {
 }
 
 // enter and leave bracket one request's use of the account.
-func (a *account) enter() { a.inflight.Add(1) }
-func (a *account) leave() {
+func (a *sharedAccount) enter() { a.inflight.Add(1) }
+func (a *sharedAccount) leave() {
 	if a.inflight.Add(-1) == 0 && a.closing.Load() {
 		a.close()
 	}
@@ -231,7 +232,7 @@ func (a *account) leave() {
 // closes now (Close cancels fetches in flight, so a hung fetch does not
 // hold up a stop); otherwise the last request out closes it, and a timer
 // bounded by the longest load closes it regardless.
-func (a *account) Destruct() error {
+func (a *sharedAccount) Destruct() error {
 	a.closing.Store(true)
 	if a.inflight.Load() == 0 {
 		a.close()
@@ -242,7 +243,7 @@ func (a *account) Destruct() error {
 }
 
 // close releases the account's caches and store connections, once.
-func (a *account) close() {
+func (a *sharedAccount) close() {
 	a.closeOnce.Do(func() {
 		a.mu.Lock()
 		tickets := a.tickets
@@ -264,7 +265,7 @@ var ridPattern = regexp.MustCompile(`\s*rid:\s*[0-9A-Za-z-]+`)
 // redact removes the account's secret, the tokens it held lately and
 // WeChat's rids from s: a client-facing message must not hold any of
 // them (a rid of a token fetch lets rid/get return the secret).
-func (a *account) redact(s string) string {
+func (a *sharedAccount) redact(s string) string {
 	a.mu.Lock()
 	b := a.cur
 	a.mu.Unlock()
@@ -279,8 +280,8 @@ func (a *account) redact(s string) string {
 
 // Observer hooks (credential.Observer), forwarded to the current config's
 // metrics.
-func (a *account) Fetched(name string, force bool, err error) {
+func (a *sharedAccount) Fetched(name string, force bool, err error) {
 	a.metrics.Load().fetched(a, name, force, err)
 }
-func (a *account) StoreError(op string)       { a.metrics.Load().storeError(a, op) }
-func (a *account) CeilingReached(name string) { a.metrics.Load().ceiling(a, name) }
+func (a *sharedAccount) StoreError(op string)       { a.metrics.Load().storeError(a, op) }
+func (a *sharedAccount) CeilingReached(name string) { a.metrics.Load().ceiling(a, name) }
