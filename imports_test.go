@@ -126,7 +126,9 @@ func TestImportRules(t *testing.T) {
 			}
 		}
 	}
-	if _, ok := all[modulePath+"/stores"]; !ok {
-		t.Errorf("go list did not see %s/stores", modulePath)
+	for _, p := range []string{"stores", "internal/gateway", "internal/credential"} {
+		if _, ok := all[modulePath+"/"+p]; !ok {
+			t.Errorf("go list did not see %s/%s", modulePath, p)
+		}
 	}
 }

@@ -16,7 +16,7 @@ import (
 
 // These tests pin RoundTrip's branches (transport.go) one by one against
 // the in-process fake, with no Caddy server, so that the mutation run
-// (./mutate.sh) checks them: which body goes upstream, which result each
+// (scripts/mutate.sh) checks them: which body goes upstream, which result each
 // answer counts as, and the answers the gateway gives itself.
 
 func requests(tr *Transport, result string) float64 {

@@ -18,7 +18,7 @@ import (
 
 // unitTransport provisions a Transport against upstream with no Caddy
 // server running, and calls it directly: these tests cover the request
-// path in milliseconds, so that the mutation run (./mutate.sh) can run
+// path in milliseconds, so that the mutation run (scripts/mutate.sh) can run
 // them once per mutant.
 func unitTransport(t testing.TB, upstreams []string, tweak func(*Transport)) *Transport {
 	t.Helper()
