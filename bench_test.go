@@ -26,8 +26,6 @@ const benchToken = "82_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_AbCdEfGhIjKlMnOpQrS
 // okBody is the size and shape of a typical small WeChat answer.
 var okBody = []byte(`{"errcode":0,"errmsg":"ok","openid":"o1","nickname":"bench","subscribe":1,"language":"zh_CN"}`)
 
-var tokenErrBody = []byte(`{"errcode":40001,"errmsg":"invalid credential, access_token is invalid or not latest rid: 6543-21"}`)
-
 // warmAccount is an account whose cache already holds a fresh token, as in
 // steady state; no refresher runs.
 func warmAccount(tb testing.TB) *sharedAccount {

@@ -10,8 +10,6 @@ import (
 
 	"github.com/caddy-wechat/wechat/fakewechat"
 	"github.com/caddy-wechat/wechat/internal/gateway"
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 )
 
 // The gauges the alerts read: ceiling, force_refreshes today, and
@@ -41,14 +39,6 @@ func TestAccountHealthGauges(t *testing.T) {
 	if v := metricValue(page(), "caddy_wechat_token_fetch_failing", app); v != 1 {
 		t.Errorf("token_fetch_failing after a failed fetch = %v, want 1", v)
 	}
-}
-
-func counterValue(c prometheus.Counter) float64 {
-	var m dto.Metric
-	if err := c.Write(&m); err != nil {
-		return -1
-	}
-	return m.GetCounter().GetValue()
 }
 
 // The component gauges: the ticket's age restarts at a push, and the

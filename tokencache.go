@@ -25,9 +25,8 @@ const (
 
 // Names the request path and the JS-SDK handler use for engine types.
 type (
-	tokenEntry   = credential.Token
-	wechatError  = credential.APIError
-	backoffError = credential.BackoffError
+	tokenEntry  = credential.Token
+	wechatError = credential.APIError
 )
 
 // scheduler renews every account's credentials ahead of expiry, with one
