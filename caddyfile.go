@@ -180,29 +180,39 @@ func newCaddyfileTransport() *Transport {
 	return t
 }
 
-// parseOption reads one account subdirective into t; known is false for a
-// name that is not one. wechat and wechat_jssdk share it, so one account
-// is spelled the same way in both.
-func (t *Transport) parseOption(d *caddyfile.Dispenser, name string, args []string) (known bool, err error) {
-	one := func(into *string) error {
-		if len(args) != 1 {
-			return d.ArgErr()
-		}
-		*into = args[0]
-		return nil
+// optionFields are where the subdirectives shared by wechat,
+// wechat_jssdk, wechat_component and wechat_component_callback land: each
+// directive points them at its own configuration, so one credential is
+// spelled the same way everywhere and no directive parses into another's
+// type. A nil field is an option the directive does not take.
+type optionFields struct {
+	appID, secret, memcachePrefix *string
+	tokenEndpoints, memcache      *[]string
+	memcacheTimeout, fetchTimeout *caddy.Duration
+	store                         *json.RawMessage
+	http                          *reverseproxy.HTTPTransport // dial_timeout, response_header_timeout
+	maxReplayBody                 *int64
+	keepCallerAuth                *bool
+}
+
+// oneArg stores the one argument of a subdirective in into.
+func oneArg(d *caddyfile.Dispenser, args []string, into *string) error {
+	if len(args) != 1 {
+		return d.ArgErr()
 	}
-	switch name {
-	case "appid":
-		err = one(&t.AppID)
-	case "secret":
-		err = one(&t.Secret)
-	case "corpid": // WeCom: appid + token_api work
-		err = one(&t.AppID)
-		t.TokenAPI = tokenAPIWork
-	case "corpsecret":
-		err = one(&t.Secret)
-		t.TokenAPI = tokenAPIWork
-	case "upstream":
+	*into = args[0]
+	return nil
+}
+
+// parse reads one shared subdirective; known is false for a name that is
+// not one, or that this directive does not take.
+func (f optionFields) parse(d *caddyfile.Dispenser, name string, args []string) (known bool, err error) {
+	switch {
+	case name == "appid" && f.appID != nil:
+		err = oneArg(d, args, f.appID)
+	case name == "secret" && f.secret != nil:
+		err = oneArg(d, args, f.secret)
+	case name == "upstream" && f.tokenEndpoints != nil:
 		if len(args) == 0 {
 			err = d.ArgErr()
 		}
@@ -211,13 +221,8 @@ func (t *Transport) parseOption(d *caddyfile.Dispenser, name string, args []stri
 				err = d.Errf("upstream %s has no scheme; write upstream %s://%s", a, guessScheme(a), a)
 			}
 		}
-		t.TokenEndpoints = append(t.TokenEndpoints, args...)
-	case "token_api":
-		err = one(&t.TokenAPI)
-		if err == nil && t.TokenAPI != tokenAPIStable && t.TokenAPI != tokenAPIClassic && t.TokenAPI != tokenAPIWork {
-			err = d.Errf("token_api must be stable or classic (work for WeCom), not %q", t.TokenAPI)
-		}
-	case "memcache":
+		*f.tokenEndpoints = append(*f.tokenEndpoints, args...)
+	case name == "memcache" && f.memcache != nil:
 		if len(args) == 0 {
 			err = d.ArgErr()
 		}
@@ -226,51 +231,85 @@ func (t *Transport) parseOption(d *caddyfile.Dispenser, name string, args []stri
 				err = d.Errf("memcache server %q: %v (want host:port)", a, e)
 			}
 		}
-		t.Memcache = append(t.Memcache, args...)
-	case "memcache_prefix":
-		err = one(&t.MemcachePrefix)
-	case "memcache_timeout":
-		err = parseDuration(d, args, &t.MemcacheTimeout)
-	case "fetch_timeout":
-		err = parseDuration(d, args, &t.FetchTimeout)
-	case "store":
-		t.Store, err = stores.ParseCaddyfile(d, args)
+		*f.memcache = append(*f.memcache, args...)
+	case name == "memcache_prefix" && f.memcachePrefix != nil:
+		err = oneArg(d, args, f.memcachePrefix)
+	case name == "memcache_timeout" && f.memcacheTimeout != nil:
+		err = parseDuration(d, args, f.memcacheTimeout)
+	case name == "fetch_timeout" && f.fetchTimeout != nil:
+		err = parseDuration(d, args, f.fetchTimeout)
+	case name == "store" && f.store != nil:
+		*f.store, err = stores.ParseCaddyfile(d, args)
+	case name == "dial_timeout" && f.http != nil:
+		err = parseDuration(d, args, &f.http.DialTimeout)
+	case name == "response_header_timeout" && f.http != nil:
+		err = parseDuration(d, args, &f.http.ResponseHeaderTimeout)
+	case name == "max_replay_body" && f.maxReplayBody != nil:
+		*f.maxReplayBody, err = parseSize(d, name, args)
+	case name == "keep_caller_auth" && f.keepCallerAuth != nil:
+		if len(args) != 0 {
+			err = d.ArgErr()
+		}
+		*f.keepCallerAuth = true
+	default:
+		return false, nil
+	}
+	return true, err
+}
+
+// parseSize reads a size such as 10MiB.
+func parseSize(d *caddyfile.Dispenser, name string, args []string) (int64, error) {
+	var s string
+	if err := oneArg(d, args, &s); err != nil {
+		return 0, err
+	}
+	n, err := humanize.ParseBytes(s)
+	if err != nil {
+		return 0, d.Errf("%s %q: %v", name, s, err)
+	}
+	return int64(n), nil
+}
+
+// options points the shared subdirectives at the transport's fields.
+func (t *Transport) options() optionFields {
+	return optionFields{appID: &t.AppID, secret: &t.Secret, memcachePrefix: &t.MemcachePrefix,
+		tokenEndpoints: &t.TokenEndpoints, memcache: &t.Memcache, memcacheTimeout: &t.MemcacheTimeout,
+		fetchTimeout: &t.FetchTimeout, store: &t.Store, http: &t.HTTPTransport,
+		maxReplayBody: &t.MaxReplayBody, keepCallerAuth: &t.KeepCallerAuth}
+}
+
+// parseOption reads one account subdirective into t; known is false for a
+// name that is not one. wechat and wechat_jssdk share it, so one account
+// is spelled the same way in both.
+func (t *Transport) parseOption(d *caddyfile.Dispenser, name string, args []string) (known bool, err error) {
+	switch name {
+	case "corpid": // WeCom: appid + token_api work
+		err = oneArg(d, args, &t.AppID)
+		t.TokenAPI = tokenAPIWork
+	case "corpsecret":
+		err = oneArg(d, args, &t.Secret)
+		t.TokenAPI = tokenAPIWork
+	case "token_api":
+		err = oneArg(d, args, &t.TokenAPI)
+		if err == nil && t.TokenAPI != tokenAPIStable && t.TokenAPI != tokenAPIClassic && t.TokenAPI != tokenAPIWork {
+			err = d.Errf("token_api must be stable or classic (work for WeCom), not %q", t.TokenAPI)
+		}
 	case "fetch_ceiling":
 		var s string
-		if err = one(&s); err == nil {
+		if err = oneArg(d, args, &s); err == nil {
 			if t.FetchCeiling, err = strconv.Atoi(s); err != nil || t.FetchCeiling == 0 || t.FetchCeiling < -1 {
 				err = d.Errf("fetch_ceiling %q: want a number of fetches per day, or -1 for none", s)
 			}
 		}
 	case "min_token_age":
 		err = parseDuration(d, args, &t.MinTokenAge)
-	case "dial_timeout":
-		err = parseDuration(d, args, &t.DialTimeout)
-	case "response_header_timeout":
-		err = parseDuration(d, args, &t.ResponseHeaderTimeout)
-	case "max_replay_body":
-		var s string
-		if err = one(&s); err == nil {
-			var n uint64
-			if n, err = humanize.ParseBytes(s); err != nil {
-				err = d.Errf("max_replay_body %q: %v", s, err)
-			}
-			t.MaxReplayBody = int64(n)
-		}
 	case "max_buffered_bytes":
-		var s string
-		if err = one(&s); err == nil {
-			var n uint64
-			if n, err = humanize.ParseBytes(s); err != nil {
-				err = d.Errf("max_buffered_bytes %q: %v", s, err)
-			}
-			t.MaxBufferedBytes = int64(n)
-		}
+		t.MaxBufferedBytes, err = parseSize(d, name, args)
 	case "body_read_timeout":
 		err = parseDuration(d, args, &t.BodyReadTimeout)
 	case "sdk_token_endpoints":
 		var s string
-		if err = one(&s); err == nil {
+		if err = oneArg(d, args, &s); err == nil {
 			var on bool
 			switch s {
 			case "on", "true":
@@ -281,14 +320,9 @@ func (t *Transport) parseOption(d *caddyfile.Dispenser, name string, args []stri
 			}
 			t.SDKTokenEndpoints = &on
 		}
-	case "keep_caller_auth":
-		if len(args) != 0 {
-			err = d.ArgErr()
-		}
-		t.KeepCallerAuth = true
 	case "quota_warn":
 		var s string
-		if err = one(&s); err == nil {
+		if err = oneArg(d, args, &s); err == nil {
 			t.QuotaWarn, err = strconv.ParseFloat(strings.TrimSuffix(s, "%"), 64)
 			if strings.HasSuffix(s, "%") {
 				t.QuotaWarn /= 100
@@ -298,7 +332,7 @@ func (t *Transport) parseOption(d *caddyfile.Dispenser, name string, args []stri
 			}
 		}
 	default:
-		return false, nil
+		return t.options().parse(d, name, args)
 	}
 	return true, err
 }

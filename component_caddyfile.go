@@ -1,11 +1,13 @@
 package wechat
 
 import (
+	"net/url"
+
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/dustin/go-humanize"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 )
 
 func init() {
@@ -15,19 +17,36 @@ func init() {
 	httpcaddyfile.RegisterDirectiveOrder("wechat_component_callback", httpcaddyfile.Before, "reverse_proxy")
 }
 
-// componentOptions are the subdirectives of both directives, spelled as
-// in wechat (the parser is shared): appid, secret, upstream, store,
-// memcache, memcache_prefix, memcache_timeout, fetch_timeout, and, for
-// the transport, dial_timeout, response_header_timeout, max_replay_body.
-var componentOptions = map[string]bool{
-	"appid": true, "secret": true, "upstream": true, "store": true, "memcache": true, "memcache_prefix": true,
-	"memcache_timeout": true, "fetch_timeout": true, "dial_timeout": true, "response_header_timeout": true, "max_replay_body": true,
-	"keep_caller_auth": true,
+// options points the shared subdirectives at the component's own fields:
+// the callback takes these, the transport these and its own.
+func (c *ComponentConfig) options() optionFields {
+	return optionFields{appID: &c.AppID, secret: &c.Secret, memcachePrefix: &c.MemcachePrefix,
+		tokenEndpoints: &c.TokenEndpoints, memcache: &c.Memcache, memcacheTimeout: &c.MemcacheTimeout,
+		fetchTimeout: &c.FetchTimeout, store: &c.Store}
 }
 
-func (c *ComponentConfig) from(t *Transport) {
-	c.AppID, c.Secret, c.TokenEndpoints, c.Store = t.AppID, t.Secret, t.TokenEndpoints, t.Store
-	c.Memcache, c.MemcachePrefix, c.MemcacheTimeout, c.FetchTimeout = t.Memcache, t.MemcachePrefix, t.MemcacheTimeout, t.FetchTimeout
+// options of the transport: the component's, plus dial_timeout,
+// response_header_timeout, max_replay_body and keep_caller_auth.
+func (t *ComponentTransport) options() optionFields {
+	f := t.ComponentConfig.options()
+	f.http, f.maxReplayBody, f.keepCallerAuth = &t.HTTPTransport, &t.MaxReplayBody, &t.KeepCallerAuth
+	return f
+}
+
+// finish checks what every component needs, as finishCaddyfile does for
+// an account, and returns its upstreams.
+func (c *ComponentConfig) finish(d *caddyfile.Dispenser) ([]*url.URL, error) {
+	if c.AppID == "" {
+		return nil, d.Err("appid is required")
+	}
+	if c.Secret == "" {
+		return nil, d.Err("secret is required; write it as {env.*} or {file.*}")
+	}
+	bases, err := parseUpstreams(c.TokenEndpoints)
+	if err != nil {
+		return nil, d.Err(err.Error())
+	}
+	return bases, nil
 }
 
 // parseComponentCaddyfile:
@@ -53,7 +72,7 @@ func parseComponentCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandle
 	if d.NextArg() {
 		return nil, d.ArgErr()
 	}
-	t := newCaddyfileTransport()
+	ct := &ComponentTransport{HTTPTransport: newCaddyfileTransport().HTTPTransport} // the account's dial and header timeouts
 	rest := h.NewFromNextSegment()
 	for rest.Next() {
 		for rest.NextBlock(0) {
@@ -65,21 +84,23 @@ func parseComponentCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandle
 			if name == "to" || name == "transport" {
 				return nil, rest.Errf("%s is not allowed in wechat_component: use upstream", name)
 			}
-			if !componentOptions[name] {
-				continue // reverse_proxy's
-			}
-			if _, err := t.parseOption(rest, name, args); err != nil {
+			known, err := ct.options().parse(rest, name, args)
+			if err != nil {
 				return nil, err
+			}
+			if !known {
+				continue // reverse_proxy's
 			}
 			rest.DeleteN(len(args) + 1)
 		}
 	}
-	bases, err := t.finishCaddyfile(d)
+	bases, err := ct.finish(d)
 	if err != nil {
 		return nil, err
 	}
-	ct := &ComponentTransport{HTTPTransport: t.HTTPTransport, MaxReplayBody: t.MaxReplayBody, KeepCallerAuth: t.KeepCallerAuth}
-	ct.from(t)
+	if bases[0].Scheme == "https" && ct.TLS == nil {
+		ct.TLS = new(reverseproxy.TLSConfig)
+	}
 	return reverseProxyTo(h, rest, bases, caddyconfig.JSONModuleObject(ct, "protocol", "wechat_component", nil))
 }
 
@@ -100,7 +121,6 @@ func parseComponentCallbackCaddyfile(h httpcaddyfile.Helper) (caddyhttp.Middlewa
 	if d.NextArg() {
 		return nil, d.ArgErr()
 	}
-	t := new(Transport)
 	cb := new(ComponentCallback)
 	rest := h.NewFromNextSegment()
 	for rest.Next() {
@@ -108,50 +128,38 @@ func parseComponentCallbackCaddyfile(h httpcaddyfile.Helper) (caddyhttp.Middlewa
 			if rest.Nesting() != 1 {
 				continue
 			}
-			if err := cb.parseOption(rest, t); err != nil {
+			if err := cb.parseOption(rest); err != nil {
 				return nil, err
 			}
 		}
 	}
-	if t.AppID == "" || t.Secret == "" || cb.Token == "" || cb.AESKey == "" {
+	if cb.AppID == "" || cb.Secret == "" || cb.Token == "" || cb.AESKey == "" {
 		return nil, d.Err("wechat_component_callback: appid, secret, token and aes_key are required")
 	}
-	cb.from(t)
+	if _, err := parseUpstreams(cb.TokenEndpoints); err != nil {
+		return nil, d.Err(err.Error())
+	}
 	return cb, nil
 }
 
 // parseOption reads one subdirective of wechat_component_callback; the
-// component's own are parsed as in wechat, into t.
-func (cb *ComponentCallback) parseOption(d *caddyfile.Dispenser, t *Transport) error {
+// component's own are parsed as in wechat_component.
+func (cb *ComponentCallback) parseOption(d *caddyfile.Dispenser) error {
 	name := d.Val()
 	args := d.RemainingArgs()
-	one := func(into *string) error {
-		if len(args) != 1 {
-			return d.ArgErr()
-		}
-		*into = args[0]
-		return nil
-	}
 	switch name {
 	case "token":
-		return one(&cb.Token)
+		return oneArg(d, args, &cb.Token)
 	case "aes_key":
-		return one(&cb.AESKey)
+		return oneArg(d, args, &cb.AESKey)
 	case "max_body":
-		var s string
-		if err := one(&s); err != nil {
-			return err
-		}
-		n, err := humanize.ParseBytes(s)
-		if err != nil {
-			return d.Errf("max_body %q: %v", s, err)
-		}
-		cb.MaxBody = int64(n)
-		return nil
+		n, err := parseSize(d, name, args)
+		cb.MaxBody = n
+		return err
 	case "max_skew":
 		return parseDuration(d, args, &cb.MaxSkew)
-	case "appid", "secret", "upstream", "store", "memcache", "memcache_prefix", "memcache_timeout", "fetch_timeout":
-		_, err := t.parseOption(d, name, args)
+	}
+	if known, err := cb.ComponentConfig.options().parse(d, name, args); known {
 		return err
 	}
 	return d.Errf("wechat_component_callback: unknown subdirective %q", name)
