@@ -12,6 +12,8 @@ func TestClassifyOwnCredential(t *testing.T) {
 		"component_access_tokenx=1":     RouteToken,
 		"openid=component_access_token": RouteToken,
 		"":                              RouteToken,
+		"x=1&y=2":                       RouteToken, // scanned to its last byte, and no further
+		"media_id=abc":                  RouteToken,
 	} {
 		if got := ClassifyRequest("/cgi-bin/component/api_query_auth", q); got != want {
 			t.Errorf("%q: route %d, want %d", q, got, want)

@@ -84,3 +84,14 @@ func TestHoldsPlaceholder(t *testing.T) {
 		t.Errorf("placeholder %q", p)
 	}
 }
+
+// A body of exactly the prefix is refused too: the prefix alone is what
+// marks a placeholder, of any gateway.
+func TestBodyHoldsPlaceholderAtItsLength(t *testing.T) {
+	if !bodyHoldsPlaceholder([]byte(PlaceholderPrefix)) || !bodyHoldsPlaceholder([]byte(strings.ToLower(PlaceholderPrefix))) {
+		t.Error("a body that is the prefix, exactly, was let through")
+	}
+	if bodyHoldsPlaceholder([]byte(PlaceholderPrefix[:len(PlaceholderPrefix)-1])) {
+		t.Error("a body one byte short of the prefix was refused")
+	}
+}
