@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
-	"io"
 	"net/http"
 	"net/url"
 	"path"
@@ -29,7 +27,7 @@ var Placeholder = func() string {
 // cache the placeholder as long as they would a real token.
 const placeholderTTL = 7200
 
-// placeholderToken answers a token endpoint in the shape the SDK expects,
+// PlaceholderToken answers a token endpoint in the shape the SDK expects,
 // without sending anything upstream. The client's appid and secret are not
 // read: they would be worthless here and must go nowhere.
 func PlaceholderToken(req *http.Request) *http.Response {
@@ -46,18 +44,7 @@ func PlaceholderToken(req *http.Request) *http.Response {
 			ExpiresIn   int    `json:"expires_in"`
 		}{0, "ok", Placeholder, placeholderTTL}
 	}
-	body, _ := json.Marshal(v)
-	return &http.Response{
-		Status:        http.StatusText(http.StatusOK),
-		StatusCode:    http.StatusOK,
-		Proto:         "HTTP/1.1",
-		ProtoMajor:    1,
-		ProtoMinor:    1,
-		Header:        http.Header{"Content-Type": {"application/json; encoding=utf-8"}, "X-Wechat-Gateway": {"placeholder"}},
-		Body:          io.NopCloser(bytes.NewReader(body)),
-		ContentLength: int64(len(body)),
-		Request:       req,
-	}
+	return ownAnswer(req, http.StatusOK, "application/json; encoding=utf-8", "placeholder", v)
 }
 
 // HoldsPlaceholder reports whether s carries a placeholder of any gateway,

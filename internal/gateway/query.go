@@ -7,7 +7,7 @@ import (
 	"unsafe"
 )
 
-// route says what the gateway adds to a request, by WeChat path.
+// Route says what the gateway adds to a request, by WeChat path.
 type Route uint8
 
 const (
@@ -26,7 +26,7 @@ const (
 	RouteComponentSNSNamed // the same for a named authorizer: its appid replaces the caller's
 )
 
-// addsToken reports the routes that carry one of the gateway's tokens, and
+// AddsToken reports the routes that carry one of the gateway's tokens, and
 // so take part in the replay.
 func (r Route) AddsToken() bool {
 	return r == RouteToken || r >= RouteComponent
@@ -90,7 +90,7 @@ func ComponentRoute(clean string, named bool) Route {
 	return RouteNone
 }
 
-// classifyRequest is classify, plus the calls that carry a credential of
+// ClassifyRequest is classify, plus the calls that carry a credential of
 // their own (open platform, WeCom providers). WeChat may answer those with
 // 40001 whatever our token, so adding ours, or replaying, would only burn
 // fetches. The token endpoints stay blocked whatever the query holds.
@@ -102,7 +102,7 @@ func ClassifyRequest(p, rawQuery string) Route {
 	return r
 }
 
-// canonicalPath is the path the route is judged on (decoded, cleaned) in
+// CanonicalPath is the path the route is judged on (decoded, cleaned) in
 // the letter case the caller sent, so that what goes upstream is what was
 // judged: "/cgi-bin/token%2f..%2f..%2fsns%2fx" leaves as "/sns/x".
 func CanonicalPath(p string) string {

@@ -12,7 +12,7 @@ import (
 const (
 	DefaultMaxBuffered     = 64 << 20
 	DefaultBodyReadTimeout = 30 * time.Second
-	// firstBodyChunk is the first buffer of a body: a caller that
+	// FirstBodyChunk is the first buffer of a body: a caller that
 	// announces 10 MiB and sends one byte costs this, not 10 MiB.
 	FirstBodyChunk = 16 << 10
 )

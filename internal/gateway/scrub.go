@@ -18,14 +18,14 @@ import (
 	"github.com/caddy-wechat/wechat/internal/credential"
 )
 
-// redactedMark replaces a credential in anything the gateway returns.
+// RedactedMark replaces a credential in anything the gateway returns.
 const RedactedMark = "[redacted by caddy-wechat]"
 
-// minNeedle keeps very short values out of the scrub: replacing them would
+// MinNeedle keeps very short values out of the scrub: replacing them would
 // garble ordinary text and they are not worth stealing.
 const MinNeedle = 8
 
-// tokenRing remembers the last tokens this transport sent, so that a token
+// TokenRing remembers the last tokens this transport sent, so that a token
 // replaced a moment ago is still scrubbed when WeChat echoes it.
 type TokenRing struct {
 	last atomic.Pointer[credential.Token]

@@ -6,7 +6,7 @@ import (
 	"strings"
 )
 
-// callerCredentialHeaders are the caller's own credentials, such as the
+// CallerCredentialHeaders are the caller's own credentials, such as the
 // basic_auth of the README's guard: WeChat has no use for them, so they
 // never leave the gateway unless keep_caller_auth says otherwise.
 var CallerCredentialHeaders = [...]string{"Authorization", "Proxy-Authorization", "Cookie"}
