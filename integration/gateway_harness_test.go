@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -250,4 +251,33 @@ func restart(t testing.TB, f *fakeWeChat, extra string) *gateway {
 	resetAccounts(t)
 	setEnv(t)
 	return startCaddy(t, basicConfig(f.URL, extra))
+}
+
+func readFile(t testing.TB, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// redactedMark is what the gateway writes in place of a credential it
+// scrubs from a body, a header or a log line (a promise to operators).
+const redactedMark = "[redacted by caddy-wechat]"
+
+// onlyAccountLabel is the metrics label of the gateway's only account, as the
+// admin status endpoint reports it.
+func onlyAccountLabel(t testing.TB, g *gateway) string {
+	t.Helper()
+	r := get(t, "http://"+g.Admin+"/wechat/status")
+	var s struct {
+		Accounts []struct {
+			Account string `json:"account"`
+		} `json:"accounts"`
+	}
+	if err := json.Unmarshal(r.Body, &s); err != nil || len(s.Accounts) != 1 || s.Accounts[0].Account == "" {
+		t.Fatalf("status: want one account with a label: %v %s", err, r.Body)
+	}
+	return s.Accounts[0].Account
 }
