@@ -266,9 +266,9 @@ func readFile(t testing.TB, p string) string {
 // scrubs from a body, a header or a log line (a promise to operators).
 const redactedMark = "[redacted by caddy-wechat]"
 
-// onlyAccountLabel is the metrics label of the gateway's only account, as the
-// admin status endpoint reports it.
-func onlyAccountLabel(t testing.TB, g *gateway) string {
+// statusAccounts is the metrics label of every account the admin status
+// endpoint reports, in its order.
+func statusAccounts(t testing.TB, g *gateway) []string {
 	t.Helper()
 	r := get(t, "http://"+g.Admin+"/wechat/status")
 	var s struct {
@@ -276,8 +276,27 @@ func onlyAccountLabel(t testing.TB, g *gateway) string {
 			Account string `json:"account"`
 		} `json:"accounts"`
 	}
-	if err := json.Unmarshal(r.Body, &s); err != nil || len(s.Accounts) != 1 || s.Accounts[0].Account == "" {
-		t.Fatalf("status: want one account with a label: %v %s", err, r.Body)
+	if err := json.Unmarshal(r.Body, &s); err != nil {
+		t.Fatalf("status: %v %s", err, r.Body)
 	}
-	return s.Accounts[0].Account
+	var labels []string
+	for _, a := range s.Accounts {
+		labels = append(labels, a.Account)
+	}
+	return labels
+}
+
+// siteConfig is one site whose body is given, with the harness's globals.
+func siteConfig(body string) string {
+	return `{
+	admin 127.0.0.1:%[2]d
+	log {
+		output file %[3]s
+		level DEBUG
+	}
+}
+http://127.0.0.1:%[1]d {
+` + body + `
+}
+`
 }
