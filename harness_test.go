@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -250,3 +251,5 @@ func setup(t testing.TB, extra string) (*fakeWeChat, *runningCaddy) {
 	f := newFake(t)
 	return f, startCaddy(t, basicConfig(f.URL, extra))
 }
+
+func itoa(n int) string { return strconv.Itoa(n) }
