@@ -80,7 +80,7 @@ func (f *fakeWeChat) setHook(h func(w http.ResponseWriter, r *http.Request) bool
 }
 
 // gateway is a running Caddy with the wechat module.
-type gateway struct {
+type runningCaddy struct {
 	URL     string // http://127.0.0.1:port
 	Admin   string // admin endpoint address
 	LogFile string
@@ -99,9 +99,9 @@ func freePort(t testing.TB) int {
 // startCaddy adapts caddyfile (with %[1]d = HTTP port, %[2]d = admin port,
 // %[3]s = log file) and runs it in this process. Caddy is a process-wide
 // singleton, so these tests do not run in parallel.
-func startCaddy(t testing.TB, caddyfile string) *gateway {
+func startCaddy(t testing.TB, caddyfile string) *runningCaddy {
 	t.Helper()
-	g := &gateway{LogFile: filepath.Join(t.TempDir(), "caddy.log")}
+	g := &runningCaddy{LogFile: filepath.Join(t.TempDir(), "caddy.log")}
 	port, admin := freePort(t), freePort(t)
 	g.URL = fmt.Sprintf("http://127.0.0.1:%d", port)
 	g.Admin = fmt.Sprintf("127.0.0.1:%d", admin)
@@ -225,7 +225,7 @@ func get(t testing.TB, url string) result { return do(t, http.MethodGet, url, ni
 
 // setup starts cold: a fresh fake WeChat, and one Caddy with one wechat
 // account in front of it (extra adds subdirectives).
-func setup(t testing.TB, extra string) (*fakeWeChat, *gateway) {
+func setup(t testing.TB, extra string) (*fakeWeChat, *runningCaddy) {
 	t.Helper()
 	resetAccounts(t)
 	setEnv(t)
@@ -246,7 +246,7 @@ func parallel(n int, f func(i int)) {
 // restart stops every config and starts a new Caddy in front of the same
 // fake WeChat, as a gateway restart does: whatever the new instance knows,
 // it got from its store, and every fetch it makes shows in f's counters.
-func restart(t testing.TB, f *fakeWeChat, extra string) *gateway {
+func restart(t testing.TB, f *fakeWeChat, extra string) *runningCaddy {
 	t.Helper()
 	resetAccounts(t)
 	setEnv(t)
@@ -268,7 +268,7 @@ const redactedMark = "[redacted by caddy-wechat]"
 
 // statusAccounts is the metrics label of every account the admin status
 // endpoint reports, in its order.
-func statusAccounts(t testing.TB, g *gateway) []string {
+func statusAccounts(t testing.TB, g *runningCaddy) []string {
 	t.Helper()
 	r := get(t, "http://"+g.Admin+"/wechat/status")
 	var s struct {

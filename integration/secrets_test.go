@@ -10,8 +10,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-
-	"github.com/caddy-wechat/wechat/internal/gateway"
 )
 
 // TestSecretsNeverLeak drives every path that touches a credential (cold
@@ -170,13 +168,13 @@ func TestEchoedCredentialsScrubbed(t *testing.T) {
 			}
 			b, _ = io.ReadAll(zr)
 		}
-		if r.Status != 200 || !strings.Contains(string(b), gateway.RedactedMark) {
+		if r.Status != 200 || !strings.Contains(string(b), redactedMark) {
 			t.Errorf("%s: %d %.200s", p, r.Status, b)
 		}
 		answers = append(answers, fmt.Sprint(r.Header), string(b))
 	}
 	logs := readFile(t, g.LogFile)
-	if !strings.Contains(logs, "upstream roundtrip") || !strings.Contains(logs, gateway.RedactedMark) {
+	if !strings.Contains(logs, "upstream roundtrip") || !strings.Contains(logs, redactedMark) {
 		t.Fatalf("no DEBUG upstream roundtrip line with scrubbed headers; the grep below would prove nothing:\n%.2000s", logs)
 	}
 	mu.Lock()
