@@ -113,7 +113,7 @@ func TestWeComTwoAgentsTwoTokens(t *testing.T) {
 	if m.Status != 200 {
 		t.Fatalf("/metrics with two agents of one corp: HTTP %d", m.Status)
 	}
-	labels := regexp.MustCompile(`caddy_wechat_token_expiry_seconds\{[^}]*sharedAccount="([0-9a-f]+)"`).FindAllStringSubmatch(string(m.Body), -1)
+	labels := regexp.MustCompile(`caddy_wechat_token_expiry_seconds\{[^}]*account="([0-9a-f]+)"`).FindAllStringSubmatch(string(m.Body), -1)
 	if len(labels) != 2 || labels[0][1] == labels[1][1] {
 		t.Errorf("want two expiry series with distinct account labels, got %v", labels)
 	}
