@@ -411,7 +411,7 @@ func TestLoopRoutesWithoutToken(t *testing.T) {
 	for _, tc := range []struct {
 		status int
 		result string
-	}{{200, "ok"}, {502, "upstream_5xx"}} {
+	}{{200, "ok"}, {499, "ok"}, {500, "upstream_5xx"}, {502, "upstream_5xx"}} {
 		l := newLoop(func(string, *http.Request) (*http.Response, error) {
 			return answer(tc.status, "application/json", `{"openid":"o1"}`), nil
 		})

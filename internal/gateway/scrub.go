@@ -484,9 +484,7 @@ func scrubRidGet(resp *http.Response, ns *Needles) error {
 			resp.Header.Del("Content-Encoding")
 			resp.Uncompressed = true
 		}
-		resp.ContentLength = -1
-		resp.Header.Del("Content-Length")
-		streamScrub(resp, ns)
+		streamScrub(resp, ns) // which drops the length
 		return nil
 	}
 	resp.Body.Close()

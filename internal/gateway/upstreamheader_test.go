@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"net/http"
+	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -23,9 +25,29 @@ func TestUpstreamHeader(t *testing.T) {
 	if got := upstreamHeader(http.Header{"Accept-Encoding": {"br"}}, keep, "", false); got.Get("Accept-Encoding") != "" {
 		t.Errorf("br-only caller: Accept-Encoding %q, want none", got.Get("Accept-Encoding"))
 	}
-	plain := http.Header{"X-A": {"1"}}
-	if got := upstreamHeader(plain, keep, "", false); &got == &plain || len(got) != 1 {
-		t.Errorf("plain headers changed")
+	// Nothing to change: the caller's own map, not a copy.
+	for _, plain := range []http.Header{{"X-A": {"1"}}, {"X-A": {"1"}, "Accept-Encoding": {"gzip"}}} {
+		if got := upstreamHeader(plain, keep, "", false); reflect.ValueOf(got).Pointer() != reflect.ValueOf(plain).Pointer() {
+			t.Errorf("%v: copied with nothing to change", plain)
+		}
+	}
+	// Every way of asking for encodings ends as gzip or nothing.
+	for _, tc := range []struct {
+		ae   []string
+		want string
+	}{
+		{[]string{"gzip", "br"}, "gzip"},
+		{[]string{"br", "zstd"}, ""},
+		{[]string{"deflate, gzip"}, "gzip"},
+		{[]string{"GZIP"}, "GZIP"}, // one value, gzip in any case: as it is
+		{[]string{"gzip;q=0"}, ""},
+		{[]string{"gzip;q=0.0, br"}, ""},
+		{[]string{"gzip; q=0.2"}, "gzip"},
+	} {
+		got := upstreamHeader(http.Header{"Accept-Encoding": tc.ae}, keep, "", false)
+		if v := got.Values("Accept-Encoding"); strings.Join(v, ",") != tc.want {
+			t.Errorf("Accept-Encoding %q: upstream gets %q, want %q", tc.ae, v, tc.want)
+		}
 	}
 	keep = true
 	if upstreamHeader(h, keep, "", false).Get("Authorization") == "" {
