@@ -53,3 +53,17 @@ func TestRedactRidAnswer(t *testing.T) {
 		t.Errorf("non-JSON changed: %q", got)
 	}
 }
+
+// A full URL keeps its path and its harmless parameters, even when the
+// path itself names a token endpoint: only the values are redacted.
+func TestRedactURLStringKeepsPath(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://api.weixin.qq.com/cgi-bin/token?grant_type=client_credential&appid=wx1&secret=S": "https://api.weixin.qq.com/cgi-bin/token?grant_type=client_credential&appid=wx1&secret=" + RedactedMark,
+		"/cgi-bin/user/info?openid=o1&access_token=T":                                             "/cgi-bin/user/info?openid=o1&access_token=" + RedactedMark,
+		"openid=o1&ACCESS_TOKEN=T":                                                                "openid=o1&ACCESS_TOKEN=" + RedactedMark,
+	} {
+		if got := redactURLString(in); got != want {
+			t.Errorf("redactURLString(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

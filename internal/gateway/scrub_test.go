@@ -528,3 +528,17 @@ func TestScrubRedactionsCounted(t *testing.T) {
 		})
 	}
 }
+
+// A value that is exactly the shortest needle is found: a header holding
+// the token and nothing else.
+func TestNeedleOfExactLength(t *testing.T) {
+	ns := NewNeedles(NeedleKey{}, nil, "abcdefghij", "abcdefghijKLMNOPQRST")
+	if !ns.inString("abcdefghij") || !ns.inBytes([]byte("abcdefghij")) {
+		t.Error("a value equal to the shortest needle was not found")
+	}
+	h := http.Header{"X-Token": {"abcdefghij"}}
+	ns.scrubHeader(h)
+	if h.Get("X-Token") != RedactedMark {
+		t.Errorf("header %q, want it redacted", h.Get("X-Token"))
+	}
+}
