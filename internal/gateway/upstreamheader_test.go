@@ -25,6 +25,10 @@ func TestUpstreamHeader(t *testing.T) {
 	if got := upstreamHeader(http.Header{"Accept-Encoding": {"br"}}, keep, "", false); got.Get("Accept-Encoding") != "" {
 		t.Errorf("br-only caller: Accept-Encoding %q, want none", got.Get("Accept-Encoding"))
 	}
+	// The gateway's own header is dropped even when nothing else is.
+	if got := upstreamHeader(http.Header{"Wechat-Authorizer-Appid": {"wxa"}, "X-A": {"1"}}, keep, "Wechat-Authorizer-Appid", false); got.Get("Wechat-Authorizer-Appid") != "" || got.Get("X-A") != "1" {
+		t.Errorf("drop header alone: upstream gets %v", got)
+	}
 	// Nothing to change: the caller's own map, not a copy.
 	for _, plain := range []http.Header{{"X-A": {"1"}}, {"X-A": {"1"}, "Accept-Encoding": {"gzip"}}} {
 		if got := upstreamHeader(plain, keep, "", false); reflect.ValueOf(got).Pointer() != reflect.ValueOf(plain).Pointer() {
