@@ -18,27 +18,14 @@ func TestComponentCallbackReplayByLetterCase(t *testing.T) {
 	// fetch_timeout gives it a platform (and a replay guard) of its own,
 	// as a second process would have.
 	f, g := startComponent(t, 0, func(upstream string) string {
-		callback := func(path, extra string) string {
-			return `
-	handle ` + path + ` {
-		wechat_component_callback {
-			appid {env.TEST_COMPONENT_APPID}
-			secret {env.TEST_COMPONENT_SECRET}
-			token {env.TEST_COMPONENT_TOKEN}
-			aes_key {env.TEST_COMPONENT_AES_KEY}
-			upstream ` + upstream + `
-			memcache ` + mc.Addr + `
-			` + extra + `
-		}
-	}`
-		}
+		store := "memcache " + mc.Addr
 		return `{
 	admin 127.0.0.1:%[2]d
 	log {
 		output file %[3]s
 	}
 }
-http://127.0.0.1:%[1]d {` + callback("/a/callback", "") + callback("/b/callback", "fetch_timeout 9s") + `
+http://127.0.0.1:%[1]d {` + callbackHandle("/a/callback", upstream, store) + callbackHandle("/b/callback", upstream, store+"\n\t\t\tfetch_timeout 9s") + `
 }
 `
 	})

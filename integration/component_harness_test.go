@@ -80,16 +80,7 @@ func componentConfig(upstream string) string {
 		level DEBUG
 	}
 }
-http://127.0.0.1:%[1]d {
-	handle /wechat/component/callback {
-		wechat_component_callback {
-			appid {env.TEST_COMPONENT_APPID}
-			secret {env.TEST_COMPONENT_SECRET}
-			token {env.TEST_COMPONENT_TOKEN}
-			aes_key {env.TEST_COMPONENT_AES_KEY}
-			upstream ` + upstream + `
-		}
-	}
+http://127.0.0.1:%[1]d {` + callbackHandle("/wechat/component/callback", upstream, "") + `
 	handle {
 		wechat_component {
 			appid {env.TEST_COMPONENT_APPID}
@@ -99,6 +90,22 @@ http://127.0.0.1:%[1]d {
 	}
 }
 `
+}
+
+// callbackHandle is a site block's handle of path by the component's
+// callback, with extra subdirectives (a store, a fetch_timeout).
+func callbackHandle(path, upstream, extra string) string {
+	return `
+	handle ` + path + ` {
+		wechat_component_callback {
+			appid {env.TEST_COMPONENT_APPID}
+			secret {env.TEST_COMPONENT_SECRET}
+			token {env.TEST_COMPONENT_TOKEN}
+			aes_key {env.TEST_COMPONENT_AES_KEY}
+			upstream ` + upstream + `
+			` + extra + `
+		}
+	}`
 }
 
 // startComponent starts cold: the component's credentials in the
