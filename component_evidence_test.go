@@ -2,7 +2,6 @@ package wechat
 
 import (
 	"net/http"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -97,78 +96,5 @@ func TestComponentAlways40001ThroughCaddy(t *testing.T) {
 				t.Error("the rotated refresh token was not stored")
 			}
 		})
-	}
-}
-
-// Issue 20 §4 through a real Caddy: the callback's replay mark is
-// canonical. A captured authorized push whose msg_signature is sent
-// upper-cased (which the signature check accepts) is refused as a replay,
-// alone and across instances sharing memcache, and costs no
-// api_query_auth.
-func TestComponentCallbackReplayByLetterCase(t *testing.T) {
-	mc := startMemcached(t)
-	resetAccounts(t)
-	t.Setenv("TEST_COMPONENT_APPID", testComponentAppID)
-	t.Setenv("TEST_COMPONENT_SECRET", testComponentSecret)
-	t.Setenv("TEST_COMPONENT_TOKEN", testComponentToken)
-	t.Setenv("TEST_COMPONENT_AES_KEY", testComponentAESKey)
-	f := newComponentFake(t, 0)
-	// Two callbacks of one component over one store: the second's
-	// fetch_timeout gives it a platform (and a replay guard) of its own,
-	// as a second process would have.
-	callback := func(path, extra string) string {
-		return `
-	handle ` + path + ` {
-		wechat_component_callback {
-			appid {env.TEST_COMPONENT_APPID}
-			secret {env.TEST_COMPONENT_SECRET}
-			token {env.TEST_COMPONENT_TOKEN}
-			aes_key {env.TEST_COMPONENT_AES_KEY}
-			upstream ` + f.URL + `
-			memcache ` + mc.Addr + `
-			` + extra + `
-		}
-	}`
-	}
-	g := startCaddy(t, `{
-	admin 127.0.0.1:%[2]d
-	log {
-		output file %[3]s
-	}
-}
-http://127.0.0.1:%[1]d {`+callback("/a/callback", "")+callback("/b/callback", "fetch_timeout 9s")+`
-}
-`)
-	t.Cleanup(func() { caddy.Stop() })
-	if _, err := f.PushTicket(g.URL + "/a/callback"); err != nil {
-		t.Fatal(err)
-	}
-	const merchant = "wxmerchant0000078"
-	code := f.Authorize(merchant)
-	q, body, err := f.SealEvent(f.EventXML("authorized", "<AuthorizerAppid><![CDATA["+merchant+"]]></AuthorizerAppid><AuthorizationCode><![CDATA["+code+"]]></AuthorizationCode>"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	send := func(path, sig string) int {
-		qq := url.Values{}
-		for k, v := range q {
-			qq[k] = v
-		}
-		qq.Set("msg_signature", sig)
-		r := do(t, http.MethodPost, g.URL+path+"?"+qq.Encode(), body, "Content-Type", "text/xml")
-		return r.Status
-	}
-	sig := q.Get("msg_signature")
-	if c := send("/a/callback", sig); c != 200 {
-		t.Fatalf("the push: %d", c)
-	}
-	queries := f.Fetches("api_query_auth")
-	for _, path := range []string{"/a/callback", "/b/callback"} {
-		if c := send(path, strings.ToUpper(sig)); c != http.StatusConflict {
-			t.Errorf("an upper-cased copy of the push to %s: %d; want 409", path, c)
-		}
-	}
-	if n := f.Fetches("api_query_auth") - queries; n != 0 {
-		t.Errorf("letter-case copies cost %d api_query_auth; want 0", n)
 	}
 }

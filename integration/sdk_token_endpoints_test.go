@@ -1,4 +1,4 @@
-package wechat
+package integration
 
 import (
 	"bytes"
@@ -107,7 +107,7 @@ func TestSDKTokenEndpointsOff(t *testing.T) {
 	var seen reqLog
 	logAll(f, &seen, nil)
 	port, admin := freePort(t), freePort(t)
-	cfg, err := adapt(fmt.Sprintf(basicConfig(f.URL, ""), port, admin, t.TempDir()+"/caddy.log"))
+	cfg, err := adaptCaddyfile(fmt.Sprintf(basicConfig(f.URL, ""), port, admin, t.TempDir()+"/caddy.log"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package wechat
+package integration
 
 import (
 	"context"
@@ -104,7 +104,7 @@ func TestPlantedStoreValuesThroughCaddy(t *testing.T) {
 				// first instance's slot, so only this fetch counts; after
 				// the lease, the first instance's counts too, if it drew
 				// another slot.
-				s := onlyAccount(t).tokens.Status()
+				s := onlyAccountRow(t, g)
 				lo, hi := int64(1), int64(1)
 				if attack == "lease" {
 					hi = 2

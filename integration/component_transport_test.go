@@ -1,4 +1,4 @@
-package wechat
+package integration
 
 import (
 	"bytes"
@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caddyserver/caddy/v2"
+	"github.com/caddy-wechat/wechat"
 )
 
 // TestComponentRidGetReadBack attacks the open platform's transport the
@@ -16,14 +16,7 @@ import (
 // authorizer's access_token in it. The answer must explain the call
 // without giving the token back.
 func TestComponentRidGetReadBack(t *testing.T) {
-	resetAccounts(t)
-	t.Setenv("TEST_COMPONENT_APPID", testComponentAppID)
-	t.Setenv("TEST_COMPONENT_SECRET", testComponentSecret)
-	t.Setenv("TEST_COMPONENT_TOKEN", testComponentToken)
-	t.Setenv("TEST_COMPONENT_AES_KEY", testComponentAESKey)
-	f := newComponentFake(t, 0)
-	g := startCaddy(t, componentConfig(f.URL))
-	t.Cleanup(func() { caddy.Stop() })
+	f, g := startComponent(t, 0, nil)
 	cb := g.URL + "/wechat/component/callback"
 	const merchant = "wxmerchant0000009"
 	if _, err := f.PushTicket(cb); err != nil {
@@ -32,7 +25,7 @@ func TestComponentRidGetReadBack(t *testing.T) {
 	if _, err := f.PushAuthorized(cb, merchant); err != nil {
 		t.Fatal(err)
 	}
-	r := do(t, http.MethodGet, g.URL+"/cgi-bin/user/info?openid=nobody", nil, AuthorizerHeader, merchant)
+	r := do(t, http.MethodGet, g.URL+"/cgi-bin/user/info?openid=nobody", nil, wechat.AuthorizerHeader, merchant)
 	if r.errcode() != 0 {
 		t.Fatalf("call on behalf of the merchant: %s", r.Body)
 	}
@@ -42,7 +35,7 @@ func TestComponentRidGetReadBack(t *testing.T) {
 		t.Fatal("the fake did not record the call with the authorizer's token")
 	}
 	rid := recs[len(recs)-1].RID
-	a := do(t, http.MethodPost, g.URL+"/cgi-bin/openapi/rid/get", []byte(`{"rid":"`+rid+`"}`), AuthorizerHeader, merchant)
+	a := do(t, http.MethodPost, g.URL+"/cgi-bin/openapi/rid/get", []byte(`{"rid":"`+rid+`"}`), wechat.AuthorizerHeader, merchant)
 	if bytes.Contains(a.Body, []byte(tok)) || bytes.Contains(a.Body, []byte(testComponentSecret)) {
 		t.Fatalf("rid/get through the open platform read a credential back: %s", a.Body)
 	}
@@ -56,15 +49,9 @@ func TestComponentRidGetReadBack(t *testing.T) {
 // authorizer token: the token is replaced during that call (one
 // api_authorizer_token), not left for the next call to meet.
 func TestComponentNotReplayableStillReplacesToken(t *testing.T) {
-	resetAccounts(t)
-	t.Setenv("TEST_COMPONENT_APPID", testComponentAppID)
-	t.Setenv("TEST_COMPONENT_SECRET", testComponentSecret)
-	t.Setenv("TEST_COMPONENT_TOKEN", testComponentToken)
-	t.Setenv("TEST_COMPONENT_AES_KEY", testComponentAESKey)
-	f := newComponentFake(t, 0)
-	cfg := strings.Replace(componentConfig(f.URL), "\t\twechat_component {\n", "\t\twechat_component {\n\t\t\tmax_replay_body 1KiB\n", 1)
-	g := startCaddy(t, cfg)
-	t.Cleanup(func() { caddy.Stop() })
+	f, g := startComponent(t, 0, func(upstream string) string {
+		return strings.Replace(componentConfig(upstream), "\t\twechat_component {\n", "\t\twechat_component {\n\t\t\tmax_replay_body 1KiB\n", 1)
+	})
 	cb := g.URL + "/wechat/component/callback"
 	const merchant = "wxmerchant0000010"
 	if _, err := f.PushTicket(cb); err != nil {
@@ -73,19 +60,19 @@ func TestComponentNotReplayableStillReplacesToken(t *testing.T) {
 	if _, err := f.PushAuthorized(cb, merchant); err != nil {
 		t.Fatal(err)
 	}
-	if r := do(t, http.MethodGet, g.URL+"/cgi-bin/user/info?openid=o1", nil, AuthorizerHeader, merchant); r.errcode() != 0 {
+	if r := do(t, http.MethodGet, g.URL+"/cgi-bin/user/info?openid=o1", nil, wechat.AuthorizerHeader, merchant); r.errcode() != 0 {
 		t.Fatalf("first call: %s", r.Body)
 	}
 	old := f.CurrentAuthorizerToken(merchant)
 	f.reject(old)
 	big := bytes.Repeat([]byte("x"), 4096)
-	if r := do(t, http.MethodPost, g.URL+"/cgi-bin/message/custom/send", big, AuthorizerHeader, merchant); r.errcode() != 40001 {
+	if r := do(t, http.MethodPost, g.URL+"/cgi-bin/message/custom/send", big, wechat.AuthorizerHeader, merchant); r.errcode() != 40001 {
 		t.Fatalf("an oversized call is not replayed, so WeChat's 40001 should pass: %s", r.Body)
 	}
 	if n := f.Fetches("api_authorizer_token"); n != 1 {
 		t.Fatalf("api_authorizer_token calls after the oversized call = %d; want 1 (the rejected token replaced)", n)
 	}
-	if r := do(t, http.MethodGet, g.URL+"/cgi-bin/user/info?openid=o1", nil, AuthorizerHeader, merchant); r.errcode() != 0 || f.Fetches("api_authorizer_token") != 1 {
+	if r := do(t, http.MethodGet, g.URL+"/cgi-bin/user/info?openid=o1", nil, wechat.AuthorizerHeader, merchant); r.errcode() != 0 || f.Fetches("api_authorizer_token") != 1 {
 		t.Fatalf("the next call: %s (%d fetches)", r.Body, f.Fetches("api_authorizer_token"))
 	}
 }

@@ -1,15 +1,12 @@
-package wechat
+package integration
 
 import (
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
 	"strings"
 	"testing"
-
-	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddy-wechat/wechat/fakewechat"
 )
@@ -50,26 +47,12 @@ func twoAgents(upstream, secretA string) string {
 	return siteConfig(agent("a", secretA) + agent("b", "{env.TEST_AGENT_B}"))
 }
 
-// startWork starts Caddy, or skips while module.go rejects token_api work
-// (see the note in wecom.go's report: module.go must accept it).
+// startWork starts Caddy with both agents' secrets in the environment.
 func startWork(t *testing.T, cfg string) *runningCaddy {
 	t.Helper()
-	skipIfFast(t)
 	t.Setenv("TEST_AGENT_A", testAgentA)
 	t.Setenv("TEST_AGENT_B", testAgentB)
-	g := &runningCaddy{LogFile: t.TempDir() + "/caddy.log"}
-	port, admin := freePort(t), freePort(t)
-	g.URL = fmt.Sprintf("http://127.0.0.1:%d", port)
-	g.Admin = fmt.Sprintf("127.0.0.1:%d", admin)
-	js, err := adapt(fmt.Sprintf(cfg, port, admin, g.LogFile))
-	if err != nil {
-		t.Fatalf("adapt: %v", err)
-	}
-	if err := caddy.Load(js, true); err != nil {
-		t.Fatalf("load: %v", err)
-	}
-	t.Cleanup(func() { caddy.Stop() })
-	return g
+	return startCaddy(t, cfg)
 }
 
 func TestWeComTwoAgentsTwoTokens(t *testing.T) {
@@ -87,9 +70,7 @@ func TestWeComTwoAgentsTwoTokens(t *testing.T) {
 	if tokA == "" || tokA == tokB || fw.Fetches("work") != 2 {
 		t.Errorf("two agents: distinct tokens %v, %d fetches; want distinct, 2", tokA != tokB, fw.Fetches("work"))
 	}
-	n := 0
-	accounts.Range(func(any, any) bool { n++; return true })
-	if n != 2 {
+	if n := len(statusAccounts(t, g)); n != 2 {
 		t.Errorf("%d accounts, want 2 (one per corpsecret)", n)
 	}
 	// 40014 (revoked) and 42001 (expired) are replayed with a new token.
@@ -169,7 +150,7 @@ func TestWeComUntrustedIP(t *testing.T) {
 }
 
 func TestWeComDefaultUpstream(t *testing.T) {
-	cfg, err := adapt(":8080 {\n\twechat {\n\t\tcorpid ww1\n\t\tcorpsecret {env.S}\n\t}\n}")
+	cfg, err := adaptCaddyfile(":8080 {\n\twechat {\n\t\tcorpid ww1\n\t\tcorpsecret {env.S}\n\t}\n}")
 	if err != nil {
 		t.Fatal(err)
 	}

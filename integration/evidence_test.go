@@ -1,4 +1,4 @@
-package wechat
+package integration
 
 import (
 	"io"
@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caddy-wechat/wechat/fakewechat"
+	"github.com/caddy-wechat/wechat/internal/credential"
 )
 
 // Issue 20 §1 through a real Caddy: a verdict or a vouch is evidence about
@@ -56,7 +57,7 @@ func TestRevocationAfterEvidenceThroughCaddy(t *testing.T) {
 			}
 		}},
 	}
-	for _, api0 := range []string{tokenAPIStable, tokenAPIClassic} {
+	for _, api0 := range []string{credential.APIStable, credential.APIClassic} {
 		for _, store := range []string{"", "memcache " + mc.Addr} {
 			for _, sc := range scenarios {
 				name := api0 + "/" + sc.name

@@ -1,4 +1,4 @@
-package wechat
+package integration
 
 import (
 	"encoding/json"
@@ -22,6 +22,16 @@ func logLines(t *testing.T, path, event string) []map[string]any {
 	return out
 }
 
+// onlyAccount is the label of the one account /wechat/status reports.
+func onlyAccount(t *testing.T, g *runningCaddy) string {
+	t.Helper()
+	labels := statusAccounts(t, g)
+	if len(labels) != 1 {
+		t.Fatalf("status reports accounts %v, want one", labels)
+	}
+	return labels[0]
+}
+
 // Through a real Caddy, the engine's lines name the account (the label
 // of /metrics and /wechat/status) and the store's name the appid; the
 // open platform's name the component.
@@ -30,8 +40,7 @@ func TestLogContractThroughCaddy(t *testing.T) {
 	if r := get(t, g.URL+"/cgi-bin/user/info?openid=o1"); r.errcode() != 0 {
 		t.Fatalf("call: %s", r.Body)
 	}
-	var label string
-	accounts.Range(func(_, v any) bool { label = v.(*sharedAccount).label; return false })
+	label := onlyAccount(t, g)
 	fetch := logLines(t, g.LogFile, credential.EventFetch)
 	if len(fetch) != 1 {
 		t.Fatalf("%d fetch lines, want 1", len(fetch))
@@ -49,13 +58,7 @@ func TestLogContractThroughCaddy(t *testing.T) {
 		t.Error("the log holds the token or the secret")
 	}
 
-	resetAccounts(t)
-	t.Setenv("TEST_COMPONENT_APPID", testComponentAppID)
-	t.Setenv("TEST_COMPONENT_SECRET", testComponentSecret)
-	t.Setenv("TEST_COMPONENT_TOKEN", testComponentToken)
-	t.Setenv("TEST_COMPONENT_AES_KEY", testComponentAESKey)
-	cf := newComponentFake(t, 1)
-	g = startCaddy(t, componentConfig(cf.URL))
+	cf, g := startComponent(t, 1, nil)
 	if _, err := cf.PushTicket(g.URL + "/wechat/component/callback"); err != nil {
 		t.Fatal(err)
 	}
@@ -76,8 +79,7 @@ func TestLogQuotaWarningThroughCaddy(t *testing.T) {
 			t.Fatalf("call: %s", r.Body)
 		}
 	}
-	var label string
-	accounts.Range(func(_, v any) bool { label = v.(*sharedAccount).label; return false })
+	label := onlyAccount(t, g)
 	lines := logLines(t, g.LogFile, credential.EventQuotaWarning)
 	if len(lines) != 1 {
 		t.Fatalf("%d quota_warning lines, want 1", len(lines))
