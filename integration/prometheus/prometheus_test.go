@@ -1,4 +1,4 @@
-package integration
+package prometheus
 
 import (
 	"encoding/json"
@@ -23,7 +23,7 @@ var (
 var grafanaVars = strings.NewReplacer("$__rate_interval", "1m", "$__range", "5m", `"$appid"`, `".*"`)
 
 func dashboardExprs(t *testing.T) []string {
-	b, err := os.ReadFile("../examples/prometheus/wechat.dashboard.json")
+	b, err := os.ReadFile("../../examples/prometheus/wechat.dashboard.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ func dashboardExprs(t *testing.T) []string {
 // alerts the faults call for must fire (or be pending, for those with
 // a `for`), for the faulty account only.
 func TestPrometheusSeesEveryName(t *testing.T) {
-	rules, err := filepath.Abs("../examples/prometheus/wechat.rules.yml")
+	rules, err := filepath.Abs("../../examples/prometheus/wechat.rules.yml")
 	if err != nil {
 		t.Fatal(err)
 	}
