@@ -333,8 +333,9 @@ func TestRotationStoreDownKeptAndWrittenLater(t *testing.T) {
 		t.Fatal("the refused refresh token must be kept in memory")
 	}
 	page, _ := n.reg.Page("", 10)
-	if len(page) != 1 || !page[0].RefreshUnsaved {
-		t.Fatal("status must show the unsaved refresh token")
+	found, _, _ := n.reg.Find("", 10, "", nil)
+	if len(page) != 1 || !page[0].RefreshUnsaved || len(found) != 1 || !found[0].RefreshUnsaved {
+		t.Fatal("status (a page, and a search) must show the unsaved refresh token")
 	}
 	e.store.(*memstore.Store).Restart()
 	e.clock.Advance(3 * time.Hour) // past the breaker and the token
@@ -346,6 +347,11 @@ func TestRotationStoreDownKeptAndWrittenLater(t *testing.T) {
 	}
 	if a.Unsaved() {
 		t.Fatal("still unsaved")
+	}
+	page, _ = n.reg.Page("", 10)
+	found, _, _ = n.reg.Find("", 10, "", nil)
+	if len(page) != 1 || page[0].RefreshUnsaved || len(found) != 1 || found[0].RefreshUnsaved {
+		t.Fatal("status still shows a refresh token unsaved after it was written")
 	}
 	m := e.node()
 	b, _ := m.reg.Get(ctx, ids[0])
