@@ -232,16 +232,6 @@ func readFile(t testing.TB, p string) string {
 	return string(b)
 }
 
-// restart stops every config and starts a new Caddy in front of the same
-// fake WeChat, as a gateway restart does: whatever the new instance knows,
-// it got from its store, and every fetch it makes shows in f's counters.
-func restart(t testing.TB, f *fakeWeChat, extra string) *runningCaddy {
-	t.Helper()
-	resetAccounts(t)
-	setEnv(t)
-	return startCaddy(t, basicConfig(f.URL, extra))
-}
-
 // setup starts cold: a fresh fake WeChat, and one Caddy with one wechat
 // account in front of it (extra adds subdirectives).
 func setup(t testing.TB, extra string) (*fakeWeChat, *runningCaddy) {

@@ -61,19 +61,6 @@ func spNewFake(t testing.TB, o fakewechat.Options) *spFake {
 	return f
 }
 
-func (f *spFake) rejectToken(tok string) {
-	f.mu.Lock()
-	f.reject[tok] = true
-	f.mu.Unlock()
-}
-
-// setDate makes every answer carry this Date header ("" for the real one).
-func (f *spFake) setDate(d string) {
-	f.mu.Lock()
-	f.date = d
-	f.mu.Unlock()
-}
-
 func spFreePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
