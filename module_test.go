@@ -3,6 +3,7 @@ package wechat
 import (
 	"context"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,5 +82,26 @@ func TestQuotaWarnShare(t *testing.T) {
 	}
 	if n := logs.FilterMessageSnippet("using up the daily quota").Len(); n != 1 {
 		t.Fatalf("%d quota warnings after 6 fetches with a 4-fetch share; want 1", n)
+	}
+}
+
+// Everything that changes how a credential is fetched or shared names a
+// different account.
+func TestAccountKeyCoversFetchSettings(t *testing.T) {
+	base := accountKey("wx", "s", "stable", "memcache:a", "https://api.weixin.qq.com,|10s")
+	for _, k := range []string{
+		accountKey("wx", "s2", "stable", "memcache:a", "https://api.weixin.qq.com,|10s"),
+		accountKey("wx", "s", "classic", "memcache:a", "https://api.weixin.qq.com,|10s"),
+		accountKey("wx", "s", "stable", "memcache:b", "https://api.weixin.qq.com,|10s"),
+		accountKey("wx", "s", "stable", "memcache:a|p2:", "https://api.weixin.qq.com,|10s"),
+		accountKey("wx", "s", "stable", "memcache:a", "https://api2.weixin.qq.com,|10s"),
+		accountKey("wx", "s", "stable", "memcache:a", "https://api.weixin.qq.com,|5s"),
+	} {
+		if k == base {
+			t.Fatalf("two settings share the key %s", k)
+		}
+	}
+	if strings.Contains(base, "s\x00") || strings.Contains(base, ":s:") {
+		t.Fatal("the key holds the secret")
 	}
 }
