@@ -55,3 +55,8 @@ const MaxBody = maxBody
 // SealClaim is a lease or mark as an instance of this account writes it,
 // holding until until: for tests that plant an honest peer's lease.
 func (s *Shared) SealClaim(key string, until time.Time) []byte { return s.sealClaim(key, until) }
+
+// Claim is claim, for the tests of a CompareAndSwap lost to a peer.
+func (s *Shared) Claim(ctx context.Context, key string, ttl time.Duration, bound time.Time) ([]byte, bool, time.Time, error) {
+	return s.claim(ctx, key, ttl, bound)
+}
