@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/caddy-wechat/wechat/internal/credential"
+	"github.com/caddy-wechat/wechat/internal/caddykit"
 	"github.com/caddyserver/caddy/v2"
 )
 
@@ -97,14 +97,9 @@ func (a *Account) fetchTimeout() time.Duration {
 	return defaultFetchTimeout
 }
 
-// defaultMinTokenAge is min_token_age's default; the root tests, which
-// run on the real clock, shorten it (the rule itself is tested in the
-// engine on a fake clock).
-var defaultMinTokenAge = credential.DefaultMinAge
-
 func (a *Account) minTokenAge() time.Duration {
 	if a.MinTokenAge != 0 {
 		return time.Duration(a.MinTokenAge)
 	}
-	return defaultMinTokenAge
+	return caddykit.DefaultMinTokenAge
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/caddy-wechat/wechat/internal/gateway"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 )
 
@@ -76,7 +77,7 @@ func FuzzCaddyfile(f *testing.F) {
 					if tr.AppID == "" || tr.Secret == "" {
 						t.Fatalf("wechat transport without appid/secret: %s", b)
 					}
-					if _, err := parseUpstreams(tr.Upstreams); err != nil {
+					if _, err := gateway.ParseUpstreams(tr.Upstreams); err != nil {
 						t.Fatalf("adapter accepted upstreams that Provision rejects: %v\n%s", err, text)
 					}
 				}

@@ -2,7 +2,6 @@ package wechat
 
 import (
 	"fmt"
-	"net"
 	"strings"
 	"time"
 
@@ -186,20 +185,6 @@ func wrapBlock(name string, toks []caddyfile.Token) []caddyfile.Token {
 	}
 	out = append(out, toks...)
 	return append(out, caddyfile.Token{File: last.File, Line: last.Line + 1, Text: "}"})
-}
-
-// guessScheme picks the scheme to show in the fix for a bare host:
-// http for loopback and private addresses (a fake, a local proxy),
-// https for names (WeChat's own hosts).
-func guessScheme(hostport string) string {
-	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
-	}
-	if host == "localhost" || net.ParseIP(host) != nil {
-		return "http"
-	}
-	return "https"
 }
 
 var _ caddyfile.Unmarshaler = (*Transport)(nil)

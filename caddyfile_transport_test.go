@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/caddy-wechat/wechat/internal/gateway"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
@@ -232,7 +233,7 @@ func TestAccountOptionsKnown(t *testing.T) {
 
 // JSON gets the same fix for a bare host as the Caddyfile.
 func TestUpstreamWithoutScheme(t *testing.T) {
-	_, err := parseUpstreams([]string{"127.0.0.1:9081"})
+	_, err := gateway.ParseUpstreams([]string{"127.0.0.1:9081"})
 	if err == nil || !strings.Contains(err.Error(), "scheme is missing; write http://127.0.0.1:9081") {
 		t.Errorf("got %v", err)
 	}

@@ -1,6 +1,9 @@
 package wechat
 
-import "github.com/caddy-wechat/wechat/stores"
+import (
+	"github.com/caddy-wechat/wechat/component"
+	"github.com/caddy-wechat/wechat/stores"
+)
 
 // Names that moved to subpackages, kept for Go users for one release
 // (see README, "Moved packages").
@@ -15,4 +18,15 @@ type (
 	SQLStore = stores.SQL
 	// StorageStore is stores.Storage (wechat.stores.storage).
 	StorageStore = stores.Storage
+	// ComponentConfig is component.ComponentConfig.
+	ComponentConfig = component.ComponentConfig
+	// ComponentTransport is component.ComponentTransport
+	// (http.reverse_proxy.transport.wechat_component).
+	ComponentTransport = component.ComponentTransport
+	// ComponentCallback is component.ComponentCallback
+	// (http.handlers.wechat_component_callback).
+	ComponentCallback = component.ComponentCallback
 )
+
+// AuthorizerHeader is component.AuthorizerHeader.
+const AuthorizerHeader = component.AuthorizerHeader

@@ -21,6 +21,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	"github.com/caddy-wechat/wechat/fakewechat"
+	"github.com/caddy-wechat/wechat/internal/caddykit"
 )
 
 const (
@@ -31,7 +32,7 @@ const (
 // The tests here run on the real clock and reject tokens fetched a moment
 // ago; the minimum token age (tested in internal/credential on a fake
 // clock) would keep those. Tests of the rule itself set min_token_age.
-func init() { defaultMinTokenAge = -1 }
+func init() { caddykit.DefaultMinTokenAge = -1 }
 
 // fakeWeChat is the fake behind an httptest server, with a hook that lets a
 // test answer some requests itself (for faults the fake does not model).

@@ -5,8 +5,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/caddy-wechat/wechat/internal/caddykit"
 	"github.com/caddy-wechat/wechat/internal/credential"
-	"github.com/caddy-wechat/wechat/internal/gateway"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -42,13 +42,6 @@ var (
 		Namespace: "caddy", Subsystem: "wechat", Name: "fetch_ceiling_refusals_total",
 		Help: "Fetches refused because the account reached its daily fetch ceiling.",
 	}, []string{"appid", "account", "credential"})
-	// metricScrub counts answers the scrub had to change: WeChat (or a
-	// middlebox) echoed a credential. It should stay at zero; rid/get's
-	// field-by-field redaction is by design and not counted.
-	metricScrub = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "caddy", Subsystem: "wechat", Name: "scrub_redactions_total",
-		Help: "Times the scrub replaced a credential in an answer (a header value, a body), by part.",
-	}, []string{"appid", "part"})
 	metricAccounts = &accountCollector{
 		age: prometheus.NewDesc("caddy_wechat_token_age_seconds",
 			"Seconds since the current token was issued.", accountLabels, nil),
@@ -87,7 +80,7 @@ var retryOutcomes = []string{"ok", "failed", "no_fresh_token", "not_replayable",
 // returns the account's counters.
 func newMetrics(ctx caddy.Context, appid, account string) *metrics {
 	if reg := ctx.GetMetricsRegistry(); reg != nil {
-		for _, c := range []prometheus.Collector{metricFetches, metricEndpointErrors, metricRetries, metricRequests, metricStoreErrors, metricCeiling, metricScrub, metricAccounts} {
+		for _, c := range []prometheus.Collector{metricFetches, metricEndpointErrors, metricRetries, metricRequests, metricStoreErrors, metricCeiling, caddykit.MetricScrub, metricAccounts} {
 			if err := reg.Register(c); err != nil {
 				var are prometheus.AlreadyRegisteredError
 				if !errors.As(err, &are) {
@@ -255,7 +248,3 @@ func (c *accountCollector) Collect(ch chan<- prometheus.Metric) {
 
 // quotaDayZone is where WeChat's daily quotas reset (Beijing time).
 var quotaDayZone = time.FixedZone("UTC+8", 8*3600)
-
-func newScrubHits(appid string) *gateway.Hits {
-	return &gateway.Hits{Header: metricScrub.WithLabelValues(appid, "header"), Body: metricScrub.WithLabelValues(appid, "body")}
-}

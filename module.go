@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddy-wechat/wechat/internal/caddykit"
 	"github.com/caddy-wechat/wechat/internal/credential"
 	"github.com/caddy-wechat/wechat/internal/gateway"
 	"github.com/caddy-wechat/wechat/stores"
@@ -88,11 +89,9 @@ func (Transport) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-const (
-	defaultUpstream      = "https://api.weixin.qq.com"
-	defaultFetchTimeout  = 10 * time.Second
-	defaultMaxReplayBody = 10 << 20
-)
+// defaultFetchTimeout is fetch_timeout's default: the deadline of one
+// token fetch.
+const defaultFetchTimeout = 10 * time.Second
 
 // accounts keeps each account's token across config reloads: a reload that
 // keeps the account finds its token, refresher and backoff state here.
@@ -122,7 +121,7 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	if len(t.TokenEndpoints) == 0 && len(t.Upstreams) > 0 {
 		t.logger.Warn("the transport's \"upstreams\" field is deprecated; call it \"token_endpoints\"")
 	}
-	bases, err := parseUpstreams(t.endpoints())
+	bases, err := gateway.ParseUpstreams(t.endpoints())
 	if err != nil {
 		return err
 	}
@@ -160,7 +159,7 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	t.acct = val.(*sharedAccount)
 	t.metrics = newMetrics(ctx, appid, t.acct.label)
 	t.metrics.quotaWarn = t.QuotaWarn
-	t.scrubHits = newScrubHits(appid)
+	t.scrubHits = caddykit.ScrubHits(appid)
 	t.binding = &binding{
 		src:    &credential.AccessTokenSource{RT: t.HTTPTransport.Transport, Bases: bases, AppID: appid, Secret: t.secret, API: api},
 		logger: t.logger.With(zap.String(credential.FieldAccount, t.acct.label)), // the engine's lines name the account
@@ -235,7 +234,7 @@ func (t *Transport) maxReplay() int64 {
 	if t.MaxReplayBody > 0 {
 		return t.MaxReplayBody
 	}
-	return defaultMaxReplayBody
+	return caddykit.DefaultMaxReplayBody
 }
 
 // accountKey names an account in the process's pool without holding its
@@ -245,38 +244,6 @@ func accountKey(appid, secret, api, storeID, fetchID string) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s", appid, secret, api, storeID, fetchID)
 	return api + ":" + appid + ":" + hex.EncodeToString(h.Sum(nil))[:24]
-}
-
-// parseUpstreams checks the upstream URLs: http or https, a host, nothing
-// else, and one scheme for all (they share one transport).
-func parseUpstreams(raw []string) ([]*url.URL, error) {
-	if len(raw) == 0 {
-		raw = []string{defaultUpstream}
-	}
-	var out []*url.URL
-	for _, s := range raw {
-		if !strings.Contains(s, "://") {
-			return nil, fmt.Errorf("bad upstream %q: the scheme is missing; write %s://%s", s, guessScheme(s), s)
-		}
-		u, err := url.Parse(s)
-		if err != nil {
-			return nil, fmt.Errorf("bad upstream %q: %v", s, err)
-		}
-		if u.Scheme != "http" && u.Scheme != "https" {
-			return nil, fmt.Errorf("bad upstream %q: the scheme must be http or https", s)
-		}
-		if u.Host == "" || u.Hostname() == "" {
-			return nil, fmt.Errorf("bad upstream %q: no host", s)
-		}
-		if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-			return nil, fmt.Errorf("bad upstream %q: give only scheme://host[:port]", s)
-		}
-		if len(out) > 0 && out[0].Scheme != u.Scheme {
-			return nil, fmt.Errorf("upstreams mix http and https (%s, %s); use one scheme", out[0], u)
-		}
-		out = append(out, &url.URL{Scheme: u.Scheme, Host: u.Host})
-	}
-	return out, nil
 }
 
 // Interface guards

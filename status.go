@@ -7,6 +7,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/caddy-wechat/wechat/component"
 	"github.com/caddy-wechat/wechat/internal/credential"
 	"github.com/caddy-wechat/wechat/internal/statusview"
 	"github.com/caddyserver/caddy/v2"
@@ -82,7 +83,7 @@ func serveStatus(w http.ResponseWriter, r *http.Request) error {
 		return views[i].AppID+views[i].TokenAPI+views[i].Account < views[j].AppID+views[j].TokenAPI+views[j].Account
 	})
 	out := map[string]any{"accounts": views}
-	if c := componentViews(r.Context()); c != nil {
+	if c := component.Views(r.Context()); c != nil {
 		out["components"] = c
 	}
 	w.Header().Set("Content-Type", "application/json")

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/caddy-wechat/wechat/component"
 	"github.com/caddy-wechat/wechat/internal/statusview"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -22,6 +23,9 @@ func init() {
 	httpcaddyfile.RegisterHandlerDirective("wechat_status", parseStatusHandler)
 	// Terminal, like respond: no `order` option needed.
 	httpcaddyfile.RegisterDirectiveOrder("wechat_status", httpcaddyfile.Before, "respond")
+	// The admin API's authorizers view (component/) answers a browser
+	// with this page, accounts included.
+	component.StatusHTML = serveStatusHTML
 }
 
 // StatusHandler is the HTTP handler "wechat_status": the status page of
@@ -91,7 +95,7 @@ func statusPage(ctx context.Context, q statusview.Query, now time.Time) *statusv
 		x, y := p.Accounts[i], p.Accounts[j]
 		return x.AppID+x.TokenAPI+x.Label < y.AppID+y.TokenAPI+y.Label
 	})
-	p.Components, p.Authorizers, p.Notice = componentsPage(ctx, q, now)
+	p.Components, p.Authorizers, p.Notice = component.StatusPage(ctx, q, now)
 	return p
 }
 

@@ -4,13 +4,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/caddy-wechat/wechat/internal/caddykit"
 	"github.com/caddy-wechat/wechat/internal/credential"
+	"github.com/caddy-wechat/wechat/internal/gateway"
 	"github.com/caddy-wechat/wechat/stores"
 	"go.uber.org/zap"
 )
@@ -28,10 +29,6 @@ type (
 	tokenEntry  = credential.Token
 	wechatError = credential.APIError
 )
-
-// scheduler renews every account's credentials ahead of expiry, with one
-// goroutine for all of them (none while no account holds a token).
-var scheduler = credential.NewScheduler(nil)
 
 // sharedAccount is one WeChat account's pool entry (Account is its
 // configuration): the engine caches of its
@@ -83,7 +80,7 @@ type accountSettings struct {
 	fetchTimeout       time.Duration
 	minAge             time.Duration
 	ceiling            int
-	store              StoreProvider // nil: in-process
+	store              stores.Provider // nil: in-process
 }
 
 func newAccount(key string, s accountSettings) (*sharedAccount, error) {
@@ -106,7 +103,7 @@ func newAccount(key string, s accountSettings) (*sharedAccount, error) {
 		window = credential.ClassicWindow
 	}
 	a.tokens = credential.New(credential.Config{
-		Name: "access_token", AppID: s.appid, Shared: a.shared, Scheduler: scheduler, Window: window,
+		Name: "access_token", AppID: s.appid, Shared: a.shared, Scheduler: caddykit.Scheduler, Window: window,
 		FetchTimeout: s.fetchTimeout, MinAge: s.minAge, Ceiling: s.ceiling, Observer: a,
 		Now: func() time.Time { return a.now() },
 	})
@@ -178,7 +175,7 @@ func (a *sharedAccount) ticket(typ string) *credential.Cache {
 		return c
 	}
 	c := credential.New(credential.Config{
-		Name: "ticket:" + typ, AppID: a.appid, Shared: a.shared, Scheduler: scheduler, Window: credential.ClassicWindow,
+		Name: "ticket:" + typ, AppID: a.appid, Shared: a.shared, Scheduler: caddykit.Scheduler, Window: credential.ClassicWindow,
 		FetchTimeout: a.tokens.FetchTimeout(), Ceiling: -1, Observer: a, Now: func() time.Time { return a.now() },
 	})
 	if a.cur != nil {
@@ -259,8 +256,6 @@ func (a *sharedAccount) close() {
 	})
 }
 
-var ridPattern = regexp.MustCompile(`\s*rid:\s*[0-9A-Za-z-]+`)
-
 // redact removes the account's secret, the tokens it held lately and
 // WeChat's rids from s: a client-facing message must not hold any of
 // them (a rid of a token fetch lets rid/get return the secret).
@@ -274,7 +269,7 @@ func (a *sharedAccount) redact(s string) string {
 	for _, v := range a.tokens.Recent() {
 		s = strings.ReplaceAll(s, v, "[token]")
 	}
-	return ridPattern.ReplaceAllString(s, "")
+	return gateway.StripRIDs(s)
 }
 
 // Observer hooks (credential.Observer), forwarded to the current config's

@@ -5,21 +5,14 @@ package wechat
 // scrub) is internal/gateway's, shared with the open platform.
 
 import (
-	"context"
 	"net/http"
 	"sync/atomic"
 	"time"
 
+	"github.com/caddy-wechat/wechat/internal/caddykit"
 	"github.com/caddy-wechat/wechat/internal/gateway"
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
-
-// replayVar keeps a buffered request body in the request's vars, so that
-// when reverse_proxy retries the request against the next upstream (after a
-// dial error or a retry_match), the body this transport already drained is
-// sent again instead of an empty one.
-const replayVar = "wechat.replay_body"
 
 // RoundTrip is the transport's entry point: what the account adds to one
 // proxied call (reverse_proxy calls it once per attempt and keeps doing
@@ -55,7 +48,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 // requestPath is the loop's settings for this transport (built on the
 // stack: a few field reads).
 func (t *Transport) requestPath() gateway.Path {
-	return gateway.Path{RT: &t.HTTPTransport, Server: caddyServer{}, Opaque: t.opaque, KeepCallerAuth: t.KeepCallerAuth,
+	return gateway.Path{RT: &t.HTTPTransport, Server: caddykit.Server{}, Opaque: t.opaque, KeepCallerAuth: t.KeepCallerAuth,
 		MaxReplay: t.maxReplay(), MaxBuffered: t.maxBuffered(), BodyIdle: t.bodyReadTimeout()}
 }
 
@@ -129,31 +122,6 @@ func (t *Transport) provisionRequestPath(caddy.Context) {
 // placeholder (the default) rather than 403.
 func (t *Transport) sdkTokens() bool {
 	return t.SDKTokenEndpoints == nil || *t.SDKTokenEndpoints
-}
-
-// caddyServer is Caddy as the loop's gateway.Server: a drained body is
-// kept in the request's vars for reverse_proxy's retry, and the body's
-// idle limit tightens Caddy's own read deadline.
-type caddyServer struct{}
-
-func (caddyServer) KeptBody(ctx context.Context) ([]byte, bool) {
-	b, ok := caddyhttp.GetVar(ctx, replayVar).([]byte)
-	return b, ok
-}
-
-func (caddyServer) KeepBody(ctx context.Context, b []byte) { caddyhttp.SetVar(ctx, replayVar, b) }
-
-// LimitBodyIdle makes the server abort this request's body when it makes
-// no progress for d. Caddy already applies its read_idle_timeout (1 min by
-// default) closest to the connection, where a wrapper of ours could not
-// win, so this tightens that one (and never loosens it). Caddy takes care
-// of HTTP/2, where a deadline must not outlive a read.
-func (caddyServer) LimitBodyIdle(req *http.Request, d time.Duration) {
-	r, _ := caddyhttp.IdleTimeoutsFromContext(req.Context())
-	if r == nil || (r.Deadline.Timeout > 0 && r.Deadline.Timeout <= d) {
-		return
-	}
-	r.Override(d, r.Deadline.MinRate) // per request: no need to restore
 }
 
 // PlaceholderPrefix starts every placeholder token the gateway hands out

@@ -5,11 +5,11 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/caddy-wechat/wechat/internal/credential"
+	"github.com/caddy-wechat/wechat/internal/testserver"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 )
@@ -21,10 +21,10 @@ import (
 // The end-to-end load benchmark against plain reverse_proxy is ./bench;
 // BENCHMARKS.md has the figures.
 
-const benchToken = "82_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789AbCdEfGhIjKlMnOpQrStUv"
+const benchToken = testserver.BenchToken
 
 // okBody is the size and shape of a typical small WeChat answer.
-var okBody = []byte(`{"errcode":0,"errmsg":"ok","openid":"o1","nickname":"bench","subscribe":1,"language":"zh_CN"}`)
+var okBody = testserver.OKBody
 
 // warmAccount is an account whose cache already holds a fresh token, as in
 // steady state; no refresher runs.
@@ -87,30 +87,13 @@ type resetBody struct{ bytes.Reader }
 
 func (*resetBody) Close() error { return nil }
 
-// stubUpstream answers every request in memory with a small JSON body, as
-// WeChat's user/info would, so RoundTrip is measured without a network.
-type stubUpstream struct{ body []byte }
-
-func (s stubUpstream) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.Body != nil {
-		req.Body.Close()
-	}
-	return &http.Response{
-		StatusCode: 200, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header:        http.Header{"Content-Type": {"application/json; encoding=utf-8"}, "Content-Length": {strconv.Itoa(len(s.body))}},
-		Body:          io.NopCloser(bytes.NewReader(s.body)),
-		ContentLength: int64(len(s.body)),
-		Request:       req,
-	}, nil
-}
-
 // stubTransport is a Caddy HTTP transport whose *http.Transport hands
 // every http:// request to the in-memory stub (RegisterProtocol), so both
 // the gateway and the plain baseline run the real Caddy and net/http code
 // up to the wire.
 func stubTransport() reverseproxy.HTTPTransport {
 	ht := &http.Transport{}
-	ht.RegisterProtocol("http", stubUpstream{okBody})
+	ht.RegisterProtocol("http", testserver.StubUpstream{Body: okBody})
 	return reverseproxy.HTTPTransport{Transport: ht}
 }
 

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-wechat/wechat/internal/caddykit"
 	"github.com/caddy-wechat/wechat/internal/credential"
 	"github.com/caddy-wechat/wechat/internal/gateway"
 	"github.com/caddyserver/caddy/v2"
@@ -32,8 +33,8 @@ func TestRequestBodyLimitDefaults(t *testing.T) {
 	if got := zero.bodyReadTimeout(); got != gateway.DefaultBodyReadTimeout {
 		t.Errorf("bodyReadTimeout() = %v, want the default %v", got, gateway.DefaultBodyReadTimeout)
 	}
-	if got := zero.maxReplay(); got != defaultMaxReplayBody {
-		t.Errorf("maxReplay() = %d, want the default %d", got, defaultMaxReplayBody)
+	if got := zero.maxReplay(); got != caddykit.DefaultMaxReplayBody {
+		t.Errorf("maxReplay() = %d, want the default %d", got, caddykit.DefaultMaxReplayBody)
 	}
 	set := Transport{MaxBufferedBytes: 1, BodyReadTimeout: caddy.Duration(time.Nanosecond), MaxReplayBody: 1}
 	if got := set.maxBuffered(); got != 1 {
@@ -70,7 +71,7 @@ func TestLimitBodyIdle(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		caddyServer{}.LimitBodyIdle(req, d)
+		caddykit.Server{}.LimitBodyIdle(req, d)
 		if r.Deadline.Timeout != tc.want || r.Deadline.MinRate != 100 {
 			t.Errorf("%s: timeout %v, min rate %d; want %v, 100", tc.name, r.Deadline.Timeout, r.Deadline.MinRate, tc.want)
 		}
@@ -80,7 +81,7 @@ func TestLimitBodyIdle(t *testing.T) {
 	}
 	// No idle timeout in the context: nothing to do, and no panic.
 	req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, "https://api.weixin.qq.com/", nil)
-	caddyServer{}.LimitBodyIdle(req, d)
+	caddykit.Server{}.LimitBodyIdle(req, d)
 }
 
 // The account host's needles are cached until the current token or the ring changes, and the

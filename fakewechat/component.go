@@ -498,6 +498,22 @@ func (s *Server) RefreshTokenOf(appid string) string {
 	return ""
 }
 
+// ReplaceRefreshToken gives appid a new refresh token at once, with no
+// grace for the old one, as when the merchant authorizes the component
+// again through another route: a gateway's stored one now answers 61023
+// and api_get_authorizer_info gives the new one. It returns the new one.
+func (s *Server) ReplaceRefreshToken(appid string) string {
+	s.op()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.open.auths[appid]
+	if a == nil || a.revoked {
+		return ""
+	}
+	a.refresh, a.prevRefresh, a.prevUntil = newRefresh(), "", time.Time{}
+	return a.refresh
+}
+
 // CurrentAuthorizerToken returns appid's newest authorizer_access_token.
 func (s *Server) CurrentAuthorizerToken(appid string) string {
 	s.op()

@@ -1,7 +1,8 @@
-package wechat
+package component
 
-// The components' part of the status views (status_html.go, status.go):
-// here, next to the platform it reads, so that it moves with it.
+// The components' part of the gateway's status views: the root's
+// /wechat/status and its page ask for it here, next to the platform it
+// reads.
 
 import (
 	"context"
@@ -12,9 +13,9 @@ import (
 	"github.com/caddy-wechat/wechat/internal/statusview"
 )
 
-// componentsPage is the components' lines and the page of authorizers q
+// StatusPage is the components' lines and the page of authorizers q
 // asks for (of the only component when q names none), or a notice.
-func componentsPage(ctx context.Context, q statusview.Query, now time.Time) (comps []statusview.Component, page *statusview.Authorizers, notice string) {
+func StatusPage(ctx context.Context, q statusview.Query, now time.Time) (comps []statusview.Component, page *statusview.Authorizers, notice string) {
 	plats := componentPlatforms()
 	var chosen *platform
 	for _, pl := range plats {
@@ -74,8 +75,8 @@ func (p *platform) summary(ctx context.Context, now time.Time, bad int) statusvi
 	return c
 }
 
-// componentView is a component's line in the JSON of /wechat/status.
-type componentView struct {
+// View is a component's line in the JSON of /wechat/status.
+type View struct {
 	Component   string            `json:"component"`
 	Authorizers int               `json:"authorizers"`
 	Unhealthy   int               `json:"unhealthy_authorizers"`
@@ -84,12 +85,12 @@ type componentView struct {
 	StoreDown   bool              `json:"store_down,omitempty"`
 }
 
-// componentViews is the components for the JSON status (nil: none).
-func componentViews(ctx context.Context) []componentView {
-	var out []componentView
+// Views is the components for the JSON status (nil: none).
+func Views(ctx context.Context) []View {
+	var out []View
 	for _, p := range componentPlatforms() {
 		s := p.summary(ctx, time.Now(), -1)
-		out = append(out, componentView{Component: s.AppID, Authorizers: s.Authorizers, Unhealthy: s.Unhealthy,
+		out = append(out, View{Component: s.AppID, Authorizers: s.Authorizers, Unhealthy: s.Unhealthy,
 			Ticket: s.TicketStored, Token: s.Token, StoreDown: s.Store.BreakerOpen})
 	}
 	return out

@@ -1,4 +1,4 @@
-package wechat
+package integration
 
 import (
 	"bytes"
@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/caddy-wechat/wechat"
 	"github.com/caddy-wechat/wechat/internal/gateway"
 	"github.com/caddyserver/caddy/v2"
 )
@@ -114,7 +115,7 @@ func componentGateway(t *testing.T, f *pathFake) *runningCaddy {
 func TestComponentAcceptEncodingNarrowed(t *testing.T) {
 	f := newPathFake(t)
 	g := componentGateway(t, f)
-	r := do(t, http.MethodGet, g.URL+"/cgi-bin/user/info?openid=o1", nil, AuthorizerHeader, pathMerchant, "Accept-Encoding", "deflate, br, zstd")
+	r := do(t, http.MethodGet, g.URL+"/cgi-bin/user/info?openid=o1", nil, wechat.AuthorizerHeader, pathMerchant, "Accept-Encoding", "deflate, br, zstd")
 	if r.errcode() != 0 {
 		t.Fatalf("call: %d %s", r.Status, r.Body)
 	}
@@ -133,7 +134,7 @@ func TestComponentAcceptEncodingNarrowed(t *testing.T) {
 	} {
 		hdr := []string{"Accept-Encoding", "deflate"}
 		if form.hdr != "" {
-			hdr = append(hdr, AuthorizerHeader, form.hdr)
+			hdr = append(hdr, wechat.AuthorizerHeader, form.hdr)
 		}
 		a := do(t, http.MethodPost, form.url, []byte(`{"rid":"`+rid+`"}`), hdr...)
 		plain := a.Body
@@ -170,7 +171,7 @@ func TestComponentCallerCredentialsStripped(t *testing.T) {
 				t.Errorf("%s: the caller's %s reached WeChat", u, k)
 			}
 		}
-		if h.Get(AuthorizerHeader) != "" {
+		if h.Get(wechat.AuthorizerHeader) != "" {
 			t.Errorf("%s: the authorizer header reached WeChat", u)
 		}
 	}

@@ -1,11 +1,12 @@
-package wechat
+package integration
 
 import (
-	"context"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
 
+	"github.com/caddy-wechat/wechat"
 	"github.com/caddyserver/caddy/v2"
 )
 
@@ -55,10 +56,8 @@ http://127.0.0.1:%[1]d {`+callback("/a/callback", "")+callback("/b/callback", "f
 }
 `)
 	t.Cleanup(func() { caddy.Stop() })
-	n := 0
-	platforms.Range(func(_, _ any) bool { n++; return true })
-	if n != 2 {
-		t.Fatalf("%d platforms, want 2 (one per instance)", n)
+	if n := len(statusComponents(t, g)); n != 2 {
+		t.Fatalf("%d components in /wechat/status, want 2 (one per instance)", n)
 	}
 	cbA, cbB := g.URL+"/a/callback", g.URL+"/b/callback"
 	const merchant = "wxmerchant0000031"
@@ -86,13 +85,36 @@ http://127.0.0.1:%[1]d {`+callback("/a/callback", "")+callback("/b/callback", "f
 	if r.Status != http.StatusConflict || !strings.Contains(string(r.Body), "already received") {
 		t.Fatalf("unauthorized replayed to B: %d %s; want 409", r.Status, r.Body)
 	}
-	platforms.Range(func(_, v any) bool {
-		if _, err := v.(*platform).reg.Get(context.Background(), merchant); err != nil {
-			t.Errorf("after the replay, an instance lost the authorizer: %v", err)
-		}
-		return true
-	})
-	if r := do(t, http.MethodGet, g.URL+"/cgi-bin/user/info?openid=o1", nil, AuthorizerHeader, merchant); r.Status != 200 || r.errcode() != 0 {
+	// B, which took the new authorization, still holds the merchant.
+	held := 0
+	for _, c := range statusComponents(t, g) {
+		held = max(held, c.Authorizers)
+	}
+	if held != 1 {
+		t.Errorf("after the replay, no instance holds the authorizer (%d)", held)
+	}
+	if r := do(t, http.MethodGet, g.URL+"/cgi-bin/user/info?openid=o1", nil, wechat.AuthorizerHeader, merchant); r.Status != 200 || r.errcode() != 0 {
 		t.Fatalf("a call for the merchant after the replay: %d %s", r.Status, r.Body)
 	}
+}
+
+// statusComponents reads the components of /wechat/status.
+func statusComponents(t *testing.T, g *runningCaddy) []struct {
+	Authorizers int `json:"authorizers"`
+} {
+	t.Helper()
+	resp, err := http.Get("http://" + g.Admin + "/wechat/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Components []struct {
+			Authorizers int `json:"authorizers"`
+		} `json:"components"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Components
 }

@@ -1,4 +1,4 @@
-package wechat
+package component
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddy-wechat/wechat/internal/caddykit"
 	"github.com/caddy-wechat/wechat/internal/componentcb"
 	"github.com/caddy-wechat/wechat/internal/credential"
 	"github.com/caddy-wechat/wechat/internal/gateway"
@@ -98,7 +99,7 @@ func (c *ComponentConfig) acquire(ctx caddy.Context) (*platform, string, error) 
 		ctx.Logger().Warn("wechat component: the secret is written literally in the config, so the admin API's /config/ shows it; use {env.*} or {file.*}",
 			zap.String("component", appid))
 	}
-	bases, err := parseUpstreams(c.TokenEndpoints)
+	bases, err := gateway.ParseUpstreams(c.TokenEndpoints)
 	if err != nil {
 		return nil, "", err
 	}
@@ -138,7 +139,7 @@ func componentHTTP() http.RoundTripper {
 	}
 }
 
-func newPlatform(appid, secret string, bases []*url.URL, store StoreProvider, fetchTimeout time.Duration, logger *zap.Logger) (*platform, error) {
+func newPlatform(appid, secret string, bases []*url.URL, store stores.Provider, fetchTimeout time.Duration, logger *zap.Logger) (*platform, error) {
 	seal, err := credential.NewSealer(secret, appid)
 	if err != nil {
 		return nil, err
@@ -154,13 +155,13 @@ func newPlatform(appid, secret string, bases []*url.URL, store StoreProvider, fe
 	p.label = seal.KeyName()[:10]
 	rt := componentHTTP()
 	p.comp = credential.New(credential.Config{
-		Name: "component_access_token", AppID: appid, Shared: p.shared, Scheduler: scheduler,
-		Window: credential.ComponentWindow, FetchTimeout: fetchTimeout, MinAge: defaultMinTokenAge, Ceiling: -1, Logger: logger,
+		Name: "component_access_token", AppID: appid, Shared: p.shared, Scheduler: caddykit.Scheduler,
+		Window: credential.ComponentWindow, FetchTimeout: fetchTimeout, MinAge: caddykit.DefaultMinTokenAge, Ceiling: -1, Logger: logger,
 		Source: &credential.ComponentTokenSource{RT: rt, Bases: bases, AppID: appid, Secret: secret},
 	})
 	p.plat = &credential.Platform{Component: p.comp, RT: rt, Bases: bases, AppID: appid, Secret: secret, Logger: logger, Events: p.obs}
 	p.reg = credential.NewRegistry(p.plat, credential.RegistryConfig{
-		Shared: p.shared, Scheduler: scheduler, FetchTimeout: fetchTimeout, MinAge: defaultMinTokenAge, Logger: logger,
+		Shared: p.shared, Scheduler: caddykit.Scheduler, FetchTimeout: fetchTimeout, MinAge: caddykit.DefaultMinTokenAge, Logger: logger,
 	})
 	// Warm the component token from a durable store.
 	wctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -225,7 +226,7 @@ func registerComponentMetrics(ctx caddy.Context) {
 		return
 	}
 	for _, c := range []prometheus.Collector{metricCompRenewals, metricCompFailures, metricCompRotations, metricCompRecoveries,
-		metricCompForgotten, metricCompCallbacks, metricCompRequests, metricCompKnown, metricScrub, metricCompHealth} {
+		metricCompForgotten, metricCompCallbacks, metricCompRequests, metricCompKnown, caddykit.MetricScrub, metricCompHealth} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {
@@ -257,7 +258,7 @@ func newComponentObserver(appid string) *componentObserver {
 		revoked:      metricCompForgotten.WithLabelValues(appid, "revoked"),
 		unauthorized: metricCompForgotten.WithLabelValues(appid, "unauthorized"),
 		othr:         metricCompForgotten.WithLabelValues(appid, "other"),
-		scrub:        newScrubHits(appid),
+		scrub:        caddykit.ScrubHits(appid),
 		started:      time.Now(),
 	}
 }

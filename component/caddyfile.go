@@ -1,8 +1,10 @@
-package wechat
+package component
 
 import (
 	"net/url"
 
+	"github.com/caddy-wechat/wechat/internal/caddykit"
+	"github.com/caddy-wechat/wechat/internal/gateway"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
@@ -19,17 +21,17 @@ func init() {
 
 // options points the shared subdirectives at the component's own fields:
 // the callback takes these, the transport these and its own.
-func (c *ComponentConfig) options() optionFields {
-	return optionFields{appID: &c.AppID, secret: &c.Secret, memcachePrefix: &c.MemcachePrefix,
-		tokenEndpoints: &c.TokenEndpoints, memcache: &c.Memcache, memcacheTimeout: &c.MemcacheTimeout,
-		fetchTimeout: &c.FetchTimeout, store: &c.Store}
+func (c *ComponentConfig) options() caddykit.Options {
+	return caddykit.Options{AppID: &c.AppID, Secret: &c.Secret, MemcachePrefix: &c.MemcachePrefix,
+		TokenEndpoints: &c.TokenEndpoints, Memcache: &c.Memcache, MemcacheTimeout: &c.MemcacheTimeout,
+		FetchTimeout: &c.FetchTimeout, Store: &c.Store}
 }
 
 // options of the transport: the component's, plus dial_timeout,
 // response_header_timeout, max_replay_body and keep_caller_auth.
-func (t *ComponentTransport) options() optionFields {
+func (t *ComponentTransport) options() caddykit.Options {
 	f := t.ComponentConfig.options()
-	f.http, f.maxReplayBody, f.keepCallerAuth = &t.HTTPTransport, &t.MaxReplayBody, &t.KeepCallerAuth
+	f.HTTP, f.MaxReplayBody, f.KeepCallerAuth = &t.HTTPTransport, &t.MaxReplayBody, &t.KeepCallerAuth
 	return f
 }
 
@@ -42,7 +44,7 @@ func (c *ComponentConfig) finish(d *caddyfile.Dispenser) ([]*url.URL, error) {
 	if c.Secret == "" {
 		return nil, d.Err("secret is required; write it as {env.*} or {file.*}")
 	}
-	bases, err := parseUpstreams(c.TokenEndpoints)
+	bases, err := gateway.ParseUpstreams(c.TokenEndpoints)
 	if err != nil {
 		return nil, d.Err(err.Error())
 	}
@@ -72,7 +74,8 @@ func parseComponentCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandle
 	if d.NextArg() {
 		return nil, d.ArgErr()
 	}
-	ct := &ComponentTransport{HTTPTransport: newCaddyfileTransport().HTTPTransport} // the account's dial and header timeouts
+	ct := new(ComponentTransport)
+	caddykit.SetHTTPDefaults(&ct.HTTPTransport) // the account's dial and header timeouts
 	rest := h.NewFromNextSegment()
 	for rest.Next() {
 		for rest.NextBlock(0) {
@@ -84,7 +87,7 @@ func parseComponentCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandle
 			if name == "to" || name == "transport" {
 				return nil, rest.Errf("%s is not allowed in wechat_component: use upstream", name)
 			}
-			known, err := ct.options().parse(rest, name, args)
+			known, err := ct.options().Parse(rest, name, args)
 			if err != nil {
 				return nil, err
 			}
@@ -101,7 +104,7 @@ func parseComponentCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandle
 	if bases[0].Scheme == "https" && ct.TLS == nil {
 		ct.TLS = new(reverseproxy.TLSConfig)
 	}
-	return reverseProxyTo(h, rest, bases, caddyconfig.JSONModuleObject(ct, "protocol", "wechat_component", nil))
+	return caddykit.ReverseProxyTo(h, rest, bases, caddyconfig.JSONModuleObject(ct, "protocol", "wechat_component", nil))
 }
 
 // parseComponentCallbackCaddyfile:
@@ -136,7 +139,7 @@ func parseComponentCallbackCaddyfile(h httpcaddyfile.Helper) (caddyhttp.Middlewa
 	if cb.AppID == "" || cb.Secret == "" || cb.Token == "" || cb.AESKey == "" {
 		return nil, d.Err("wechat_component_callback: appid, secret, token and aes_key are required")
 	}
-	if _, err := parseUpstreams(cb.TokenEndpoints); err != nil {
+	if _, err := gateway.ParseUpstreams(cb.TokenEndpoints); err != nil {
 		return nil, d.Err(err.Error())
 	}
 	return cb, nil
@@ -149,17 +152,17 @@ func (cb *ComponentCallback) parseOption(d *caddyfile.Dispenser) error {
 	args := d.RemainingArgs()
 	switch name {
 	case "token":
-		return oneArg(d, args, &cb.Token)
+		return caddykit.OneArg(d, args, &cb.Token)
 	case "aes_key":
-		return oneArg(d, args, &cb.AESKey)
+		return caddykit.OneArg(d, args, &cb.AESKey)
 	case "max_body":
-		n, err := parseSize(d, name, args)
+		n, err := caddykit.ParseSize(d, name, args)
 		cb.MaxBody = n
 		return err
 	case "max_skew":
-		return parseDuration(d, args, &cb.MaxSkew)
+		return caddykit.ParseDuration(d, args, &cb.MaxSkew)
 	}
-	if known, err := cb.ComponentConfig.options().parse(d, name, args); known {
+	if known, err := cb.ComponentConfig.options().Parse(d, name, args); known {
 		return err
 	}
 	return d.Errf("wechat_component_callback: unknown subdirective %q", name)

@@ -1,116 +1,35 @@
-package wechat
+package integration
 
 import (
-	"context"
+	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 
-	"github.com/caddy-wechat/wechat/fakewechat"
-	"github.com/caddy-wechat/wechat/internal/credential"
+	"github.com/caddy-wechat/wechat"
 	"github.com/caddyserver/caddy/v2"
 )
 
-const (
-	testComponentAppID  = "wxcomponent0000001"
-	testComponentSecret = "component-secret-0123456789abcdef"
-	testComponentToken  = "callbacktoken0001"
-	testComponentAESKey = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
-)
-
-// componentFake is the fake open platform behind a server that can
-// reject chosen tokens and notes whether the authorizer header leaked.
-type componentFake struct {
-	*fakewechat.Server
-	URL        string
-	sawHeader  atomic.Bool
-	lastQuery  atomic.Value // string: the raw query of the last request
-	mu         sync.Mutex
-	rejectToks map[string]bool
-}
-
-func newComponentFake(t *testing.T, rotateEvery int) *componentFake {
-	f := &componentFake{rejectToks: map[string]bool{}, Server: fakewechat.New(fakewechat.Options{Component: fakewechat.ComponentOptions{
-		AppID: testComponentAppID, Secret: testComponentSecret, Token: testComponentToken, EncodingAESKey: testComponentAESKey,
-		RotateEvery: rotateEvery}})}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get(AuthorizerHeader) != "" {
-			f.sawHeader.Store(true)
-		}
-		f.lastQuery.Store(r.URL.RawQuery)
-		f.mu.Lock()
-		bad := f.rejectToks[r.URL.Query().Get("access_token")]
-		f.mu.Unlock()
-		if bad {
-			io.WriteString(w, `{"errcode":40001,"errmsg":"invalid credential rid: x"}`)
-			return
-		}
-		f.Server.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	f.URL = srv.URL
-	return f
-}
-
-func (f *componentFake) reject(tok string) {
-	f.mu.Lock()
-	f.rejectToks[tok] = true
-	f.mu.Unlock()
-}
-
-func componentConfig(upstream string) string {
-	return `{
-	admin 127.0.0.1:%[2]d
-	log {
-		output file %[3]s
-		level DEBUG
-	}
-}
-http://127.0.0.1:%[1]d {
-	handle /wechat/component/callback {
-		wechat_component_callback {
-			appid {env.TEST_COMPONENT_APPID}
-			secret {env.TEST_COMPONENT_SECRET}
-			token {env.TEST_COMPONENT_TOKEN}
-			aes_key {env.TEST_COMPONENT_AES_KEY}
-			upstream ` + upstream + `
-		}
-	}
-	handle {
-		wechat_component {
-			appid {env.TEST_COMPONENT_APPID}
-			secret {env.TEST_COMPONENT_SECRET}
-			upstream ` + upstream + `
-		}
-	}
-}
-`
-}
-
-func onlyPlatform(t *testing.T) *platform {
-	var p *platform
-	n := 0
-	platforms.Range(func(_, v any) bool { p = v.(*platform); n++; return true })
-	if n != 1 {
-		t.Fatalf("%d platforms in the pool, want 1", n)
-	}
-	return p
-}
-
-func storedRefresh(t *testing.T, p *platform, appid string) string {
-	a := p.reg.Lookup(appid)
-	if a == nil {
-		t.Fatalf("%s not in the registry", appid)
-	}
-	v, err := a.Cache().Aux().Get(context.Background(), credential.AuxRefreshToken)
+// refreshSaved reports whether the admin API shows merchant's refresh
+// token as written to the store (refresh_token_unsaved absent).
+func refreshSaved(t *testing.T, g *runningCaddy, merchant string) bool {
+	t.Helper()
+	resp, err := http.Get("http://" + g.Admin + "/wechat/status/authorizers?q=" + merchant)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(v)
+	defer resp.Body.Close()
+	var page struct {
+		Items []struct {
+			AppID   string `json:"authorizer_appid"`
+			Unsaved bool   `json:"refresh_token_unsaved"`
+		} `json:"items"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&page); err != nil || len(page.Items) != 1 || page.Items[0].AppID != merchant {
+		t.Fatalf("authorizers view for %s: %v %+v", merchant, err, page)
+	}
+	return !page.Items[0].Unsaved
 }
 
 // End to end through a real Caddy: ticket push, component token, an
@@ -126,10 +45,7 @@ func TestComponentEndToEnd(t *testing.T) {
 	t.Setenv("TEST_COMPONENT_AES_KEY", testComponentAESKey)
 	f := newComponentFake(t, 1)
 	g := startCaddy(t, componentConfig(f.URL))
-	t.Cleanup(func() {
-		caddy.Stop()
-		platforms.Range(func(k, _ any) bool { t.Errorf("platform %v still pooled after stop", k); return false })
-	})
+	t.Cleanup(func() { caddy.Stop() })
 	cb := g.URL + "/wechat/component/callback"
 	const merchant = "wxmerchant0000001"
 	var secrets []string
@@ -153,8 +69,7 @@ func TestComponentEndToEnd(t *testing.T) {
 	if _, err := f.PushAuthorized(cb, merchant); err != nil {
 		t.Fatal(err)
 	}
-	p := onlyPlatform(t)
-	if got := storedRefresh(t, p, merchant); got != f.RefreshTokenOf(merchant) {
+	if !refreshSaved(t, g, merchant) {
 		t.Fatal("the authorized event did not store the refresh token")
 	}
 	for _, c := range []struct{ url, hdr string }{
@@ -163,7 +78,7 @@ func TestComponentEndToEnd(t *testing.T) {
 	} {
 		var r result
 		if c.hdr != "" {
-			r = do(t, http.MethodGet, c.url, nil, AuthorizerHeader, c.hdr)
+			r = do(t, http.MethodGet, c.url, nil, wechat.AuthorizerHeader, c.hdr)
 		} else {
 			r = get(t, c.url)
 		}
@@ -182,7 +97,7 @@ func TestComponentEndToEnd(t *testing.T) {
 	}
 
 	// An unknown authorizer: a clear JSON error from the gateway.
-	r = do(t, http.MethodGet, g.URL+"/cgi-bin/user/info", nil, AuthorizerHeader, "wxnobody000000001")
+	r = do(t, http.MethodGet, g.URL+"/cgi-bin/user/info", nil, wechat.AuthorizerHeader, "wxnobody000000001")
 	if r.Status != 404 || r.errcode() != 61003 || r.Header.Get("X-Wechat-Gateway") != "error" || !strings.Contains(string(r.Body), "unknown authorizer") {
 		t.Fatalf("unknown authorizer: %d %v %s", r.Status, r.Header, r.Body)
 	}
@@ -192,21 +107,20 @@ func TestComponentEndToEnd(t *testing.T) {
 	old := f.CurrentAuthorizerToken(merchant)
 	secrets = append(secrets, old, f.RefreshTokenOf(merchant))
 	f.reject(old)
-	if r := do(t, http.MethodGet, g.URL+"/cgi-bin/user/info?openid=o1", nil, AuthorizerHeader, merchant); r.errcode() != 0 {
+	if r := do(t, http.MethodGet, g.URL+"/cgi-bin/user/info?openid=o1", nil, wechat.AuthorizerHeader, merchant); r.errcode() != 0 {
 		t.Fatalf("replay after rejection: %s", r.Body)
 	}
 	if n := f.Fetches("api_authorizer_token"); n != 1 {
 		t.Fatalf("api_authorizer_token calls = %d, want 1", n)
 	}
-	if got := storedRefresh(t, p, merchant); got != f.RefreshTokenOf(merchant) {
+	if !refreshSaved(t, g, merchant) {
 		t.Fatal("the rotated refresh token was not stored")
 	}
 
-	// 61023: the stored refresh token is lost (overwritten with a bad
-	// one); recovery through api_get_authorizer_info.
-	if err := p.reg.Authorize(context.Background(), &credential.Authorization{AuthorizerAppID: merchant, RefreshToken: "refreshtoken@@@lost"}); err != nil {
-		t.Fatal(err)
-	}
+	// 61023: WeChat no longer takes the refresh token the gateway holds
+	// (the merchant authorized again elsewhere); recovery through
+	// api_get_authorizer_info.
+	secrets = append(secrets, f.ReplaceRefreshToken(merchant))
 	cur := f.CurrentAuthorizerToken(merchant)
 	secrets = append(secrets, cur, f.RefreshTokenOf(merchant))
 	f.reject(cur)
@@ -216,8 +130,19 @@ func TestComponentEndToEnd(t *testing.T) {
 	if f.Fetches("api_get_authorizer_info") < 1 {
 		t.Fatal("no recovery through api_get_authorizer_info")
 	}
-	if got := storedRefresh(t, p, merchant); got != f.RefreshTokenOf(merchant) {
+	if !refreshSaved(t, g, merchant) {
 		t.Fatal("the recovered refresh token was not stored")
+	}
+	secrets = append(secrets, f.CurrentAuthorizerToken(merchant), f.RefreshTokenOf(merchant))
+	// The gateway now holds the current refresh token: the next renewal
+	// needs no recovery (WeChat refuses any other with 61023).
+	recoveries := f.Fetches("api_get_authorizer_info")
+	f.reject(f.CurrentAuthorizerToken(merchant))
+	if r := do(t, http.MethodGet, g.URL+"/cgi-bin/user/info?openid=o1", nil, wechat.AuthorizerHeader, merchant); r.errcode() != 0 {
+		t.Fatalf("renewal after the recovery: %s", r.Body)
+	}
+	if n := f.Fetches("api_get_authorizer_info"); n != recoveries {
+		t.Fatalf("api_get_authorizer_info calls %d after the recovery, want %d: the recovered refresh token was not kept", n, recoveries)
 	}
 	secrets = append(secrets, f.CurrentAuthorizerToken(merchant), f.RefreshTokenOf(merchant))
 
@@ -252,7 +177,7 @@ func TestComponentEndToEnd(t *testing.T) {
 	if err := f.PushUnauthorized(cb, merchant); err != nil {
 		t.Fatal(err)
 	}
-	r = do(t, http.MethodGet, g.URL+"/cgi-bin/user/info", nil, AuthorizerHeader, merchant)
+	r = do(t, http.MethodGet, g.URL+"/cgi-bin/user/info", nil, wechat.AuthorizerHeader, merchant)
 	if r.Status != 404 || r.errcode() != 61003 {
 		t.Fatalf("after unauthorized: %d %s", r.Status, r.Body)
 	}

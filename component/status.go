@@ -1,4 +1,4 @@
-package wechat
+package component
 
 import (
 	"encoding/json"
@@ -30,6 +30,21 @@ func (componentAdmin) Routes() []caddy.AdminRoute {
 	return []caddy.AdminRoute{{Pattern: "/wechat/status/authorizers", Handler: caddy.AdminHandlerFunc(serveAuthorizers)}}
 }
 
+// StatusHTML answers a browser on /wechat/status/authorizers. The root
+// sets it to the gateway's whole status page (its accounts and these
+// components); left alone, the page shows the components only. A variable
+// because the page is the root's and component never imports the root.
+var StatusHTML = func(w http.ResponseWriter, r *http.Request) error {
+	q, err := statusview.ParseQuery(r.URL.Query())
+	if err != nil {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
+	}
+	now := time.Now()
+	p := &statusview.Page{Now: now}
+	p.Components, p.Authorizers, p.Notice = StatusPage(r.Context(), q, now)
+	return statusview.WriteHTML(w, r, p)
+}
+
 // authorizersPage is one page of the view.
 type authorizersPage struct {
 	Component   string                        `json:"component"`
@@ -50,7 +65,7 @@ func serveAuthorizers(w http.ResponseWriter, r *http.Request) error {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: errors.New("GET only")}
 	}
 	if statusview.WantsHTML(r) {
-		return serveStatusHTML(w, r)
+		return StatusHTML(w, r)
 	}
 	q, err := statusview.ParseQuery(r.URL.Query())
 	if err != nil {

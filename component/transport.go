@@ -1,4 +1,4 @@
-package wechat
+package component
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/caddy-wechat/wechat/internal/caddykit"
 	"github.com/caddy-wechat/wechat/internal/credential"
 	"github.com/caddy-wechat/wechat/internal/gateway"
 	"github.com/caddyserver/caddy/v2"
@@ -57,7 +58,7 @@ func (ComponentTransport) CaddyModule() caddy.ModuleInfo {
 // Provision attaches to the component's platform.
 func (t *ComponentTransport) Provision(ctx caddy.Context) error {
 	t.logger = ctx.Logger()
-	bases, err := parseUpstreams(t.TokenEndpoints)
+	bases, err := gateway.ParseUpstreams(t.TokenEndpoints)
 	if err != nil {
 		return err
 	}
@@ -137,7 +138,7 @@ func (t *ComponentTransport) RoundTrip(req *http.Request) (*http.Response, error
 	default:
 		o.Cred = t.p.comp
 	}
-	rp := gateway.Path{RT: &t.HTTPTransport, Server: caddyServer{}, KeepCallerAuth: t.KeepCallerAuth,
+	rp := gateway.Path{RT: &t.HTTPTransport, Server: caddykit.Server{}, KeepCallerAuth: t.KeepCallerAuth,
 		MaxReplay: t.maxReplay(), MaxBuffered: gateway.DefaultMaxBuffered, BodyIdle: gateway.DefaultBodyReadTimeout}
 	return rp.RoundTrip(req, &o)
 }
@@ -151,12 +152,12 @@ type authorizerCred struct {
 	appid string
 }
 
-func (a authorizerCred) Token(ctx context.Context) (*tokenEntry, error) {
+func (a authorizerCred) Token(ctx context.Context) (*credential.Token, error) {
 	tok, _, err := a.reg.Token(ctx, a.appid)
 	return tok, err
 }
 
-func (a authorizerCred) RejectedOn(ctx context.Context, tok *tokenEntry, api string) (*tokenEntry, bool, error) {
+func (a authorizerCred) RejectedOn(ctx context.Context, tok *credential.Token, api string) (*credential.Token, bool, error) {
 	au := a.reg.Lookup(a.appid)
 	if au == nil {
 		return nil, false, credential.ErrUnknownAuthorizer
@@ -164,7 +165,7 @@ func (a authorizerCred) RejectedOn(ctx context.Context, tok *tokenEntry, api str
 	return au.RejectedOn(ctx, tok, api)
 }
 
-func (a authorizerCred) Confirm(tok *tokenEntry) {
+func (a authorizerCred) Confirm(tok *credential.Token) {
 	if au := a.reg.Lookup(a.appid); au != nil {
 		au.Confirm(tok)
 	}
@@ -218,7 +219,7 @@ func (t *ComponentTransport) maxReplay() int64 {
 	if t.MaxReplayBody > 0 {
 		return t.MaxReplayBody
 	}
-	return defaultMaxReplayBody
+	return caddykit.DefaultMaxReplayBody
 }
 
 // redact strips the platform's secret, its recent component tokens, the
@@ -238,7 +239,7 @@ func (h *componentHost) Redact(who, msg string) string {
 			msg = strings.ReplaceAll(msg, url.QueryEscape(v), "[token]")
 		}
 	}
-	return ridPattern.ReplaceAllString(credential.StripRID(msg), "")
+	return gateway.StripRIDs(credential.StripRID(msg))
 }
 
 // Interface guards

@@ -1,4 +1,4 @@
-package wechat
+package integration
 
 import (
 	"net/http"
@@ -8,6 +8,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/caddy-wechat/wechat"
 	"github.com/caddy-wechat/wechat/fakewechat"
 )
 
@@ -45,7 +46,7 @@ func TestComponentAlways40001ThroughCaddy(t *testing.T) {
 				t.Fatal(err)
 			}
 			call := func(path string) result {
-				return do(t, http.MethodGet, g.URL+path, nil, AuthorizerHeader, merchant)
+				return do(t, http.MethodGet, g.URL+path, nil, wechat.AuthorizerHeader, merchant)
 			}
 			compBody := []byte(`{"component_appid":"` + testComponentAppID + `"}`)
 			if r := call("/cgi-bin/user/info?openid=o1"); r.errcode() != 0 {
@@ -92,7 +93,7 @@ func TestComponentAlways40001ThroughCaddy(t *testing.T) {
 			if r := do(t, http.MethodPost, g.URL+"/cgi-bin/component/api_create_preauthcode", compBody); r.errcode() != 0 {
 				t.Fatalf("the first component call after the revocation: %s", r.Body)
 			}
-			if got := storedRefresh(t, onlyPlatform(t), merchant); got != f.RefreshTokenOf(merchant) {
+			if !refreshSaved(t, g, merchant) {
 				t.Error("the rotated refresh token was not stored")
 			}
 		})
