@@ -10,7 +10,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caddy-wechat/wechat/internal/gateway"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
@@ -228,14 +227,6 @@ func TestAccountOptionsKnown(t *testing.T) {
 	}
 	if !isHTTPTransportSubdirective("tls") || isHTTPTransportSubdirective("appid") {
 		t.Error("the http transport's parser is not telling its subdirectives apart")
-	}
-}
-
-// JSON gets the same fix for a bare host as the Caddyfile.
-func TestUpstreamWithoutScheme(t *testing.T) {
-	_, err := gateway.ParseUpstreams([]string{"127.0.0.1:9081"})
-	if err == nil || !strings.Contains(err.Error(), "scheme is missing; write http://127.0.0.1:9081") {
-		t.Errorf("got %v", err)
 	}
 }
 

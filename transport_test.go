@@ -20,7 +20,6 @@ import (
 	"github.com/caddy-wechat/wechat/internal/credential"
 	"github.com/caddy-wechat/wechat/internal/gateway"
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	dto "github.com/prometheus/client_model/go"
 )
 
@@ -46,42 +45,6 @@ func TestRequestBodyLimitDefaults(t *testing.T) {
 	if got := set.maxReplay(); got != 1 {
 		t.Errorf("maxReplay() = %d, want the configured 1", got)
 	}
-}
-
-// LimitBodyIdle tightens Caddy's idle read timeout to body_read_timeout
-// and never loosens it; an equal one is left alone (its MinRate window
-// keeps its start).
-func TestLimitBodyIdle(t *testing.T) {
-	const d = 30 * time.Second
-	start := time.Unix(1_000_000, 0)
-	for _, tc := range []struct {
-		name    string
-		timeout time.Duration
-		want    time.Duration
-		kept    bool // Start untouched: no override
-	}{
-		{"none", 0, d, false},
-		{"looser", d + 1, d, false},
-		{"equal", d, d, true},
-		{"tighter", d - 1, d - 1, true},
-	} {
-		r := &caddyhttp.IdleTimeoutReader{Deadline: caddyhttp.IdleDeadline{Start: start, Timeout: tc.timeout, MinRate: 100}}
-		ctx := caddyhttp.ContextWithIdleTimeouts(context.Background(), r, nil)
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://api.weixin.qq.com/", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		caddykit.Server{}.LimitBodyIdle(req, d)
-		if r.Deadline.Timeout != tc.want || r.Deadline.MinRate != 100 {
-			t.Errorf("%s: timeout %v, min rate %d; want %v, 100", tc.name, r.Deadline.Timeout, r.Deadline.MinRate, tc.want)
-		}
-		if kept := r.Deadline.Start.Equal(start); kept != tc.kept {
-			t.Errorf("%s: start kept = %v, want %v", tc.name, kept, tc.kept)
-		}
-	}
-	// No idle timeout in the context: nothing to do, and no panic.
-	req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, "https://api.weixin.qq.com/", nil)
-	caddykit.Server{}.LimitBodyIdle(req, d)
 }
 
 // The account host's needles are cached until the current token or the ring changes, and the
