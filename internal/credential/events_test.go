@@ -108,7 +108,7 @@ func TestLogFetchAndRenewal(t *testing.T) {
 	if e.cache.Current() == tok {
 		t.Fatal("no renewal")
 	}
-	l.one(t, credential.EventRenewal, map[string]any{"appid": logAppID, "credential": "access_token", "source": "fetch", "expires_in": nil})
+	l.one(t, credential.EventRenewal, map[string]any{"appid": logAppID, "credential": "access_token", "source": "fetch", "expires_in": 7200})
 	l.clean(t, e.cache)
 }
 

@@ -159,8 +159,9 @@ func TestProbeWithoutVerdict(t *testing.T) {
 			if e.cache.Current() != tok || e.fake.Fetches.Load() != 1 {
 				t.Fatalf("a probe without verdict dropped the token (%d fetches)", e.fake.Fetches.Load())
 			}
-			// 1+2+4+8+16+30 s: 6 or 7 probes in a minute, not 60 or 600.
-			if n := p.probes.Load(); n < 2 || n > 8 {
+			// 1+2+4+8+16+30 s: 6 or 7 probes in a minute, not 60 or 600
+			// (and not 5, as a backoff starting at 4 s would give).
+			if n := p.probes.Load(); n < 6 || n > 7 {
 				t.Fatalf("a minute of 40001s with the probe answering %d: %d probes; want 6 or so", code, n)
 			}
 			p.code.Store(0)
@@ -266,5 +267,56 @@ func TestPeerTokenFromBeforeTheEvidenceIsNotHeld(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A token holds a "valid" verdict for each of several API paths at once:
+// a verdict for a second path does not push out the first, so a caller of
+// the first path is answered without a new probe.
+func TestVerdictsKeptPerPath(t *testing.T) {
+	e := newEnv(t, credential.APIClassic, false, nil)
+	e.call(t, false)
+	for _, path := range []string{"/cgi-bin/a", "/cgi-bin/b", "/cgi-bin/a", "/cgi-bin/b"} {
+		e.clock.Advance(1100 * time.Millisecond) // past the probe spacing
+		if c := e.callPath(t, path, true); c != 40001 {
+			t.Fatalf("%s: %d", path, c)
+		}
+	}
+	if p := e.fake.Probes.Load(); p != 2 {
+		t.Fatalf("two paths, each rejected twice within the verdict's life: %d probes; want 2", p)
+	}
+	if f := e.fake.Fetches.Load(); f != 1 {
+		t.Fatalf("a valid token was refetched: %d fetches", f)
+	}
+}
+
+// The backoff of probes without a verdict starts again at 1 s once a
+// probe gives one: a busy spell long ago does not space out the probes
+// of the next.
+func TestProbeBackoffRestartsAfterAVerdict(t *testing.T) {
+	e := newEnv(t, credential.APIClassic, false, nil)
+	p := &codeProber{Fake: e.fake}
+	e.cache.SetSource(p)
+	e.call(t, false)
+	n := 0
+	probe := func(wait time.Duration) {
+		t.Helper()
+		e.clock.Advance(wait)
+		n++ // a new path each time: no verdict of an earlier one answers it
+		if c := e.callPath(t, fmt.Sprintf("/cgi-bin/p/%d", n), true); c != 40001 {
+			t.Fatal(c)
+		}
+	}
+	p.code.Store(-1)
+	probe(time.Second)             // no verdict: quiet 1 s
+	probe(1100 * time.Millisecond) // quiet 2 s
+	probe(2100 * time.Millisecond) // quiet 4 s
+	p.code.Store(0)
+	probe(4100 * time.Millisecond) // valid: the backoff restarts
+	p.code.Store(-1)
+	probe(1100 * time.Millisecond) // no verdict: quiet 1 s, not 8 s
+	probe(1100 * time.Millisecond)
+	if got := p.probes.Load(); got != 6 {
+		t.Fatalf("%d probes; want 6 (one per call: each came after its quiet time)", got)
 	}
 }
