@@ -90,7 +90,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 				rest.DeleteN(len(args) + 1)
 			case isProxySubdirective(name):
 				// reverse_proxy's to parse
-			case isHTTPTransportSubdirective(name):
+			case caddykit.IsHTTPTransportSubdirective(name):
 				for range args {
 					rest.Prev()
 				}

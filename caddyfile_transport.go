@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddy-wechat/wechat/internal/caddykit"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
@@ -51,7 +52,7 @@ func (t *Transport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			switch {
 			case err != nil:
 				return err
-			case !known && !isHTTPTransportSubdirective(name):
+			case !known && !caddykit.IsHTTPTransportSubdirective(name):
 				return unknownSubdirective(rest, "transport wechat", name, "the http transport's")
 			case !known:
 				continue
@@ -144,35 +145,9 @@ func isProxySubdirective(name string) bool {
 	if strings.HasPrefix(name, "@") {
 		return true // a response matcher
 	}
-	return knownTo(name, "reverse_proxy", func(d *caddyfile.Dispenser) error {
+	return caddykit.KnownTo(name, "reverse_proxy", func(d *caddyfile.Dispenser) error {
 		return new(reverseproxy.Handler).UnmarshalCaddyfile(d)
 	})
-}
-
-// isHTTPTransportSubdirective asks the http transport's parser the same.
-func isHTTPTransportSubdirective(name string) bool {
-	return knownTo(name, "http", func(d *caddyfile.Dispenser) error {
-		return new(reverseproxy.HTTPTransport).UnmarshalCaddyfile(d)
-	})
-}
-
-// knownTo runs a parser on `<directive> { name }` alone: it rejects only
-// names it does not recognize (any other error is about the missing
-// arguments). A parser that panics on the bare name is taken to know it.
-func knownTo(name, directive string, parse func(*caddyfile.Dispenser) error) (known bool) {
-	defer func() {
-		if recover() != nil {
-			known = true
-		}
-	}()
-	toks := []caddyfile.Token{
-		{File: "probe", Line: 1, Text: directive},
-		{File: "probe", Line: 1, Text: "{"},
-		{File: "probe", Line: 2, Text: name},
-		{File: "probe", Line: 3, Text: "}"},
-	}
-	err := parse(caddyfile.NewDispenser(toks))
-	return err == nil || !strings.Contains(err.Error(), "unrecognized subdirective")
 }
 
 // wrapBlock puts subdirective tokens back into a `name { ... }` block,

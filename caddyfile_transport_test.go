@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/caddy-wechat/wechat/internal/caddykit"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
@@ -225,7 +226,7 @@ func TestAccountOptionsKnown(t *testing.T) {
 	if !isProxySubdirective("lb_policy") || isProxySubdirective("secert") {
 		t.Error("reverse_proxy's parser is not telling its subdirectives apart (did Caddy change its message?)")
 	}
-	if !isHTTPTransportSubdirective("tls") || isHTTPTransportSubdirective("appid") {
+	if !caddykit.IsHTTPTransportSubdirective("tls") || caddykit.IsHTTPTransportSubdirective("appid") {
 		t.Error("the http transport's parser is not telling its subdirectives apart")
 	}
 }

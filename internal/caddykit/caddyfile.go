@@ -179,3 +179,31 @@ func ParseSize(d *caddyfile.Dispenser, name string, args []string) (int64, error
 // ParseDuration is stores.ParseDuration: one spelling of a duration for
 // every wechat directive.
 var ParseDuration = stores.ParseDuration
+
+// IsHTTPTransportSubdirective asks the http transport's own parser
+// whether it knows name, so a gateway's transport block passes real http
+// subdirectives on and names typos, with no list of ours to go stale.
+func IsHTTPTransportSubdirective(name string) bool {
+	return KnownTo(name, "http", func(d *caddyfile.Dispenser) error {
+		return new(reverseproxy.HTTPTransport).UnmarshalCaddyfile(d)
+	})
+}
+
+// KnownTo runs a parser on `<directive> { name }` alone: it rejects only
+// names it does not recognize (any other error is about the missing
+// arguments). A parser that panics on the bare name is taken to know it.
+func KnownTo(name, directive string, parse func(*caddyfile.Dispenser) error) (known bool) {
+	defer func() {
+		if recover() != nil {
+			known = true
+		}
+	}()
+	toks := []caddyfile.Token{
+		{File: "probe", Line: 1, Text: directive},
+		{File: "probe", Line: 1, Text: "{"},
+		{File: "probe", Line: 2, Text: name},
+		{File: "probe", Line: 3, Text: "}"},
+	}
+	err := parse(caddyfile.NewDispenser(toks))
+	return err == nil || !strings.Contains(err.Error(), "unrecognized subdirective")
+}
