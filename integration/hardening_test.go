@@ -139,4 +139,3 @@ http://127.0.0.1:%s {
 		t.Errorf("fetches from the running config's upstream = %d, want 2", n)
 	}
 }
-
