@@ -5,9 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -52,36 +50,6 @@ func logAll(f *fakeWeChat, l *reqLog, next func(w http.ResponseWriter, r *http.R
 	})
 }
 
-// evilListener stands in for a host the gateway must never talk to: it
-// counts every connection it accepts and answers nothing.
-type evilListener struct {
-	ln       net.Listener
-	accepted atomic.Int32
-}
-
-func newEvil(t *testing.T) *evilListener {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &evilListener{ln: ln}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			e.accepted.Add(1)
-			c.Close()
-		}
-	}()
-	t.Cleanup(func() { ln.Close() })
-	return e
-}
-
-func (e *evilListener) addr() string { return e.ln.Addr().String() }
-
 // rawResult is an answer to a request written raw on a TCP connection.
 type rawResult struct {
 	Status int
@@ -120,12 +88,6 @@ func tryGet(url string) (status int, body []byte, err error) {
 	defer resp.Body.Close()
 	body, err = io.ReadAll(resp.Body)
 	return resp.StatusCode, body, err
-}
-
-// anyHost is basicConfig for a site that answers every Host, so a hostile
-// Host header or absolute-form URI reaches the wechat handler.
-func anyHost(upstream, extra string) string {
-	return strings.Replace(basicConfig(upstream, extra), "http://127.0.0.1:%[1]d {", "http://:%[1]d {\n\tbind 127.0.0.1", 1)
 }
 
 // onlyAccount returns the single account in the pool.

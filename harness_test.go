@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -222,15 +221,6 @@ func parallel(n int, f func(i int)) {
 		go func() { defer wg.Done(); f(i) }()
 	}
 	wg.Wait()
-}
-
-func readFile(t testing.TB, p string) string {
-	t.Helper()
-	b, err := os.ReadFile(p)
-	if err != nil && !os.IsNotExist(err) {
-		t.Fatal(err)
-	}
-	return string(b)
 }
 
 // setup starts cold: a fresh fake WeChat, and one Caddy with one wechat

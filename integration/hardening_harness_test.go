@@ -74,18 +74,6 @@ func rawDo(addr, raw string) rawResult {
 	return rawResult{Status: resp.StatusCode, Header: resp.Header, Body: string(b), Err: err}
 }
 
-// tryGet is get without failing the test on a transport error: fault tests
-// look at exactly what the client received.
-func tryGet(url string) (status int, body []byte, err error) {
-	resp, err := client.Get(url)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	body, err = io.ReadAll(resp.Body)
-	return resp.StatusCode, body, err
-}
-
 // anyHost is basicConfig for a site that answers every Host, so a hostile
 // Host header or absolute-form URI reaches the wechat handler.
 func anyHost(upstream, extra string) string {
