@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/caddy-wechat/wechat/internal/caddykit"
+	"github.com/caddy-wechat/wechat/caddykit"
 	"github.com/caddyserver/caddy/v2"
 )
 

@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/caddy-wechat/wechat/internal/caddykit"
+	"github.com/caddy-wechat/wechat/caddykit"
 	"github.com/caddy-wechat/wechat/internal/gateway"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"

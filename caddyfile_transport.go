@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caddy-wechat/wechat/internal/caddykit"
+	"github.com/caddy-wechat/wechat/caddykit"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"

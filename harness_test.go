@@ -19,8 +19,8 @@ import (
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
+	"github.com/caddy-wechat/wechat/caddykit"
 	"github.com/caddy-wechat/wechat/fakewechat"
-	"github.com/caddy-wechat/wechat/internal/caddykit"
 )
 
 const (

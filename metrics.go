@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/caddy-wechat/wechat/internal/caddykit"
+	"github.com/caddy-wechat/wechat/caddykit"
 	"github.com/caddy-wechat/wechat/internal/credential"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"

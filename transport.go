@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/caddy-wechat/wechat/internal/caddykit"
+	"github.com/caddy-wechat/wechat/caddykit"
 	"github.com/caddy-wechat/wechat/internal/gateway"
 	"github.com/caddyserver/caddy/v2"
 )

@@ -27,7 +27,7 @@
 //
 // expands to reverse_proxy https://api.weixin.qq.com with transport
 // wechat_component and the failover defaults of the wechat directive
-// (internal/caddykit). The callback and the transport of one component
+// (caddykit/). The callback and the transport of one component
 // share one platform (platform.go) through a pool, so a reload that keeps
 // the component keeps its authorizers' tokens. The root package imports
 // this one; it never imports the root.

@@ -15,7 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/caddy-wechat/wechat/internal/caddykit"
+	"github.com/caddy-wechat/wechat/caddykit"
 	"github.com/caddy-wechat/wechat/internal/componentcb"
 	"github.com/caddy-wechat/wechat/internal/credential"
 	"github.com/caddy-wechat/wechat/internal/gateway"

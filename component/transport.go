@@ -7,7 +7,7 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/caddy-wechat/wechat/internal/caddykit"
+	"github.com/caddy-wechat/wechat/caddykit"
 	"github.com/caddy-wechat/wechat/internal/credential"
 	"github.com/caddy-wechat/wechat/internal/gateway"
 	"github.com/caddyserver/caddy/v2"

@@ -3,9 +3,10 @@
 // gateway directive expands into, the Caddyfile options every directive
 // spells the same way, Caddy as the request path's gateway.Server, the
 // one renewal scheduler of the process, and the scrub counter. It exists
-// so that component/ never imports the root; the request path itself
-// (internal/gateway) and the engine (internal/credential) stay free of
-// Caddy.
+// so that component/ never imports the root, and outside internal/ so
+// that every internal package (the request path, internal/gateway; the
+// engine, internal/credential) stays free of Caddy. It is for this
+// module's own packages: its API may change without notice.
 package caddykit
 
 import (
