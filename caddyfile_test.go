@@ -2,12 +2,8 @@ package wechat
 
 import (
 	"encoding/json"
-	"os"
-	"strconv"
 	"strings"
 	"testing"
-
-	"github.com/caddyserver/caddy/v2"
 )
 
 func TestAdaptProducesCleanJSON(t *testing.T) {
@@ -104,92 +100,6 @@ func TestCaddyfileErrors(t *testing.T) {
 	}
 }
 
-// A placeholder that resolves to nothing fails at load, naming the field.
-func TestProvisionFailsOnEmptySecret(t *testing.T) {
-	resetAccounts(t)
-	t.Setenv("TEST_WECHAT_APPID", testAppID)
-	t.Setenv("TEST_WECHAT_SECRET", "")
-	cfg, err := adapt(strings.NewReplacer("%[1]d", "0", "%[2]d", "0", "%[3]s", t.TempDir()+"/log").Replace(basicConfig("http://127.0.0.1:1", "")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = caddy.Load(cfg, true)
-	if err == nil || !strings.Contains(err.Error(), "secret is required") {
-		t.Fatalf("want a clear load error, got %v", err)
-	}
-}
-
-// Two accounts under two path prefixes of one site, with no order option.
-func TestTwoAccountsUnderHandlePath(t *testing.T) {
-	resetAccounts(t)
-	setEnv(t)
-	a, b := newFake(t), newFake(t)
-	g := startCaddy(t, `{
-	admin 127.0.0.1:%[2]d
-}
-http://127.0.0.1:%[1]d {
-	handle_path /a/* {
-		wechat {
-			appid {env.TEST_WECHAT_APPID}
-			secret {env.TEST_WECHAT_SECRET}
-			upstream `+a.URL+`
-		}
-	}
-	route /b/* {
-		uri strip_prefix /b
-		wechat {
-			appid {env.TEST_WECHAT_APPID}
-			secret {env.TEST_WECHAT_SECRET}
-			upstream `+b.URL+`
-			token_api classic
-		}
-	}
-}
-`)
-	if r := get(t, g.URL+"/a/cgi-bin/user/info?openid=1"); r.errcode() != 0 || r.JSON["path"] != "/cgi-bin/user/info" {
-		t.Errorf("/a: %s", r.Body)
-	}
-	if r := get(t, g.URL+"/b/cgi-bin/user/info?openid=2"); r.errcode() != 0 || r.JSON["path"] != "/cgi-bin/user/info" {
-		t.Errorf("/b: %s", r.Body)
-	}
-	if a.Fetches("stable") != 1 || a.Fetches("classic") != 0 || b.Fetches("classic") != 1 || b.Fetches("stable") != 0 {
-		t.Errorf("fetches: a stable=%d classic=%d, b stable=%d classic=%d",
-			a.Fetches("stable"), a.Fetches("classic"), b.Fetches("stable"), b.Fetches("classic"))
-	}
-}
-
-// The shipped examples must load: the demo runs end to end against the
-// fake WeChat, and Caddyfile.example adapts.
-func TestExamples(t *testing.T) {
-	resetAccounts(t)
-	t.Setenv("DEMO_SECRET", "demo-secret")
-	demo, err := os.ReadFile("examples/demo.Caddyfile")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw, fake, admin := freePort(t), freePort(t), freePort(t)
-	cfg := strings.NewReplacer(":8080 {", "http://127.0.0.1:"+strconv.Itoa(gw)+" {", "127.0.0.1:9081", "127.0.0.1:"+strconv.Itoa(fake),
-		":9081", ":"+strconv.Itoa(fake), "localhost:2019", "127.0.0.1:"+strconv.Itoa(admin)).Replace(string(demo))
-	loadCaddyfile(t, cfg)
-	t.Cleanup(resetAccountsFunc(t))
-	r := get(t, "http://127.0.0.1:"+strconv.Itoa(gw)+"/cgi-bin/user/info?openid=o1")
-	if r.errcode() != 0 || r.JSON["query"] != "openid=o1" {
-		t.Errorf("demo: %d %s", r.Status, r.Body)
-	}
-
-	t.Setenv("WECHAT_APPID", "wx1")
-	t.Setenv("WECHAT_SECRET", "s")
-	example, err := os.ReadFile("Caddyfile.example")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := adapt(string(example)); err != nil {
-		t.Errorf("Caddyfile.example: %v", err)
-	}
-}
-
-func resetAccountsFunc(t *testing.T) func() { return func() { resetAccounts(t) } }
-
 // response_header_timeout defaults to 30 s in both Caddyfile forms, and 0
 // turns it off (reverse_proxy's own default), as the README says.
 func TestResponseHeaderTimeoutDefaultAndOff(t *testing.T) {
@@ -222,6 +132,31 @@ func TestResponseHeaderTimeoutDefaultAndOff(t *testing.T) {
 			if got.RHT != tc.want {
 				t.Errorf("%s, %s: response_header_timeout %d, want %d", form, tc.name, got.RHT, tc.want)
 			}
+		}
+	}
+}
+
+func TestCaddyfileRequestPathOptions(t *testing.T) {
+	cfg, err := adapt(`:8080 {
+	wechat {
+		appid wx1
+		secret {env.S}
+		max_buffered_bytes 32MiB
+		body_read_timeout 5s
+		keep_caller_auth
+	}
+}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"max_buffered_bytes":33554432`, `"body_read_timeout":5000000000`, `"keep_caller_auth":true`} {
+		if !strings.Contains(string(cfg), want) {
+			t.Errorf("adapted config lacks %s: %s", want, cfg)
+		}
+	}
+	for _, bad := range []string{"max_buffered_bytes lots", "body_read_timeout soon", "keep_caller_auth yes"} {
+		if _, err := adapt(":8080 {\n\twechat {\n\t\tappid wx1\n\t\tsecret {env.S}\n\t\t" + bad + "\n\t}\n}"); err == nil {
+			t.Errorf("%q was accepted", bad)
 		}
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"testing"
 
 	"github.com/caddy-wechat/wechat/caddykit"
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
@@ -228,20 +227,6 @@ func TestAccountOptionsKnown(t *testing.T) {
 	}
 	if !caddykit.IsHTTPTransportSubdirective("tls") || caddykit.IsHTTPTransportSubdirective("appid") {
 		t.Error("the http transport's parser is not telling its subdirectives apart")
-	}
-}
-
-// Caddy names the module in front of a provision error; ours adds no
-// second "wechat:".
-func TestProvisionErrorHasOnePrefix(t *testing.T) {
-	resetAccounts(t)
-	err := caddy.Load([]byte(`{"apps":{"http":{"servers":{"s":{"listen":["127.0.0.1:0"],"routes":[{"handle":[
-		{"handler":"reverse_proxy","transport":{"protocol":"wechat","appid":"wx1","secret":"{env.TEST_NO_SUCH_VAR}"}}]}]}}}}}`), true)
-	if err == nil || !strings.Contains(err.Error(), "secret is required") {
-		t.Fatalf("want a load error, got %v", err)
-	}
-	if !strings.Contains(err.Error(), "transport.wechat: secret is required") {
-		t.Errorf("a hand-written prefix: %v", err)
 	}
 }
 

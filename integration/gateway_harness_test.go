@@ -286,6 +286,34 @@ func statusAccounts(t testing.TB, g *runningCaddy) []string {
 	return labels
 }
 
+// accountRow is the part of a /wechat/status row tests read (the endpoint holds no token).
+type accountRow struct {
+	Account        string    `json:"account"`
+	Shared         bool      `json:"store"`
+	HasToken       bool      `json:"has_token"`
+	Fetches        int64     `json:"fetches_today"`
+	FetchedAt      time.Time `json:"fetched_at"`
+	ExpiresAt      time.Time `json:"expires_at"`
+	CeilingReached bool      `json:"ceiling_reached"`
+	StoreDown      bool      `json:"store_down"`
+}
+
+// onlyAccountRow is the status row of the one account g runs.
+func onlyAccountRow(t testing.TB, g *runningCaddy) accountRow {
+	t.Helper()
+	r := get(t, "http://"+g.Admin+"/wechat/status")
+	var s struct {
+		Accounts []accountRow `json:"accounts"`
+	}
+	if err := json.Unmarshal(r.Body, &s); err != nil {
+		t.Fatalf("status: %v %s", err, r.Body)
+	}
+	if len(s.Accounts) != 1 {
+		t.Fatalf("%d accounts in the status, want 1: %s", len(s.Accounts), r.Body)
+	}
+	return s.Accounts[0]
+}
+
 // siteConfig is one site whose body is given, with the harness's globals.
 func siteConfig(body string) string {
 	return `{

@@ -3,6 +3,7 @@ package integration
 import (
 	"crypto/sha1"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -187,4 +188,84 @@ func cardSignature(values ...string) string {
 	sort.Strings(vs)
 	sum := sha1.Sum([]byte(strings.Join(vs, "")))
 	return hex.EncodeToString(sum[:])
+}
+
+// The ticket is renewed ahead, in the background: with an 8 s ticket the
+// scheduler fetches the next one at 4 s, no request waits for it, and the
+// next signature uses it. (The root used to test this by calling the
+// cache's Refresh itself; here the real scheduler does it.)
+func TestJSSDKTicketRefreshAhead(t *testing.T) {
+	resetAccounts(t)
+	setEnv(t)
+	f := newFake(t)
+	var issued atomic.Int32
+	f.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path != "/cgi-bin/ticket/getticket" {
+			return false
+		}
+		n := issued.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"errcode":0,"errmsg":"ok","ticket":"TKT_%d","expires_in":8}`, n)
+		return true
+	})
+	g := startCaddy(t, jssdkSite(f.URL, ""))
+	const page = "https://example.com/"
+	sign := func() result {
+		t.Helper()
+		r := get(t, g.URL+"/jssdk?url="+url.QueryEscape(page))
+		if r.Status != 200 {
+			t.Fatalf("sign: %d %s", r.Status, r.Body)
+		}
+		return r
+	}
+	signedWith := func(r result, ticket string) bool {
+		ts, _ := r.JSON["timestamp"].(float64)
+		nonce, _ := r.JSON["nonceStr"].(string)
+		return r.JSON["signature"] == sha1hex(fmt.Sprintf("jsapi_ticket=%s&noncestr=%s&timestamp=%d&url=%s", ticket, nonce, int64(ts), page))
+	}
+	if r := sign(); !signedWith(r, "TKT_1") {
+		t.Fatalf("first signature not made with the first ticket: %s", r.Body)
+	}
+	if st := ticketStatus(t, g, "ticket:jsapi"); st.RenewAt.IsZero() || !st.RenewAt.Before(st.ExpiresAt) {
+		t.Fatalf("no renewal ahead of expiry scheduled: renew_at %s, expires_at %s", st.RenewAt, st.ExpiresAt)
+	}
+	deadline := time.Now().Add(15 * time.Second) // a guard, not a timing assertion
+	for issued.Load() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the ticket was not renewed in the background")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	r := sign()
+	if n := issued.Load(); n != 2 {
+		t.Fatalf("%d tickets fetched; want 2 (the signature after the renewal fetched none)", n)
+	}
+	if !signedWith(r, "TKT_2") {
+		t.Errorf("the renewed ticket is not the one signing: %s", r.Body)
+	}
+}
+
+// ticketStatus is the status row of the one account's ticket named name.
+func ticketStatus(t *testing.T, g *runningCaddy, name string) (st struct {
+	Name      string    `json:"name"`
+	ExpiresAt time.Time `json:"expires_at"`
+	RenewAt   time.Time `json:"renew_at"`
+}) {
+	t.Helper()
+	r := get(t, "http://"+g.Admin+"/wechat/status")
+	var s struct {
+		Accounts []struct {
+			Tickets []json.RawMessage `json:"tickets"`
+		} `json:"accounts"`
+	}
+	if err := json.Unmarshal(r.Body, &s); err != nil || len(s.Accounts) != 1 {
+		t.Fatalf("status: want one account (%v): %s", err, r.Body)
+	}
+	for _, raw := range s.Accounts[0].Tickets {
+		if err := json.Unmarshal(raw, &st); err == nil && st.Name == name {
+			return st
+		}
+	}
+	t.Fatalf("no ticket %s in the status: %s", name, r.Body)
+	return st
 }

@@ -277,4 +277,56 @@ func TestUpstreamDown(t *testing.T) {
 	}
 }
 
+// Stopping Caddy does not wait for a hung background fetch: the account's
+// Destruct cancels it (issue 11: SIGTERM used to wait up to 23 s). With an
+// 8 s token the scheduler renews within 4 s; the fake holds that renewal
+// until the gateway hangs up, and the gateway's fetch_timeout is an hour.
+func TestStopDoesNotWaitForHungFetch(t *testing.T) {
+	resetAccounts(t)
+	setEnv(t)
+	f := newFake(t)
+	f.SetTokenTTL(8 * time.Second)
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) }) // before the fake's Close, which waits for handlers
+	held, cancelled := make(chan struct{}, 1), make(chan struct{}, 1)
+	var calls atomic.Int32
+	f.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path != "/cgi-bin/stable_token" || calls.Add(1) == 1 {
+			return false
+		}
+		// Read the body: net/http notices a closed connection only once
+		// it has.
+		_, _ = io.Copy(io.Discard, r.Body)
+		held <- struct{}{}
+		select {
+		case <-r.Context().Done():
+			cancelled <- struct{}{}
+		case <-release:
+		}
+		return true
+	})
+	g := startCaddy(t, basicConfig(f.URL, "fetch_timeout 1h"))
+	if r := get(t, g.URL+"/cgi-bin/user/info"); r.errcode() != 0 {
+		t.Fatal(r.Body)
+	}
+	guard := time.After(30 * time.Second) // a deadlock guard, not a timing assertion
+	select {
+	case <-held:
+	case <-guard:
+		t.Fatal("no background renewal reached the fake")
+	}
+	stopped := make(chan struct{})
+	go func() { resetAccounts(t); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-guard:
+		t.Fatal("stop waited for a fetch with a 1 h deadline")
+	}
+	select {
+	case <-cancelled:
+	case <-guard:
+		t.Fatal("the hung fetch outlived the account")
+	}
+}
+
 func itoa(n int) string { return strconv.Itoa(n) }

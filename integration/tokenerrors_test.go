@@ -1,10 +1,12 @@
-package wechat
+package integration
+
+// What a token WeChat rejects costs, through a real Caddy: an API that
+// rejects every token, a WeChat-wide glitch, the daily fetch ceiling.
 
 import (
 	"strings"
-	"time"
-
 	"testing"
+	"time"
 
 	"github.com/caddy-wechat/wechat/fakewechat"
 )
@@ -15,8 +17,8 @@ import (
 func TestAlways40001PathCostsNoFetch(t *testing.T) {
 	mc := startMemcached(t)
 	for _, c := range []struct{ api, store string }{
-		{tokenAPIStable, ""}, {tokenAPIClassic, ""},
-		{tokenAPIStable, "memcache " + mc.Addr}, {tokenAPIClassic, "memcache " + mc.Addr},
+		{"stable", ""}, {"classic", ""},
+		{"stable", "memcache " + mc.Addr}, {"classic", "memcache " + mc.Addr},
 	} {
 		api, name := c.api, c.api
 		if c.store != "" {
@@ -39,8 +41,8 @@ func TestAlways40001PathCostsNoFetch(t *testing.T) {
 			if n := f.Fetches(api); n != 1 {
 				t.Errorf("%d token fetches; want 1 (the first)", n)
 			}
-			if (c.store != "") != (onlyAccount(t).shared != nil) {
-				t.Errorf("store %q: the account's shared store is %v", c.store, onlyAccount(t).shared)
+			if row := onlyAccountRow(t, g); (c.store != "") != row.Shared {
+				t.Errorf("store %q: the status says store=%v", c.store, row.Shared)
 			}
 			if n := f.Fetches("stable_force"); n != 0 {
 				t.Errorf("%d force_refresh", n)

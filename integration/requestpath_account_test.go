@@ -1,4 +1,4 @@
-package wechat
+package integration
 
 import (
 	"bytes"
@@ -19,8 +19,10 @@ import (
 	"github.com/caddy-wechat/wechat/internal/gateway"
 )
 
-// Issue 10 attacks on the request path, through a real Caddy in front of
-// the fake WeChat (with hooks for what the fake does not model yet).
+// Issue 10 attacks on the account's request path, through a real Caddy in
+// front of the fake WeChat (with hooks for what the fake does not model
+// yet). requestpath_component_test.go makes the same attacks on the open
+// platform's transport.
 
 // headerLog records the headers and path of every request the fake gets.
 type headerLog struct {
@@ -392,30 +394,5 @@ func TestOwnCredentialAlways40001Fake(t *testing.T) {
 	}
 	if n := f.Fetches("stable"); n != fetches {
 		t.Errorf("%d fetches caused by own-credential 40001s", n-fetches)
-	}
-}
-
-func TestCaddyfileRequestPathOptions(t *testing.T) {
-	cfg, err := adapt(`:8080 {
-	wechat {
-		appid wx1
-		secret {env.S}
-		max_buffered_bytes 32MiB
-		body_read_timeout 5s
-		keep_caller_auth
-	}
-}`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{`"max_buffered_bytes":33554432`, `"body_read_timeout":5000000000`, `"keep_caller_auth":true`} {
-		if !strings.Contains(string(cfg), want) {
-			t.Errorf("adapted config lacks %s: %s", want, cfg)
-		}
-	}
-	for _, bad := range []string{"max_buffered_bytes lots", "body_read_timeout soon", "keep_caller_auth yes"} {
-		if _, err := adapt(":8080 {\n\twechat {\n\t\tappid wx1\n\t\tsecret {env.S}\n\t\t" + bad + "\n\t}\n}"); err == nil {
-			t.Errorf("%q was accepted", bad)
-		}
 	}
 }

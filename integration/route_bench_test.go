@@ -1,4 +1,4 @@
-package wechat
+package integration
 
 import (
 	"encoding/json"
@@ -19,7 +19,7 @@ import (
 // fake allocations are in every figure, so the difference is the
 // gateway's.
 //
-//	go test -run '^$' -bench Route -benchmem -count 5
+//	go test -run '^$' -bench Route -benchmem -count 5 ./integration
 func BenchmarkRoute(b *testing.B) {
 	setEnv(b)
 	f := newFake(b)

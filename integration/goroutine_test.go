@@ -1,4 +1,4 @@
-package wechat
+package integration
 
 import (
 	"fmt"
@@ -11,9 +11,12 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
-// Goroutine leak checks (issue 7): a manual stack diff, no dependencies.
+// Goroutine leak checks (issue 7) through a real Caddy: a manual stack
+// diff, no dependencies.
 
 var goroutineHeader = regexp.MustCompile(`^goroutine (\d+) \[`)
 
@@ -126,17 +129,18 @@ http://127.0.0.1:%[1]d {
 	}
 }
 `)
-	cfg, err := adapt(bad)
+	cfg, err := adaptCaddyfile(bad)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if caddyLoad(cfg) == nil {
+	if caddy.Load(cfg, true) == nil {
 		t.Fatal("a config with an empty appid loaded")
 	}
 	if n := countStacks("(*Scheduler).loop"); n > 1 {
 		t.Errorf("after a rejected reload: %d scheduler goroutines, want at most 1 for all accounts", n)
 	}
-	resetAccounts(t) // stops Caddy and checks the pool is empty
+	resetAccounts(t)
+	noAccountsLeft(t)
 	if n := countStacks("(*Scheduler).loop"); n != 0 {
 		t.Errorf("after stop: %d scheduler goroutines, want 0", n)
 	}
@@ -217,4 +221,19 @@ func TestReloadUnderLoad(t *testing.T) {
 		t.Errorf("%d requests dropped on closing connections in 10 reloads", d)
 	}
 	t.Logf("%d requests, %d retried after a dropped connection", total.Load(), dropped.Load())
+}
+
+// noAccountsLeft checks, through the status endpoint of a Caddy that runs
+// nothing but its admin API, that a stop released every account: one left
+// in the process's pool would be a leaked refresher.
+func noAccountsLeft(t *testing.T) {
+	t.Helper()
+	admin := "127.0.0.1:" + itoa(freePort(t))
+	if err := caddy.Load([]byte(`{"admin":{"listen":"`+admin+`"}}`), true); err != nil {
+		t.Fatal(err)
+	}
+	defer caddy.Stop()
+	if labels := statusAccounts(t, &runningCaddy{Admin: admin}); len(labels) != 0 {
+		t.Errorf("accounts %v still in the pool after stop", labels)
+	}
 }

@@ -1,5 +1,0 @@
-//go:build mutation
-
-package wechat
-
-func init() { fastOnly = true }
