@@ -106,8 +106,24 @@ func startCaddy(t testing.TB, caddyfile string) *runningCaddy {
 	g.URL = fmt.Sprintf("http://127.0.0.1:%d", port)
 	g.Admin = fmt.Sprintf("127.0.0.1:%d", admin)
 	loadCaddyfile(t, fmt.Sprintf(caddyfile, port, admin, g.LogFile))
-	t.Cleanup(func() { caddy.Stop() })
+	t.Cleanup(func() {
+		caddy.Stop()
+		if t.Failed() {
+			logTail(t, g.LogFile, 40)
+		}
+	})
 	return g
+}
+
+// logTail logs the last n lines of Caddy's log, so that a failure in CI
+// shows what the gateway did (the log holds no credential: the log tests
+// prove it).
+func logTail(t testing.TB, file string, n int) {
+	lines := strings.Split(strings.TrimRight(readFile(t, file), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	t.Logf("the last %d lines of %s:\n%s", len(lines), file, strings.Join(lines, "\n"))
 }
 
 // loadCaddyfile adapts and loads a config, failing the test on error.
@@ -221,7 +237,7 @@ func do(t testing.TB, method, url string, body []byte, hdr ...string) result {
 	return r
 }
 
-func get(t testing.TB, url string) result { return do(t, http.MethodGet, url, nil) }
+func get(t testing.TB, url string) result { t.Helper(); return do(t, http.MethodGet, url, nil) }
 
 // setup starts cold: a fresh fake WeChat, and one Caddy with one wechat
 // account in front of it (extra adds subdirectives).

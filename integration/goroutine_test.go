@@ -104,7 +104,7 @@ func cycle(t *testing.T, f *fakeWeChat) {
 	}
 	// Another account (another secret, so another key): the old one goes.
 	loadCaddyfile(t, fill(strings.Replace(basicConfig(f.URL, ""), "{env.TEST_WECHAT_SECRET}", "{env.TEST_WECHAT_SECRET}x", 1)))
-	get(t, g.URL+"/cgi-bin/user/info") // the fake rejects this secret: fine
+	_, _, _ = tryGet(g.URL + "/cgi-bin/user/info") // the fake rejects this secret: any answer is fine
 	if n := countStacks("(*Scheduler).loop"); n > 1 {
 		t.Errorf("after switching accounts: %d scheduler goroutines, want at most 1 for all accounts", n)
 	}
