@@ -3,10 +3,8 @@ package wechat
 import (
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/caddy-wechat/wechat/caddykit"
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 )
@@ -26,45 +24,13 @@ import (
 // and it knows no appid. Here `upstream` names only the token endpoints:
 // keep it in step with reverse_proxy's upstreams.
 func (t *Transport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // the transport name
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	// The wechat directive's defaults, so both forms give the same JSON.
-	if t.DialTimeout == 0 {
-		t.DialTimeout = caddy.Duration(3 * time.Second)
-	}
-	if t.ResponseHeaderTimeout == 0 {
-		t.ResponseHeaderTimeout = caddy.Duration(30 * time.Second)
-	}
-
-	// Read ours, deleting them from a copy; the rest goes to the http
-	// transport's own parser.
-	rest := d.NewFromNextSegment()
-	for rest.Next() {
-		for rest.NextBlock(0) {
-			if rest.Nesting() != 1 {
-				continue
-			}
-			name := rest.Val()
-			args := rest.RemainingArgs()
-			known, err := t.parseOption(rest, name, args)
-			switch {
-			case err != nil:
-				return err
-			case !known && !caddykit.IsHTTPTransportSubdirective(name):
-				return unknownSubdirective(rest, "transport wechat", name, "the http transport's")
-			case !known:
-				continue
-			}
-			rest.DeleteN(len(args) + 1)
-		}
-	}
-	rest.Reset()
-	if err := t.HTTPTransport.UnmarshalCaddyfile(rest); err != nil {
+	err := caddykit.UnmarshalTransport(d, &t.HTTPTransport, t.parseOption, func(d *caddyfile.Dispenser, name string) error {
+		return unknownSubdirective(d, "transport wechat", name, "the http transport's")
+	})
+	if err != nil {
 		return err
 	}
-	_, err := t.finishCaddyfile(d)
+	_, err = t.finishCaddyfile(d)
 	return err
 }
 

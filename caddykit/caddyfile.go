@@ -207,3 +207,49 @@ func KnownTo(name, directive string, parse func(*caddyfile.Dispenser) error) (kn
 	err := parse(caddyfile.NewDispenser(toks))
 	return err == nil || !strings.Contains(err.Error(), "unrecognized subdirective")
 }
+
+// UnmarshalTransport parses a `transport <name> { ... }` block of a
+// gateway transport that embeds ht, the fastcgi way: parse takes the
+// transport's own subdirectives (false: not one of ours), and everything
+// else goes to the http transport's own parser, so that tls, keepalive
+// and the rest keep working. Written once so that both transports apply
+// the same defaults and refuse the same unknown names.
+func UnmarshalTransport(d *caddyfile.Dispenser, ht *reverseproxy.HTTPTransport,
+	parse func(d *caddyfile.Dispenser, name string, args []string) (bool, error),
+	unknown func(d *caddyfile.Dispenser, name string) error) error {
+	d.Next() // the transport name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	// The directive's defaults, so that both forms give the same JSON.
+	if ht.DialTimeout == 0 {
+		ht.DialTimeout = caddy.Duration(3 * time.Second)
+	}
+	if ht.ResponseHeaderTimeout == 0 {
+		ht.ResponseHeaderTimeout = caddy.Duration(30 * time.Second)
+	}
+	// Read ours, deleting them from a copy; the rest goes to the http
+	// transport's parser.
+	rest := d.NewFromNextSegment()
+	for rest.Next() {
+		for rest.NextBlock(0) {
+			if rest.Nesting() != 1 {
+				continue
+			}
+			name := rest.Val()
+			args := rest.RemainingArgs()
+			known, err := parse(rest, name, args)
+			switch {
+			case err != nil:
+				return err
+			case !known && !IsHTTPTransportSubdirective(name):
+				return unknown(rest, name)
+			case !known:
+				continue
+			}
+			rest.DeleteN(len(args) + 1)
+		}
+	}
+	rest.Reset()
+	return ht.UnmarshalCaddyfile(rest)
+}

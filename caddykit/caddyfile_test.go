@@ -3,10 +3,14 @@ package caddykit
 import (
 	"encoding/json"
 	"net/url"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 )
 
 // Options takes only the subdirectives a directive points at its fields:
@@ -68,5 +72,31 @@ func TestReverseProxyToFailoverDefaults(t *testing.T) {
 	one, err := ReverseProxyTo(h, caddyfile.NewTestDispenser("reverse_proxy"), []*url.URL{a}, nil)
 	if err != nil || one.LoadBalancing != nil || one.HealthChecks != nil {
 		t.Fatalf("one upstream: %v %+v %+v", err, one.LoadBalancing, one.HealthChecks)
+	}
+}
+
+// A transport block: ours to parse, the http transport's to its parser
+// (tls here), anything else refused by name; the defaults apply unless set.
+func TestUnmarshalTransportSplitsTheBlock(t *testing.T) {
+	var appid string
+	opts := Options{AppID: &appid}
+	refuse := func(d *caddyfile.Dispenser, name string) error { return d.Errf("refused %s", name) }
+
+	var ht reverseproxy.HTTPTransport
+	d := caddyfile.NewTestDispenser("x {\n\tappid wx1\n\ttls\n\tresponse_header_timeout 5s\n}")
+	if err := UnmarshalTransport(d, &ht, opts.Parse, refuse); err != nil {
+		t.Fatal(err)
+	}
+	if appid != "wx1" || ht.TLS == nil || ht.ResponseHeaderTimeout != caddy.Duration(5*time.Second) || ht.DialTimeout != caddy.Duration(3*time.Second) {
+		t.Errorf("appid %q, tls %v, header timeout %v, dial timeout %v", appid, ht.TLS, ht.ResponseHeaderTimeout, ht.DialTimeout)
+	}
+
+	d = caddyfile.NewTestDispenser("x {\n\tfrobnicate 1\n}")
+	if err := UnmarshalTransport(d, new(reverseproxy.HTTPTransport), opts.Parse, refuse); err == nil || !strings.Contains(err.Error(), "refused frobnicate") {
+		t.Errorf("unknown subdirective: %v", err)
+	}
+	d = caddyfile.NewTestDispenser("x extra {\n}")
+	if err := UnmarshalTransport(d, new(reverseproxy.HTTPTransport), opts.Parse, refuse); err == nil {
+		t.Error("an argument after the transport name was taken")
 	}
 }

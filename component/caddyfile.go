@@ -184,36 +184,10 @@ func (cb *ComponentCallback) parseOption(d *caddyfile.Dispenser) error {
 // and it knows no appid. Here `upstream` names only the token endpoints:
 // keep it in step with reverse_proxy's upstreams.
 func (t *ComponentTransport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // the transport name
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	// The directive's defaults, so both forms give the same JSON.
-	if t.DialTimeout == 0 && t.ResponseHeaderTimeout == 0 {
-		caddykit.SetHTTPDefaults(&t.HTTPTransport)
-	}
-	rest := d.NewFromNextSegment()
-	for rest.Next() {
-		for rest.NextBlock(0) {
-			if rest.Nesting() != 1 {
-				continue
-			}
-			name := rest.Val()
-			args := rest.RemainingArgs()
-			known, err := t.options().Parse(rest, name, args)
-			switch {
-			case err != nil:
-				return err
-			case !known && !caddykit.IsHTTPTransportSubdirective(name):
-				return rest.Errf("unknown subdirective %q: it is not a transport wechat_component subdirective, nor one of the http transport's", name)
-			case !known:
-				continue
-			}
-			rest.DeleteN(len(args) + 1)
-		}
-	}
-	rest.Reset()
-	if err := t.HTTPTransport.UnmarshalCaddyfile(rest); err != nil {
+	err := caddykit.UnmarshalTransport(d, &t.HTTPTransport, t.options().Parse, func(d *caddyfile.Dispenser, name string) error {
+		return d.Errf("unknown subdirective %q: it is not a transport wechat_component subdirective, nor one of the http transport's", name)
+	})
+	if err != nil {
 		return err
 	}
 	bases, err := t.finish(d)
